@@ -1,0 +1,180 @@
+//! Descriptions exchanged at load and warmup time: what the device is, what the model is, and
+//! the KV cache layout warmup settled on.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Which family of hardware a device drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+    Gaudi,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+            DeviceKind::Gaudi => "gaudi",
+        }
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" => Ok(DeviceKind::Cuda),
+            "gaudi" | "hpu" => Ok(DeviceKind::Gaudi),
+            other => Err(format!(
+                "unknown device '{other}' (expected cpu, cuda or gaudi)"
+            )),
+        }
+    }
+}
+
+/// The numeric type a backend computes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" | "float" => Ok(DType::F32),
+            "f16" | "float16" | "half" => Ok(DType::F16),
+            "bf16" | "bfloat16" => Ok(DType::BF16),
+            other => Err(format!("unknown dtype '{other}' (expected f32, f16 or bf16)")),
+        }
+    }
+}
+
+/// What the device is, and the peaks a benchmark divides by for roofline ratios.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub kind: DeviceKind,
+    pub name: String,
+    pub memory_bytes: u64,
+    /// Peak memory bandwidth, measured or declared; 0 when unknown.
+    pub peak_bandwidth_bytes_per_s: f64,
+    /// Peak dense FLOP/s in the compute dtype; 0 when unknown.
+    pub peak_flops: f64,
+}
+
+/// How to load a model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadOptions {
+    /// The compute dtype; `None` lets the backend choose (CPU: f32).
+    pub dtype: Option<DType>,
+}
+
+/// What was loaded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub architecture: String,
+    pub dtype: DType,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub num_layers: usize,
+    pub hidden_size: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub param_count: u64,
+    /// Bytes of weights read per forward pass in the compute dtype.
+    pub weight_bytes: u64,
+}
+
+impl ModelInfo {
+    /// Bytes of KV cache one token occupies across all layers in `dtype`.
+    pub fn kv_bytes_per_token(&self, dtype: DType) -> u64 {
+        (2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype.size_in_bytes()) as u64
+    }
+}
+
+/// What the engine asks of warmup: the shapes it will schedule and how much KV to keep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WarmupRequest {
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// Most tokens (prefill + decode) in one step.
+    pub max_batch_tokens: usize,
+    /// Most sequences in one step.
+    pub max_batch_seqs: usize,
+    /// Longest sequence (prompt + generated) the engine will schedule.
+    pub max_seq_len: usize,
+    /// An exact number of blocks (tests, small pools); overrides `kv_cache_bytes`.
+    pub num_blocks: Option<usize>,
+    /// A memory budget for the KV pool; `None` lets the device size it from free memory.
+    pub kv_cache_bytes: Option<u64>,
+}
+
+impl Default for WarmupRequest {
+    fn default() -> Self {
+        WarmupRequest {
+            block_size: 16,
+            max_batch_tokens: 512,
+            max_batch_seqs: 64,
+            max_seq_len: 2048,
+            num_blocks: None,
+            kv_cache_bytes: None,
+        }
+    }
+}
+
+/// The KV cache warmup allocated: `num_blocks` blocks of `block_size` token slots each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KvCacheLayout {
+    pub block_size: usize,
+    pub num_blocks: usize,
+    pub bytes_per_block: u64,
+    /// Shapes warmed (buckets on Gaudi, graph sizes on CUDA); informative.
+    pub warmed_shapes: Vec<String>,
+    pub warmup_ms: u64,
+}
+
+impl KvCacheLayout {
+    /// Token slots in the whole pool.
+    pub fn capacity_tokens(&self) -> usize {
+        self.block_size * self.num_blocks
+    }
+}
