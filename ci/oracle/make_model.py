@@ -1,0 +1,200 @@
+"""Reference: build a small random Llama-family model in Hugging Face format with transformers,
+plus a byte-level BPE tokenizer, and record transformers' own greedy continuations and logits.
+
+The output directory is what a user would download from a hub: config.json, model.safetensors,
+tokenizer.json, tokenizer_config.json, generation_config.json, and golden.json (the reference outputs).
+
+Usage: python make_model.py NAME OUT_DIR
+
+This is halo's copy of the shared oracle with more CONFIGS (GQA, tied embeddings, explicit head_dim,
+llama3 and linear rope scaling, Llama attention_bias, Qwen2 q/k/v bias, Mistral sliding window, bf16
+storage, classic config layout). tiny-mha is built exactly as the shared script builds it; the other
+fixtures' golden.json also lists the stored tensors and the rotary inverse frequencies.
+"""
+import json
+import os
+import sys
+import glob
+import copy
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers, processors
+
+# Fixture shapes are deliberately tiny (hidden 64, intermediate 160, 2 layers) so each committed
+# safetensors stays under ~700 KB; vocab 512 is the smallest the BPE trainer fills from the corpus.
+_SMALL = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, vocab_size=512, rms_norm_eps=1e-5)
+
+CONFIGS = {
+    # the shared test model (small, MHA, untied, rope_parameters layout)
+    "tiny-mha": dict(arch="llama", hidden_size=128, intermediate_size=344, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=4, vocab_size=512,
+                     rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False, seed=1),
+    # GQA (4 q heads share 2 kv heads), tied lm_head, and an explicit head_dim (32) that differs from
+    # hidden/heads (16), so a loader that derives head_dim gets the shapes wrong.
+    "tiny-gqa-tied": dict(arch="llama", **_SMALL, num_attention_heads=4, num_key_value_heads=2,
+                          head_dim=32, rope_theta=10000.0, tie_word_embeddings=True, seed=22),
+    # Llama 3.1 rope scaling with a small original context (64) so that, at head_dim 16 and theta
+    # 10000, the wavelengths (6.3 .. 19869) fall in all three regimes: kept (< 16), smoothed
+    # (16 .. 64) and divided by the factor (> 64). golden.json records the resulting inv_freq.
+    "tiny-llama3-rope": dict(arch="llama", **_SMALL, num_attention_heads=4, num_key_value_heads=2,
+                             rope_parameters=dict(rope_type="llama3", rope_theta=10000.0, factor=8.0,
+                                                  low_freq_factor=1.0, high_freq_factor=4.0,
+                                                  original_max_position_embeddings=64),
+                             tie_word_embeddings=False, seed=3),
+    # Linear position interpolation in the classic layout (top-level rope_theta + rope_scaling), and
+    # Llama's attention_bias, which puts a bias on q, k, v AND o_proj (golden.json lists the tensors).
+    "tiny-linear-rope-classic": dict(arch="llama", **_SMALL, num_attention_heads=4, num_key_value_heads=4,
+                                     rope_parameters=dict(rope_type="linear", rope_theta=10000.0, factor=2.0),
+                                     attention_bias=True, tie_word_embeddings=False, classic=True, seed=4),
+    # Qwen2: bias on q/k/v only (not o_proj), GQA, tied embeddings like the small Qwen2 checkpoints.
+    "tiny-qwen2": dict(arch="qwen2", **_SMALL, num_attention_heads=4, num_key_value_heads=2,
+                       rope_theta=10000.0, tie_word_embeddings=True, seed=22),
+    # Mistral with an 8-token sliding window: the 4th prompt (~40 tokens) is far longer than the
+    # window, so a model that ignores the window diverges on it.
+    "tiny-mistral-swa": dict(arch="mistral", **_SMALL, num_attention_heads=4, num_key_value_heads=2,
+                             rope_theta=10000.0, sliding_window=8, tie_word_embeddings=False, seed=6),
+    # Stored in bf16. The parameters are rounded to bf16 first and the golden is computed in f32 on
+    # those bf16-representable weights, so a loader that widens bf16 -> f32 exactly must match the
+    # golden as closely as an f32 model does. config.json says dtype bfloat16.
+    "tiny-bf16": dict(arch="llama", **_SMALL, num_attention_heads=4, num_key_value_heads=2,
+                      rope_theta=10000.0, tie_word_embeddings=False, store_dtype="bfloat16", seed=7),
+    # Qwen2 in the layout most Qwen2 checkpoints ship: classic config (rope_theta 1e6 top-level,
+    # rope_scaling null), untied lm_head.
+    "tiny-qwen2-classic": dict(arch="qwen2", **_SMALL, num_attention_heads=4, num_key_value_heads=2,
+                               rope_theta=1000000.0, tie_word_embeddings=False, classic=True, seed=8),
+}
+
+PROMPTS = [
+    "The license grants you the freedom to",
+    "Each provider comes with its unique set of features",
+    "a",
+    "Copyright (C) 2007 Free Software Foundation, Inc. Everyone is permitted to copy and distribute verbatim copies of this license document, but changing it is not allowed.",
+]
+
+
+def corpus():
+    text = []
+    for path in sorted(glob.glob("/usr/share/common-licenses/*")):
+        if os.path.isfile(path):
+            with open(path, errors="ignore") as f:
+                text.append(f.read())
+    return text
+
+
+def make_tokenizer(vocab_size):
+    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus(), trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return tok
+
+
+def build(name, out):
+    c = dict(CONFIGS[name])
+    arch, seed, classic = c.pop("arch"), c.pop("seed"), c.pop("classic", False)
+    store_dtype = c.pop("store_dtype", "float32")
+    torch.manual_seed(seed)
+    import transformers as tf
+    cfg_cls, model_cls = {
+        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
+        "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
+        "mistral": (tf.MistralConfig, tf.MistralForCausalLM),
+    }[arch]
+    cfg = cfg_cls(max_position_embeddings=4096, bos_token_id=0, eos_token_id=1,
+                  initializer_range=0.08, torch_dtype="float32", **c)
+    if arch == "qwen2":
+        cfg.use_sliding_window = False
+    model = model_cls(cfg).eval()
+    # random norms too, so a missed norm weight shows up
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+            if n.endswith(".bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+        if store_dtype == "bfloat16":
+            # round every parameter to bf16 and keep computing in f32: the golden is then exact f32
+            # compute on exactly the weights the bf16 file holds
+            for p in model.parameters():
+                p.copy_(p.to(torch.bfloat16).to(torch.float32))
+    os.makedirs(out, exist_ok=True)
+    if store_dtype == "bfloat16":
+        # a bf16 copy for the file (save_pretrained then writes dtype "bfloat16" in config.json);
+        # the f32 model stays for the golden
+        copy.deepcopy(model).to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    else:
+        model.save_pretrained(out, safe_serialization=True)
+    if classic:
+        to_classic_config(out, store_dtype)
+    tok = make_tokenizer(c["vocab_size"])
+    tok.save(os.path.join(out, "tokenizer.json"))
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True,
+                   "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096}, f, indent=2)
+    golden = {"model": name, "cases": []}
+    if name != "tiny-mha":
+        # extra records for the fixtures (tiny-mha stays byte-identical to the shared copy): which
+        # tensors the file holds (with bias variants this is the part a loader gets wrong) and the
+        # rotary inverse frequencies transformers uses (after any rope scaling)
+        golden["tensors"] = tensor_listing(out)
+        golden["rope_inv_freq"] = model.model.rotary_emb.inv_freq.tolist()
+    for prompt in PROMPTS:
+        ids = tok.encode(prompt).ids
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            out_ids = model.generate(x, max_new_tokens=48, do_sample=False, eos_token_id=None,
+                                     pad_token_id=1, use_cache=True)
+            gen = out_ids[0, len(ids):].tolist()
+            full = out_ids[:, :]
+            logits = model(full).logits[0]
+        # margin of the greedy choice at each generated step
+        margins = []
+        for i in range(len(gen)):
+            row = logits[len(ids) - 1 + i]
+            top2 = torch.topk(row, 2).values
+            margins.append(float(top2[0] - top2[1]))
+        golden["cases"].append({
+            "prompt": prompt,
+            "prompt_ids": ids,
+            "greedy_ids": gen,
+            "greedy_text": tok.decode(gen),
+            "min_margin": min(margins),
+            "margins": margins,
+            "last_prompt_logits_head": logits[len(ids) - 1][:16].tolist(),
+        })
+    with open(os.path.join(out, "golden.json"), "w") as f:
+        json.dump(golden, f, indent=1)
+    print(name, [round(cs["min_margin"], 4) for cs in golden["cases"]])
+
+
+def tensor_listing(out):
+    from safetensors import safe_open
+    listing = {}
+    with safe_open(os.path.join(out, "model.safetensors"), framework="pt") as f:
+        for k in sorted(f.keys()):
+            sl = f.get_slice(k)
+            listing[k] = {"dtype": sl.get_dtype(), "shape": list(sl.get_shape())}
+    return listing
+
+
+def to_classic_config(out, store_dtype="float32"):
+    """Rewrite config.json in the classic layout most published checkpoints use
+    (top-level rope_theta and rope_scaling instead of rope_parameters)."""
+    path = os.path.join(out, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    rp = cfg.pop("rope_parameters", None) or {}
+    cfg["rope_theta"] = rp.get("rope_theta", 10000.0)
+    scaling = {k: v for k, v in rp.items() if k != "rope_theta"}
+    cfg["rope_scaling"] = None if scaling.get("rope_type", "default") == "default" else scaling
+    cfg.pop("dtype", None)
+    cfg["torch_dtype"] = store_dtype
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
+if __name__ == "__main__":
+    build(sys.argv[1], sys.argv[2])
