@@ -1,0 +1,418 @@
+//! The engine handle and its scheduler thread.
+//!
+//! One OS thread per device owns the [`Device`] and a [`Scheduler`] and loops: take commands
+//! (submit, cancel, shutdown) from a channel, run one step, send each request its events. Async
+//! and blocking callers alike hold a cheap [`Engine`] clone and a [`RequestHandle`] per request.
+//!
+//! Failure policy: a fatal device error (lost, out of memory) fails every in-flight request with
+//! `DeviceLost { tokens_sent }`, drops the device, and from then on every submit is refused with
+//! [`SubmitError::DeviceLost`] and health reports `DeviceLost`: recovery is a restart (the server
+//! or its supervisor builds a new engine), never a half-working device. A heartbeat stamped every
+//! loop iteration lets [`Engine::health`] report `Stalled` when work is pending and the loop
+//! stopped turning.
+
+use crate::config::{EngineConfig, Limits};
+use crate::error::{EngineError, SubmitError};
+use crate::event::{Event, Failure, FailureKind, Timings, Usage};
+use crate::handle::RequestHandle;
+use crate::health::Health;
+use crate::observer::LiveStats;
+use crate::request::GenerateRequest;
+use crate::scheduler::{Output, Scheduler, SchedulerConfig, StepOutcome};
+use crate::validate::validate_request;
+use halo_hal::{Device, DeviceInfo, KvCacheLayout, LoadOptions, ModelInfo, WarmupRequest};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+
+/// What the engine runs on, for `GetInfo`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineInfo {
+    pub model: ModelInfo,
+    pub device: DeviceInfo,
+    pub limits: Limits,
+    pub kv: KvCacheLayout,
+}
+
+pub(crate) enum Command {
+    Submit { id: u64, req: GenerateRequest, arrival: Instant, events: UnboundedSender<Event> },
+    Cancel(u64),
+    Shutdown,
+}
+
+/// State shared between handles and the scheduler thread.
+pub(crate) struct Shared {
+    limits: Limits,
+    vocab_size: usize,
+    /// Accepted requests whose terminal event has not been sent: the queue cap counts these.
+    in_flight: AtomicUsize,
+    pub(crate) lost: AtomicBool,
+    shutting_down: AtomicBool,
+    stopped: AtomicBool,
+    epoch: Instant,
+    heartbeat_us: AtomicU64,
+    stall_timeout: Duration,
+    stats: Mutex<LiveStats>,
+}
+
+impl Shared {
+    fn beat(&self) {
+        self.heartbeat_us.store(self.epoch.elapsed().as_micros() as u64, Ordering::Release);
+    }
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+    tokenizer: halo_model::Tokenizer,
+    info: EngineInfo,
+    next_id: AtomicU64,
+}
+
+/// A cheap, cloneable handle on one engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// How long an idle loop sleeps between heartbeats.
+const IDLE_TICK: Duration = Duration::from_millis(50);
+
+impl Engine {
+    /// Loads the model on `device`, warms up (which sizes the KV pool), and starts the scheduler
+    /// thread. Blocks until the engine is ready or failed.
+    pub fn start(
+        device: Box<dyn Device>,
+        model_dir: &Path,
+        load: LoadOptions,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        config.validate().map_err(EngineError::Config)?;
+        let tokenizer = halo_model::Tokenizer::from_dir(model_dir)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let detok_tokenizer = Arc::new(tokenizer.inner().clone());
+        let eos_ids = tokenizer.eos_token_ids().to_vec();
+
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(Arc<Shared>, EngineInfo), EngineError>>(1);
+        let (cmd_tx, cmd_rx) = mpsc::channel::<Command>();
+        let model_dir = model_dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("halo-engine".into())
+            .spawn(move || {
+                let mut device = device;
+                let setup = (|| {
+                    let model = device
+                        .load(&model_dir, &load)
+                        .map_err(|source| EngineError::Device { stage: "load", source })?;
+                    let max_seq_len = config
+                        .max_total_tokens
+                        .unwrap_or(model.context_length)
+                        .min(model.context_length);
+                    let warm = WarmupRequest {
+                        block_size: config.block_size,
+                        max_batch_tokens: config.max_batch_tokens,
+                        max_batch_seqs: config.max_batch_seqs,
+                        max_seq_len,
+                        num_blocks: config.num_blocks,
+                        kv_cache_bytes: config.kv_cache_bytes,
+                    };
+                    let kv = device
+                        .warmup(&warm)
+                        .map_err(|source| EngineError::Device { stage: "warmup", source })?;
+                    if kv.block_size != config.block_size || kv.capacity_tokens() < 2 {
+                        return Err(EngineError::NoKvCapacity {
+                            blocks: kv.num_blocks,
+                            block_size: kv.block_size,
+                        });
+                    }
+                    let limits = config.limits(model.context_length, kv.capacity_tokens());
+                    let info = EngineInfo { model, device: device.info(), limits, kv };
+                    Ok(info)
+                })();
+                let info = match setup {
+                    Ok(info) => info,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let shared = Arc::new(Shared {
+                    limits: info.limits.clone(),
+                    vocab_size: info.model.vocab_size,
+                    in_flight: AtomicUsize::new(0),
+                    lost: AtomicBool::new(false),
+                    shutting_down: AtomicBool::new(false),
+                    stopped: AtomicBool::new(false),
+                    epoch: Instant::now(),
+                    heartbeat_us: AtomicU64::new(0),
+                    stall_timeout: config.stall_timeout,
+                    stats: Mutex::new(LiveStats::default()),
+                });
+                let sched_cfg = SchedulerConfig {
+                    max_batch_tokens: config.max_batch_tokens,
+                    max_batch_seqs: config.max_batch_seqs,
+                    enable_prefix_caching: config.enable_prefix_caching,
+                    limits: info.limits.clone(),
+                    vocab_size: info.model.vocab_size,
+                    eos_token_ids: eos_ids,
+                };
+                let scheduler = Scheduler::new(
+                    sched_cfg,
+                    info.kv.num_blocks,
+                    info.kv.block_size,
+                    Some(detok_tokenizer),
+                    config.observer.clone(),
+                );
+                if ready_tx.send(Ok((shared.clone(), info))).is_err() {
+                    return;
+                }
+                let _stopped = StoppedGuard(shared.clone());
+                run_loop(device, scheduler, cmd_rx, &shared);
+            })
+            .map_err(|e| EngineError::Spawn(e.to_string()))?;
+
+        let (shared, info) = ready_rx.recv().map_err(|_| EngineError::StartupAborted)??;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                commands: cmd_tx,
+                shared,
+                tokenizer,
+                info,
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// Validates `req` and queues it. On error nothing changed (queue and blocks untouched).
+    pub fn submit(&self, req: GenerateRequest) -> Result<RequestHandle, SubmitError> {
+        let shared = &self.inner.shared;
+        if shared.lost.load(Ordering::Acquire) {
+            return Err(SubmitError::DeviceLost);
+        }
+        if shared.shutting_down.load(Ordering::Acquire) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        if shared.stopped.load(Ordering::Acquire) {
+            return Err(SubmitError::Unavailable);
+        }
+        validate_request(&req, &shared.limits, shared.vocab_size)?;
+        let max = shared.limits.max_concurrent_requests;
+        shared
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .map_err(|_| SubmitError::QueueFull { max })?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = unbounded_channel();
+        let cmd = Command::Submit { id, req, arrival: Instant::now(), events: tx };
+        if self.inner.commands.send(cmd).is_err() {
+            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(SubmitError::Unavailable);
+        }
+        Ok(RequestHandle::new(id, rx, self.inner.commands.clone(), shared.clone()))
+    }
+
+    pub fn tokenizer(&self) -> &halo_model::Tokenizer {
+        &self.inner.tokenizer
+    }
+
+    pub fn info(&self) -> EngineInfo {
+        self.inner.info.clone()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.shared.limits
+    }
+
+    /// Live KV and queue state and cumulative counters. `waiting` includes requests accepted by
+    /// `submit` that the scheduler thread has not picked up yet.
+    pub fn stats(&self) -> LiveStats {
+        let shared = &self.inner.shared;
+        let mut s = shared.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        let in_flight = shared.in_flight.load(Ordering::Acquire);
+        s.waiting = in_flight.saturating_sub(s.running);
+        s
+    }
+
+    pub fn health(&self) -> Health {
+        let shared = &self.inner.shared;
+        if shared.lost.load(Ordering::Acquire) {
+            return Health::DeviceLost;
+        }
+        if shared.shutting_down.load(Ordering::Acquire) {
+            return Health::ShuttingDown;
+        }
+        if shared.stopped.load(Ordering::Acquire) {
+            return Health::DeviceLost;
+        }
+        let beat = Duration::from_micros(shared.heartbeat_us.load(Ordering::Acquire));
+        let since = shared.epoch.elapsed().saturating_sub(beat);
+        if shared.in_flight.load(Ordering::Acquire) > 0 && since > shared.stall_timeout {
+            return Health::Stalled;
+        }
+        Health::Serving
+    }
+
+    /// Stops admission; in-flight requests run to completion, then the thread exits.
+    pub fn shutdown(&self) {
+        self.inner.shared.shutting_down.store(true, Ordering::Release);
+        let _ = self.inner.commands.send(Command::Shutdown);
+    }
+
+    /// Whether the scheduler thread has exited.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.shared.stopped.load(Ordering::Acquire)
+    }
+
+    /// Waits up to `timeout` for the scheduler thread to exit (after `shutdown`).
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while !self.is_stopped() {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+}
+
+/// Marks the engine stopped however the thread ends (panics included).
+struct StoppedGuard(Arc<Shared>);
+
+impl Drop for StoppedGuard {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Release);
+    }
+}
+
+struct Loop<'a> {
+    scheduler: Scheduler,
+    senders: HashMap<u64, UnboundedSender<Event>>,
+    shared: &'a Shared,
+    out: Vec<Output>,
+    shutting_down: bool,
+    disconnected: bool,
+}
+
+fn run_loop(mut device: Box<dyn Device>, scheduler: Scheduler, rx: mpsc::Receiver<Command>, shared: &Shared) {
+    let mut l = Loop {
+        scheduler,
+        senders: HashMap::new(),
+        shared,
+        out: Vec::new(),
+        shutting_down: false,
+        disconnected: false,
+    };
+    loop {
+        shared.beat();
+        // Block only when idle; with work pending, take what is there and step.
+        if !l.scheduler.has_work() {
+            if l.shutting_down || l.disconnected {
+                break;
+            }
+            match rx.recv_timeout(IDLE_TICK) {
+                Ok(cmd) => l.command(cmd),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => l.command(cmd),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    l.disconnected = true;
+                    break;
+                }
+            }
+        }
+        l.dispatch();
+        if l.scheduler.has_work() {
+            let outcome = l.scheduler.step(&mut *device, &mut l.out);
+            l.dispatch();
+            if let StepOutcome::DeviceFailed(e) = &outcome {
+                if e.is_fatal() {
+                    shared.lost.store(true, Ordering::Release);
+                    l.publish();
+                    drop(device);
+                    l.refuse_until_disconnected(&rx);
+                    return;
+                }
+            }
+        }
+        l.publish();
+    }
+    l.publish();
+}
+
+impl Loop<'_> {
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit { id, req, arrival, events } => {
+                match self.scheduler.submit(id, req, arrival) {
+                    Ok(()) => {
+                        self.senders.insert(id, events);
+                    }
+                    Err(e) => {
+                        // Only a race with device loss gets here: submit() validated already.
+                        let kind = match e {
+                            SubmitError::DeviceLost => FailureKind::DeviceLost { tokens_sent: 0 },
+                            _ => FailureKind::Internal,
+                        };
+                        let _ = events.send(refusal(kind, &e));
+                        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+            }
+            Command::Cancel(id) => {
+                self.scheduler.cancel(id, &mut self.out);
+            }
+            Command::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    /// Sends queued events; a caller that went away is cancelled.
+    fn dispatch(&mut self) {
+        let mut gone = Vec::new();
+        for Output { id, event } in self.out.drain(..) {
+            let terminal = event.is_terminal();
+            let delivered = self.senders.get(&id).is_some_and(|tx| tx.send(event).is_ok());
+            if terminal {
+                self.senders.remove(&id);
+                self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            } else if !delivered {
+                gone.push(id);
+            }
+        }
+        for id in gone {
+            self.scheduler.cancel(id, &mut self.out);
+        }
+        if !self.out.is_empty() {
+            self.dispatch();
+        }
+    }
+
+    fn publish(&self) {
+        if let Ok(mut s) = self.shared.stats.lock() {
+            *s = self.scheduler.stats();
+        }
+    }
+
+    /// After a fatal device error: every new submit fails at once, until all handles are gone.
+    fn refuse_until_disconnected(&mut self, rx: &mpsc::Receiver<Command>) {
+        while let Ok(cmd) = rx.recv() {
+            if let Command::Submit { events, .. } = cmd {
+                let _ = events.send(refusal(FailureKind::DeviceLost { tokens_sent: 0 }, &SubmitError::DeviceLost));
+                self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+fn refusal(kind: FailureKind, e: &SubmitError) -> Event {
+    Event::Failed(Failure { kind, message: e.to_string(), usage: Usage::default(), timings: Timings::default() })
+}

@@ -1,0 +1,539 @@
+//! The synchronous core of the engine: queues, admission, the per-step plan, and applying what
+//! the device returned. No threads and no clocks other than `Instant::now()`, so tests drive it
+//! step by step with a scripted device and check the invariants after every operation.
+//!
+//! Each step:
+//! 1. fail requests whose deadline passed (cancellations are applied the moment they arrive);
+//! 2. decode first: every running sequence that is decoding gets one token, oldest first; when
+//!    blocks run out, the most recently admitted sequence is preempted (blocks freed, requeued at
+//!    the front of the queue for recomputation of prompt + generated tokens, rng offsets kept);
+//! 3. prefill chunks for running sequences still prefilling, under the token budget (chunked
+//!    prefill keeps decode latency flat); a chunk shrinks to the blocks available, and only
+//!    newer, unscheduled sequences are preempted for it;
+//! 4. admit waiting requests in order (prefix-cache lookup first) while the budget, the sequence
+//!    cap and the blocks allow, unless this step preempted (admitting now would only thrash);
+//! 5. run the batch, then apply results: extend KV, register full blocks in the prefix cache,
+//!    append sampled tokens, apply stop rules, finish and free.
+//!
+//! Progress: admission guarantees every request fits the pool alone, and the oldest running
+//! sequence may preempt every newer one, so the oldest always advances.
+
+use crate::block_manager::{BlockManager, ROOT_HASH};
+use crate::config::Limits;
+use crate::error::SubmitError;
+use crate::event::{Event, Failure, FailureKind};
+use crate::observer::{EngineObserver, LiveStats, Outcome, StepReport};
+use crate::request::GenerateRequest;
+use crate::sequence::{SeqState, Sequence};
+use crate::validate::validate_request;
+use halo_hal::{Device, DeviceError, SeqFailure, SeqStep, StepBatch};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+/// What the scheduler needs to know beyond the KV layout.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    pub max_batch_tokens: usize,
+    pub max_batch_seqs: usize,
+    pub enable_prefix_caching: bool,
+    pub limits: Limits,
+    pub vocab_size: usize,
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// An event for the request with engine id `id`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub id: u64,
+    pub event: Event,
+}
+
+/// What one call to [`Scheduler::step`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepOutcome {
+    /// Nothing to run.
+    Idle,
+    Ran(StepReport),
+    /// The device failed this step; the batch's requests failed (every request when fatal).
+    DeviceFailed(DeviceError),
+}
+
+struct Planned {
+    id: u64,
+    len: usize,
+    sample: bool,
+}
+
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    blocks: BlockManager,
+    seqs: HashMap<u64, Sequence>,
+    waiting: VecDeque<u64>,
+    /// In admission order: the last one is the preemption victim.
+    running: Vec<u64>,
+    tokenizer: Option<Arc<Tokenizer>>,
+    observer: Option<Arc<dyn EngineObserver>>,
+    stats: LiveStats,
+    lost: bool,
+}
+
+impl Scheduler {
+    /// `tokenizer` produces text deltas and stop-sequence matching; without one, events carry
+    /// token ids only (scheduler tests).
+    pub fn new(
+        cfg: SchedulerConfig,
+        num_blocks: usize,
+        block_size: usize,
+        tokenizer: Option<Arc<Tokenizer>>,
+        observer: Option<Arc<dyn EngineObserver>>,
+    ) -> Self {
+        let blocks = BlockManager::new(num_blocks, block_size, cfg.enable_prefix_caching);
+        Scheduler {
+            cfg,
+            blocks,
+            seqs: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            tokenizer,
+            observer,
+            stats: LiveStats::default(),
+            lost: false,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.cfg.limits
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.seqs.is_empty()
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.seqs.contains_key(&id)
+    }
+
+    pub fn block_manager(&self) -> &BlockManager {
+        &self.blocks
+    }
+
+    /// Live state plus the counters since start.
+    pub fn stats(&self) -> LiveStats {
+        LiveStats {
+            free_blocks: self.blocks.num_free(),
+            total_blocks: self.blocks.total(),
+            cached_blocks: self.blocks.num_evictable(),
+            waiting: self.waiting.len(),
+            running: self.running.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Queues a request under engine id `id` (unique while in flight). Checks everything first;
+    /// on error nothing changed.
+    pub fn submit(&mut self, id: u64, req: GenerateRequest, arrival: Instant) -> Result<(), SubmitError> {
+        if self.lost {
+            return Err(SubmitError::DeviceLost);
+        }
+        validate_request(&req, &self.cfg.limits, self.cfg.vocab_size)?;
+        if self.seqs.len() >= self.cfg.limits.max_concurrent_requests {
+            return Err(SubmitError::QueueFull { max: self.cfg.limits.max_concurrent_requests });
+        }
+        let seq = Sequence::new(id, req, arrival, self.tokenizer.is_some());
+        self.seqs.insert(id, seq);
+        self.waiting.push_back(id);
+        Ok(())
+    }
+
+    /// Cancels a request wherever it is; its blocks are free when this returns. False when the
+    /// request already ended (its terminal event was already produced).
+    pub fn cancel(&mut self, id: u64, out: &mut Vec<Output>) -> bool {
+        if !self.seqs.contains_key(&id) {
+            return false;
+        }
+        self.fail(id, FailureKind::Cancelled, "cancelled by the caller", out);
+        true
+    }
+
+    /// Fails every request in flight with DeviceLost and refuses all further submits.
+    pub fn fail_all_lost(&mut self, out: &mut Vec<Output>) {
+        self.lost = true;
+        let ids: Vec<u64> = self.running.iter().chain(self.waiting.iter()).copied().collect();
+        for id in ids {
+            let sent = self.seqs[&id].tokens_sent;
+            self.fail(id, FailureKind::DeviceLost { tokens_sent: sent }, "the device was lost", out);
+        }
+    }
+
+    /// One scheduler iteration: plan, run on `device`, apply. Events go to `out`.
+    pub fn step<D: Device + ?Sized>(&mut self, device: &mut D, out: &mut Vec<Output>) -> StepOutcome {
+        let now = Instant::now();
+        self.reap_expired(now, out);
+        let plan = self.plan(now);
+        if plan.is_empty() {
+            return StepOutcome::Idle;
+        }
+        let batch = self.build_batch(&plan);
+        let started = Instant::now();
+        let result = device
+            .step(&batch)
+            .and_then(|o| o.validate_against(&batch, self.cfg.vocab_size).map(|_| o));
+        let duration = started.elapsed();
+        match result {
+            Ok(output) => {
+                let report = StepReport {
+                    duration,
+                    num_tokens: batch.num_tokens(),
+                    num_prefill_tokens: plan.iter().filter(|p| !self.seqs[&p.id].is_decoding()).map(|p| p.len).sum(),
+                    num_decode_tokens: plan.iter().filter(|p| self.seqs[&p.id].is_decoding()).count(),
+                    num_seqs: plan.len(),
+                    device: output.timings.clone(),
+                };
+                self.apply(plan, output.results, out);
+                self.stats.steps += 1;
+                if let Some(o) = &self.observer {
+                    o.on_step(&report);
+                }
+                StepOutcome::Ran(report)
+            }
+            Err(e) => {
+                if e.is_fatal() {
+                    tracing::error!(error = %e, "device failed fatally; failing every request");
+                    self.fail_all_lost(out);
+                } else {
+                    tracing::error!(error = %e, seqs = plan.len(), "device step failed; failing its batch");
+                    for p in &plan {
+                        self.fail(p.id, FailureKind::Internal, "the device failed the step", out);
+                    }
+                }
+                StepOutcome::DeviceFailed(e)
+            }
+        }
+    }
+
+    fn reap_expired(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let expired: Vec<u64> = self
+            .seqs
+            .values()
+            .filter(|s| s.req.deadline.is_some_and(|d| d <= now))
+            .map(|s| s.id)
+            .collect();
+        for id in expired {
+            self.fail(id, FailureKind::DeadlineExceeded, "the request's deadline passed", out);
+        }
+    }
+
+    fn plan(&mut self, now: Instant) -> Vec<Planned> {
+        let bs = self.blocks.block_size();
+        let mut budget = self.cfg.max_batch_tokens;
+        let mut plan: Vec<Planned> = Vec::new();
+        let mut in_plan: HashMap<u64, ()> = HashMap::with_capacity(self.running.len());
+        let mut preempted = false;
+
+        // 1. Decode, oldest first. The victim is always the newest running sequence, which is
+        //    never already planned (it has not been visited yet, or it is the current one).
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let id = self.running[i];
+            if !self.seqs[&id].is_decoding() {
+                i += 1;
+                continue;
+            }
+            let mut scheduled = false;
+            loop {
+                let need = self.seqs[&id].blocks_needed(1, bs);
+                if need <= self.blocks.num_free() {
+                    self.grow(id, 1);
+                    scheduled = true;
+                    break;
+                }
+                let victim = self.running.len() - 1;
+                self.preempt(victim);
+                preempted = true;
+                if victim == i {
+                    break;
+                }
+            }
+            if !scheduled {
+                break; // the current sequence was the newest and is now requeued
+            }
+            plan.push(Planned { id, len: 1, sample: true });
+            in_plan.insert(id, ());
+            budget -= 1;
+            i += 1;
+        }
+
+        // 2. Prefill chunks of running sequences, oldest first.
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 && plan.len() < self.cfg.max_batch_seqs {
+            let id = self.running[i];
+            if in_plan.contains_key(&id) || self.seqs[&id].is_decoding() {
+                i += 1;
+                continue;
+            }
+            loop {
+                let s = &self.seqs[&id];
+                let chunk = s.remaining().min(budget).min(s.coverable(self.blocks.num_free(), bs));
+                if chunk > 0 {
+                    self.grow(id, chunk);
+                    let sample = chunk == self.seqs[&id].remaining();
+                    plan.push(Planned { id, len: chunk, sample });
+                    in_plan.insert(id, ());
+                    budget -= chunk;
+                    break;
+                }
+                let victim = (i + 1..self.running.len())
+                    .rev()
+                    .find(|&j| !in_plan.contains_key(&self.running[j]));
+                match victim {
+                    Some(j) => {
+                        self.preempt(j);
+                        preempted = true;
+                    }
+                    None => break, // wait for blocks; older sequences are making progress
+                }
+            }
+            i += 1;
+        }
+
+        // 3. Admission.
+        while !preempted && budget > 0 && self.running.len() < self.cfg.max_batch_seqs {
+            let Some(&id) = self.waiting.front() else { break };
+            let caching = self.cfg.enable_prefix_caching;
+            let s = self.seqs.get_mut(&id).expect("waiting ids are live");
+            if caching && s.blocks.is_empty() {
+                let max_blocks = (s.tokens.len() - 1) / bs;
+                let (blocks, hashes) = self.blocks.match_prefix(&s.tokens, max_blocks);
+                s.num_computed = blocks.len() * bs;
+                s.blocks = blocks;
+                s.block_hashes = hashes;
+            }
+            let chunk = s.remaining().min(budget).min(s.coverable(self.blocks.num_free(), bs));
+            if chunk == 0 {
+                let blocks = std::mem::take(&mut s.blocks);
+                s.block_hashes.clear();
+                s.num_computed = 0;
+                self.blocks.release_all(&blocks);
+                break;
+            }
+            self.waiting.pop_front();
+            self.running.push(id);
+            s.state = SeqState::Running;
+            let hit = s.num_computed;
+            if !s.timer.was_scheduled() {
+                self.stats.requests_admitted += 1;
+                self.stats.prompt_tokens += s.prompt.len() as u64;
+                s.cached_prompt_tokens = hit.min(s.prompt.len()) as u32;
+            }
+            s.timer.scheduled(now);
+            if hit > 0 {
+                self.stats.prefix_cache_hit_tokens += hit as u64;
+                if let Some(o) = &self.observer {
+                    o.on_prefix_cache_hit(hit);
+                }
+            }
+            self.grow(id, chunk);
+            let sample = chunk == self.seqs[&id].remaining();
+            plan.push(Planned { id, len: chunk, sample });
+            budget -= chunk;
+        }
+        plan
+    }
+
+    /// Adds blocks so the next `n` tokens of `id` are covered; the caller checked they exist.
+    fn grow(&mut self, id: u64, n: usize) {
+        let s = self.seqs.get_mut(&id).expect("planned ids are live");
+        for _ in 0..s.blocks_needed(n, self.blocks.block_size()) {
+            let b = self.blocks.allocate().expect("coverable() counted these free blocks");
+            s.blocks.push(b);
+        }
+    }
+
+    /// Moves `running[idx]` back to the front of the queue, freeing its blocks.
+    fn preempt(&mut self, idx: usize) {
+        let id = self.running.remove(idx);
+        let s = self.seqs.get_mut(&id).expect("running ids are live");
+        let blocks = std::mem::take(&mut s.blocks);
+        s.block_hashes.clear();
+        s.num_computed = 0;
+        s.state = SeqState::Waiting;
+        s.timer.preempted();
+        self.blocks.release_all(&blocks);
+        self.waiting.push_front(id);
+        self.stats.preemptions += 1;
+        if let Some(o) = &self.observer {
+            o.on_preemption();
+        }
+    }
+
+    fn build_batch(&self, plan: &[Planned]) -> StepBatch {
+        let seqs = plan
+            .iter()
+            .map(|p| {
+                let s = &self.seqs[&p.id];
+                let start = s.num_computed;
+                SeqStep {
+                    seq_id: p.id,
+                    tokens: s.tokens[start..start + p.len].to_vec(),
+                    start_pos: start,
+                    block_table: s.blocks.clone(),
+                    sample: p.sample.then(|| s.sample_request()),
+                }
+            })
+            .collect();
+        StepBatch { seqs }
+    }
+
+    fn apply(&mut self, plan: Vec<Planned>, results: Vec<halo_hal::SeqResult>, out: &mut Vec<Output>) {
+        let now = Instant::now();
+        let bs = self.blocks.block_size();
+        let mut results = results.into_iter();
+        let mut ended: Vec<(u64, Event)> = Vec::new();
+        for p in plan {
+            let s = self.seqs.get_mut(&p.id).expect("planned ids are live");
+            s.num_computed += p.len;
+            if self.cfg.enable_prefix_caching {
+                for i in s.block_hashes.len()..s.num_computed / bs {
+                    let parent = if i == 0 { ROOT_HASH } else { s.block_hashes[i - 1] };
+                    let h = self.blocks.register(s.blocks[i], parent, &s.tokens[i * bs..(i + 1) * bs]);
+                    s.block_hashes.push(h);
+                }
+            }
+            if !p.sample {
+                continue;
+            }
+            let r = results.next().expect("validate_against matched results to samples");
+            let sampled = match r.outcome {
+                Ok(t) => t,
+                Err(SeqFailure::NonFiniteLogits) => {
+                    ended.push((p.id, self.failure_event(p.id, FailureKind::Internal, "non-finite logits", now)));
+                    continue;
+                }
+            };
+            let tokenizer = self.tokenizer.as_deref();
+            match s.accept(sampled, &self.cfg.eos_token_ids, tokenizer, now) {
+                Ok(acc) => {
+                    self.stats.generated_tokens += 1;
+                    out.push(Output { id: p.id, event: acc.event });
+                    if let Some((reason, stop)) = acc.finish {
+                        ended.push((p.id, s.finished_event(reason, stop, now)));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "detokenization failed");
+                    ended.push((p.id, self.failure_event(p.id, FailureKind::Internal, "detokenization failed", now)));
+                }
+            }
+        }
+        if ended.is_empty() {
+            return;
+        }
+        for (id, event) in ended {
+            self.end(id, event, out);
+        }
+        let seqs = &self.seqs;
+        self.running.retain(|id| seqs.contains_key(id));
+    }
+
+    fn failure_event(&self, id: u64, kind: FailureKind, message: &str, now: Instant) -> Event {
+        let s = &self.seqs[&id];
+        Event::Failed(Failure {
+            kind,
+            message: message.to_string(),
+            usage: s.usage(),
+            timings: s.timer.finish(now),
+        })
+    }
+
+    /// Fails `id` now, wherever it is.
+    fn fail(&mut self, id: u64, kind: FailureKind, message: &str, out: &mut Vec<Output>) {
+        let event = self.failure_event(id, kind, message, Instant::now());
+        self.end(id, event, out);
+        match self.waiting.iter().position(|&w| w == id) {
+            Some(i) => {
+                self.waiting.remove(i);
+            }
+            None => self.running.retain(|&r| r != id),
+        }
+    }
+
+    /// Removes `id` from the table (callers fix the queues), frees its blocks, counts the
+    /// outcome and emits the terminal event.
+    fn end(&mut self, id: u64, event: Event, out: &mut Vec<Output>) {
+        let s = self.seqs.remove(&id).expect("ended ids are live");
+        self.blocks.release_all(&s.blocks);
+        let outcome = match &event {
+            Event::Finished(f) => {
+                self.stats.requests_finished += 1;
+                Some((Outcome::Finished(f.reason), f.usage, f.timings))
+            }
+            Event::Failed(f) => {
+                if f.kind == FailureKind::Cancelled {
+                    self.stats.requests_cancelled += 1;
+                } else {
+                    self.stats.requests_failed += 1;
+                }
+                Some((Outcome::Failed(f.kind), f.usage, f.timings))
+            }
+            Event::Tokens { .. } => None,
+        };
+        if let (Some(o), Some((outcome, usage, timings))) = (&self.observer, outcome) {
+            o.on_request_finished(outcome, &usage, &timings);
+        }
+        out.push(Output { id, event });
+    }
+
+    /// The invariants of RELIABILITY.md, checked by the tests after every operation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut seen: HashMap<u64, SeqState> = HashMap::new();
+        for &id in &self.waiting {
+            if seen.insert(id, SeqState::Waiting).is_some() {
+                return Err(format!("request {id} queued twice"));
+            }
+        }
+        for &id in &self.running {
+            if seen.insert(id, SeqState::Running).is_some() {
+                return Err(format!("request {id} both waiting and running, or running twice"));
+            }
+        }
+        if seen.len() != self.seqs.len() {
+            return Err(format!("{} requests in queues but {} known", seen.len(), self.seqs.len()));
+        }
+        let bs = self.blocks.block_size();
+        for (id, state) in &seen {
+            let s = self.seqs.get(id).ok_or_else(|| format!("request {id} queued but unknown"))?;
+            if s.state != *state {
+                return Err(format!("request {id} is {:?} but queued as {state:?}", s.state));
+            }
+            if *state == SeqState::Waiting && !s.blocks.is_empty() {
+                return Err(format!("waiting request {id} holds blocks"));
+            }
+            if s.blocks.len() * bs < s.num_computed || s.num_computed >= s.tokens.len() + 1 {
+                return Err(format!("request {id}: blocks do not cover its computed tokens"));
+            }
+        }
+        if self.running.len() > self.cfg.max_batch_seqs {
+            return Err("more running sequences than max_batch_seqs".into());
+        }
+        let tables: Vec<&[halo_hal::BlockId]> = self.seqs.values().map(|s| s.blocks.as_slice()).collect();
+        self.blocks.check_invariants(Some(&tables))?;
+        if self.seqs.is_empty() && self.blocks.num_free() != self.blocks.total() {
+            return Err("drained but not every block is free".into());
+        }
+        Ok(())
+    }
+}

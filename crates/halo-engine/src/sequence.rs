@@ -1,0 +1,184 @@
+//! One request inside the scheduler: its tokens, how many have KV in the cache, its block table,
+//! and its output state (stop rules, detokenizer, timer).
+//!
+//! A sequence's tokens are prompt + generated; `num_computed` of them have KV. While decoding,
+//! the newest token is the one not yet computed. Preemption drops the KV (and the blocks) but
+//! keeps tokens, rng offsets and the streamed-text state, so recomputation resumes exactly.
+
+use crate::detok::IncrementalDetokenizer;
+use crate::event::{Event, Finish, FinishReason, Usage};
+use crate::request::GenerateRequest;
+use crate::stop::{StopMatcher, StopScan};
+use crate::timing::RequestTimer;
+use halo_hal::{BlockId, PenaltyContext, SampleRequest, SampledToken};
+use std::sync::Arc;
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+/// Where a sequence is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeqState {
+    Waiting,
+    Running,
+}
+
+pub struct Sequence {
+    pub id: u64,
+    pub state: SeqState,
+    pub req: GenerateRequest,
+    pub prompt: Arc<[u32]>,
+    pub tokens: Vec<u32>,
+    pub num_computed: usize,
+    pub blocks: Vec<BlockId>,
+    /// Chained hashes of the leading full blocks whose KV is computed (and so cacheable).
+    pub block_hashes: Vec<u64>,
+    pub timer: RequestTimer,
+    pub tokens_sent: u32,
+    pub cached_prompt_tokens: u32,
+    detok: Option<IncrementalDetokenizer>,
+    stop: StopMatcher,
+}
+
+/// The outcome of accepting one sampled token.
+pub struct Accepted {
+    pub event: Event,
+    pub finish: Option<(FinishReason, Option<String>)>,
+}
+
+impl Sequence {
+    pub fn new(id: u64, req: GenerateRequest, arrival: Instant, detokenize: bool) -> Self {
+        let prompt: Arc<[u32]> = req.prompt.as_slice().into();
+        let mut tokens = Vec::with_capacity(req.prompt.len() + req.max_new_tokens);
+        tokens.extend_from_slice(&req.prompt);
+        let stop = StopMatcher::new(req.stop.stop_sequences.clone());
+        Sequence {
+            id,
+            state: SeqState::Waiting,
+            prompt,
+            tokens,
+            num_computed: 0,
+            blocks: Vec::new(),
+            block_hashes: Vec::new(),
+            timer: RequestTimer::new(arrival),
+            tokens_sent: 0,
+            cached_prompt_tokens: 0,
+            detok: detokenize.then(|| IncrementalDetokenizer::new(true)),
+            stop,
+            req,
+        }
+    }
+
+    pub fn generated(&self) -> usize {
+        self.tokens.len() - self.prompt.len()
+    }
+
+    /// Tokens still to run before the next sample.
+    pub fn remaining(&self) -> usize {
+        self.tokens.len() - self.num_computed
+    }
+
+    /// Decoding: everything but the newest (sampled) token has KV.
+    pub fn is_decoding(&self) -> bool {
+        self.generated() > 0 && self.remaining() == 1
+    }
+
+    /// Blocks to add so that positions `0..num_computed + n` are covered.
+    pub fn blocks_needed(&self, n: usize, block_size: usize) -> usize {
+        (self.num_computed + n).div_ceil(block_size).saturating_sub(self.blocks.len())
+    }
+
+    /// How many of the next tokens fit in the current blocks plus `free` more.
+    pub fn coverable(&self, free: usize, block_size: usize) -> usize {
+        ((self.blocks.len() + free) * block_size).saturating_sub(self.num_computed)
+    }
+
+    pub fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt.len() as u32,
+            generated_tokens: self.generated() as u32,
+            cached_prompt_tokens: self.cached_prompt_tokens,
+        }
+    }
+
+    pub fn sample_request(&self) -> SampleRequest {
+        let params = self.req.sampling.clone();
+        let penalties = params.uses_penalties().then(|| PenaltyContext {
+            prompt: self.prompt.clone(),
+            generated: self.tokens[self.prompt.len()..].to_vec(),
+        });
+        SampleRequest {
+            params,
+            rng_offset: self.generated() as u64,
+            logprobs: self.req.logprobs,
+            top_n: self.req.top_n,
+            penalties,
+        }
+    }
+
+    /// Appends a sampled token, runs the stop rules and the detokenizer, and records the
+    /// emission time. An error means the tokenizer failed on this sequence's ids.
+    pub fn accept(
+        &mut self,
+        sampled: SampledToken,
+        eos_ids: &[u32],
+        tokenizer: Option<&Tokenizer>,
+        now: Instant,
+    ) -> Result<Accepted, crate::detok::DetokError> {
+        let tok = sampled.token;
+        self.tokens.push(tok);
+        self.timer.token(now);
+        self.tokens_sent += 1;
+
+        let mut finish = if !self.req.stop.ignore_eos && eos_ids.contains(&tok) {
+            Some((FinishReason::Eos, None))
+        } else if self.req.stop.stop_token_ids.contains(&tok) {
+            Some((FinishReason::StopToken, None))
+        } else {
+            None
+        };
+        let at_length = self.generated() >= self.req.max_new_tokens;
+        let mut delta = String::new();
+        if let (Some(detok), Some(t)) = (self.detok.as_mut(), tokenizer) {
+            // A terminating EOS or stop id ends the text; it contributes none.
+            if finish.is_none() {
+                delta = detok.push(t, tok)?;
+                if at_length {
+                    delta.push_str(&detok.finish(t)?);
+                }
+            }
+        }
+        if finish.is_none() && at_length {
+            finish = Some((FinishReason::Length, None));
+        }
+        let text = match self.stop.push(&delta) {
+            StopScan::Emit(mut t) => {
+                if finish.is_some() {
+                    t.push_str(&self.stop.flush());
+                }
+                t
+            }
+            StopScan::Matched { before, stop } => {
+                finish = Some((FinishReason::StopSequence, Some(stop)));
+                before
+            }
+        };
+        let (logprobs, top) = if self.req.logprobs || self.req.top_n > 0 {
+            (
+                if self.req.logprobs { vec![sampled.logprob] } else { Vec::new() },
+                if self.req.top_n > 0 { vec![sampled.top] } else { Vec::new() },
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Ok(Accepted { event: Event::Tokens { token_ids: vec![tok], text, logprobs, top }, finish })
+    }
+
+    pub fn finished_event(&self, reason: FinishReason, matched_stop: Option<String>, now: Instant) -> Event {
+        Event::Finished(Finish {
+            reason,
+            matched_stop,
+            usage: self.usage(),
+            timings: self.timer.finish(now),
+        })
+    }
+}

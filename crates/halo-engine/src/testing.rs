@@ -1,0 +1,218 @@
+//! Test doubles for the engine's own tests and benches: a scripted device that needs no model.
+//!
+//! [`ScriptedDevice`] in `Echo` mode really stores each token id in the KV slot the batch names
+//! and, to "sample", reads the whole history back through the block table and hashes it. A wrong
+//! block table, a stale or wrongly shared prefix block, or a lost position changes the output, so
+//! scheduler tests compare against [`ScriptedDevice::expected_next`] computed on the true
+//! history. `NoOp` mode skips all of that (scheduling-overhead benchmarks).
+//! Failures are injected through [`Control`], shared so tests can reach a device the engine owns.
+
+use halo_hal::rng::{mix64, uniform};
+use halo_hal::{
+    Device, DeviceError, DeviceInfo, DeviceKind, DType, KvCacheLayout, LoadOptions, ModelInfo,
+    SampleRequest, SampledToken, SeqFailure, SeqResult, StepBatch, StepOutput, TopToken,
+    WarmupRequest,
+};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The shared tiny model directory (tests); `HALO_SHARED_DIR` overrides the sibling checkout.
+pub fn tiny_mha_dir() -> PathBuf {
+    let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/models/tiny-mha"));
+    if local.join("config.json").exists() {
+        return local;
+    }
+    match std::env::var_os("HALO_SHARED_DIR") {
+        Some(dir) => PathBuf::from(dir).join("models/tiny-mha"),
+        None => local,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Store tokens in KV slots and derive each sample from the history read back.
+    Echo,
+    /// Answer every sample with a fixed token, touching nothing.
+    NoOp,
+}
+
+/// Failure injection and a record of what ran.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// The next step fails with this error.
+    pub fail_next_step: Option<DeviceError>,
+    /// These sequences get non-finite logits at their next sample.
+    pub non_finite: HashSet<u64>,
+    /// Sleep this long in every step (stall and deadline tests).
+    pub step_delay: Duration,
+    /// One entry per successful step when `record` is set.
+    pub record: bool,
+    pub batches: Vec<BatchRecord>,
+}
+
+/// The shape of one step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub num_tokens: usize,
+    pub num_seqs: usize,
+    /// Sequences that ran exactly one token and sampled (decode steps).
+    pub decode_seqs: usize,
+}
+
+pub struct ScriptedDevice {
+    mode: Mode,
+    vocab_size: usize,
+    context_length: usize,
+    layout: Option<KvCacheLayout>,
+    max_seq_len: usize,
+    kv: Vec<u32>,
+    control: Arc<Mutex<Control>>,
+}
+
+const UNWRITTEN: u32 = u32::MAX;
+
+impl ScriptedDevice {
+    pub fn new(mode: Mode, vocab_size: usize, context_length: usize) -> Self {
+        ScriptedDevice {
+            mode,
+            vocab_size,
+            context_length,
+            layout: None,
+            max_seq_len: 0,
+            kv: Vec::new(),
+            control: Arc::new(Mutex::new(Control::default())),
+        }
+    }
+
+    pub fn control(&self) -> Arc<Mutex<Control>> {
+        self.control.clone()
+    }
+
+    /// Warms up without `load` (scheduler tests that drive the device directly).
+    pub fn ready(mut self, block_size: usize, num_blocks: usize, max_seq_len: usize) -> Self {
+        let req = WarmupRequest {
+            block_size,
+            num_blocks: Some(num_blocks),
+            max_seq_len,
+            ..WarmupRequest::default()
+        };
+        self.warmup(&req).expect("scripted warmup cannot fail");
+        self
+    }
+
+    /// The token this device samples after `history` (prompt + generated so far). Never 0 or 1
+    /// (tiny-mha's BOS and EOS), so runs end by length unless a test says otherwise.
+    pub fn expected_next(vocab_size: usize, history: &[u32], req: &SampleRequest) -> u32 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for &t in history {
+            h = mix64(h ^ t as u64);
+        }
+        if !req.params.is_greedy() {
+            h ^= (uniform(req.params.seed, req.rng_offset) * (1u64 << 53) as f64) as u64;
+            h = mix64(h);
+        }
+        2 + (h % (vocab_size as u64 - 2)) as u32
+    }
+}
+
+impl Device for ScriptedDevice {
+    fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            kind: DeviceKind::Cpu,
+            name: "scripted test device".into(),
+            memory_bytes: 0,
+            peak_bandwidth_bytes_per_s: 0.0,
+            peak_flops: 0.0,
+        }
+    }
+
+    fn load(&mut self, _model_dir: &Path, _options: &LoadOptions) -> Result<ModelInfo, DeviceError> {
+        Ok(ModelInfo {
+            name: "scripted".into(),
+            architecture: "scripted".into(),
+            dtype: DType::F32,
+            vocab_size: self.vocab_size,
+            context_length: self.context_length,
+            num_layers: 1,
+            hidden_size: 1,
+            num_kv_heads: 1,
+            head_dim: 1,
+            param_count: 0,
+            weight_bytes: 0,
+        })
+    }
+
+    fn warmup(&mut self, request: &WarmupRequest) -> Result<KvCacheLayout, DeviceError> {
+        let num_blocks = request.num_blocks.unwrap_or(1024);
+        let layout = KvCacheLayout {
+            block_size: request.block_size,
+            num_blocks,
+            bytes_per_block: 4 * request.block_size as u64,
+            warmed_shapes: vec![],
+            warmup_ms: 0,
+        };
+        if self.mode == Mode::Echo {
+            self.kv = vec![UNWRITTEN; layout.capacity_tokens()];
+        }
+        self.max_seq_len = request.max_seq_len;
+        self.layout = Some(layout.clone());
+        Ok(layout)
+    }
+
+    fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, DeviceError> {
+        let mut control = self.control.lock().map_err(|_| DeviceError::Backend("control poisoned".into()))?;
+        if !control.step_delay.is_zero() {
+            std::thread::sleep(control.step_delay);
+        }
+        if let Some(e) = control.fail_next_step.take() {
+            return Err(e);
+        }
+        let layout = self.layout.as_ref().ok_or_else(|| DeviceError::NotReady("step before warmup".into()))?;
+        if control.record {
+            control.batches.push(BatchRecord {
+                num_tokens: batch.num_tokens(),
+                num_seqs: batch.seqs.len(),
+                decode_seqs: batch.seqs.iter().filter(|s| s.tokens.len() == 1 && s.sample.is_some()).count(),
+            });
+        }
+        let mut results = Vec::with_capacity(batch.num_samples());
+        if self.mode == Mode::NoOp {
+            for s in batch.seqs.iter().filter(|s| s.sample.is_some()) {
+                results.push(SeqResult {
+                    seq_id: s.seq_id,
+                    outcome: Ok(SampledToken { token: 7, logprob: -1.0, top: vec![] }),
+                });
+            }
+            return Ok(StepOutput { results, timings: Default::default() });
+        }
+        batch.validate(layout, self.vocab_size, self.max_seq_len)?;
+        let bs = layout.block_size;
+        for s in &batch.seqs {
+            for (i, &t) in s.tokens.iter().enumerate() {
+                self.kv[s.slot(s.start_pos + i, bs)] = t;
+            }
+        }
+        for s in &batch.seqs {
+            let Some(req) = &s.sample else { continue };
+            if control.non_finite.remove(&s.seq_id) {
+                results.push(SeqResult { seq_id: s.seq_id, outcome: Err(SeqFailure::NonFiniteLogits) });
+                continue;
+            }
+            let history: Vec<u32> = (0..s.end_pos()).map(|p| self.kv[s.slot(p, bs)]).collect();
+            if history.contains(&UNWRITTEN) {
+                return Err(DeviceError::BadBatch(format!(
+                    "sequence {} reads a KV slot nothing wrote",
+                    s.seq_id
+                )));
+            }
+            let token = Self::expected_next(self.vocab_size, &history, req);
+            let top = (0..req.top_n.min(self.vocab_size as u32))
+                .map(|i| TopToken { token: (token + i) % self.vocab_size as u32, logprob: -1.0 - i as f32 })
+                .collect();
+            results.push(SeqResult { seq_id: s.seq_id, outcome: Ok(SampledToken { token, logprob: -1.0, top }) });
+        }
+        Ok(StepOutput { results, timings: Default::default() })
+    }
+}
