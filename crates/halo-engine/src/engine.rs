@@ -92,7 +92,9 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
         config.validate().map_err(EngineError::Config)?;
-        let tokenizer = halo_model::Tokenizer::from_dir(model_dir)
+        let model_config = halo_model::ModelConfig::from_dir(model_dir)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let tokenizer = halo_model::Tokenizer::from_dir(model_dir, &model_config)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         let detok_tokenizer = Arc::new(tokenizer.inner().clone());
         let eos_ids = tokenizer.eos_token_ids().to_vec();

@@ -69,7 +69,7 @@ impl SubmitError {
 pub enum EngineError {
     #[error("invalid engine configuration: {0}")]
     Config(String),
-    #[error("loading the tokenizer failed: {0}")]
+    #[error("reading the model config or tokenizer failed: {0}")]
     Tokenizer(String),
     #[error("device {stage} failed: {source}")]
     Device {
