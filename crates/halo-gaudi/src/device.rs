@@ -256,7 +256,9 @@ impl GaudiDevice {
             return Err(DeviceError::Lost("the gaudi sidecar is restarting".into()));
         }
         let rt = self.rt.as_ref().expect("runtime lives until drop");
-        match block(rt, tokio::time::timeout(limit.max(Duration::from_millis(1)), handle)) {
+        let limit = limit.max(Duration::from_millis(1));
+        // Built inside the runtime: a timer needs its reactor.
+        match block(rt, async { tokio::time::timeout(limit, handle).await }) {
             Err(_) => Err(DeviceError::Lost("the gaudi sidecar is restarting".into())),
             Ok(Ok(up)) => {
                 self.state = State::Up(up);
