@@ -1,0 +1,201 @@
+//! [`CpuDevice`]: the Device trait on the host CPU.
+
+use crate::kv_cache::KvCache;
+use crate::model::CpuModel;
+use halo_hal::{
+    sampling, DType, Device, DeviceError, DeviceInfo, DeviceKind, KvCacheLayout, LoadOptions,
+    ModelInfo, SeqResult, StepBatch, StepOutput, StepTimings, WarmupRequest,
+};
+use halo_model::Model;
+use std::path::Path;
+use std::time::Instant;
+
+/// The KV pool never takes more than this share of available memory unless asked explicitly.
+const DEFAULT_KV_MEMORY_FRACTION: f64 = 0.25;
+const DEFAULT_KV_MEMORY_CAP: u64 = 8 << 30;
+
+pub struct CpuDevice {
+    pool: rayon::ThreadPool,
+    threads: usize,
+    model: Option<CpuModel>,
+    model_info: Option<ModelInfo>,
+    cache: Option<KvCache>,
+    layout: Option<KvCacheLayout>,
+    max_seq_len: usize,
+}
+
+impl CpuDevice {
+    /// A device using `HALO_CPU_THREADS` threads, or every available core.
+    pub fn new() -> Result<CpuDevice, DeviceError> {
+        let threads = std::env::var("HALO_CPU_THREADS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        Self::with_threads(threads)
+    }
+
+    pub fn with_threads(threads: usize) -> Result<CpuDevice, DeviceError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("halo-cpu-{i}"))
+            .build()
+            .map_err(|e| DeviceError::Backend(format!("cannot start CPU threads: {e}")))?;
+        Ok(CpuDevice {
+            pool,
+            threads,
+            model: None,
+            model_info: None,
+            cache: None,
+            layout: None,
+            max_seq_len: 0,
+        })
+    }
+
+    fn kv_budget(&self, request: &WarmupRequest, bytes_per_block: u64) -> usize {
+        if let Some(n) = request.num_blocks {
+            return n;
+        }
+        let budget = request.kv_cache_bytes.unwrap_or_else(|| {
+            let available = meminfo_kib("MemAvailable:").unwrap_or(4 << 20) * 1024;
+            ((available as f64 * DEFAULT_KV_MEMORY_FRACTION) as u64).min(DEFAULT_KV_MEMORY_CAP)
+        });
+        // No point holding more than every schedulable sequence at full length.
+        let useful = (request.max_batch_seqs * self.max_seq_len).div_ceil(request.block_size);
+        ((budget / bytes_per_block.max(1)) as usize).min(useful.max(1))
+    }
+}
+
+impl Device for CpuDevice {
+    fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            kind: DeviceKind::Cpu,
+            name: format!("{} ({} threads)", cpu_model_name(), self.threads),
+            memory_bytes: meminfo_kib("MemTotal:").unwrap_or(0) * 1024,
+            peak_bandwidth_bytes_per_s: 0.0,
+            peak_flops: 0.0,
+        }
+    }
+
+    fn load(&mut self, model_dir: &Path, options: &LoadOptions) -> Result<ModelInfo, DeviceError> {
+        if let Some(dtype) = options.dtype.filter(|d| *d != DType::F32) {
+            return Err(DeviceError::Unavailable(format!(
+                "the CPU backend computes in f32, not {dtype}"
+            )));
+        }
+        let model = Model::open(model_dir).map_err(|e| DeviceError::Load(e.to_string()))?;
+        model.check_tensors().map_err(|e| DeviceError::Load(e.to_string()))?;
+        let cpu = CpuModel::load(&model)?;
+        let c = &model.config;
+        let info = ModelInfo {
+            name: model.name(),
+            architecture: c.architecture.hf_name().to_string(),
+            dtype: DType::F32,
+            vocab_size: c.vocab_size,
+            context_length: c.max_position_embeddings,
+            num_layers: c.num_hidden_layers,
+            hidden_size: c.hidden_size,
+            num_kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            param_count: c.param_count(),
+            weight_bytes: c.param_count() * 4,
+        };
+        self.model = Some(cpu);
+        self.model_info = Some(info.clone());
+        self.cache = None;
+        self.layout = None;
+        Ok(info)
+    }
+
+    fn warmup(&mut self, request: &WarmupRequest) -> Result<KvCacheLayout, DeviceError> {
+        let started = Instant::now();
+        let model = self.model.as_ref().ok_or_else(|| DeviceError::NotReady("warmup before load".into()))?;
+        if request.block_size == 0 {
+            return Err(DeviceError::BadBatch("block size must be positive".into()));
+        }
+        self.max_seq_len = request.max_seq_len.min(model.config.max_position_embeddings).max(1);
+        let layers = model.config.num_hidden_layers;
+        let row = model.kv_row();
+        let bytes_per_block = KvCache::bytes_per_block(layers, request.block_size, row);
+        let num_blocks = self.kv_budget(request, bytes_per_block);
+        if num_blocks == 0 {
+            return Err(DeviceError::OutOfMemory("no memory for a single KV block".into()));
+        }
+        let cache = KvCache::new(layers, request.block_size, num_blocks, row);
+        let layout = KvCacheLayout {
+            block_size: request.block_size,
+            num_blocks,
+            bytes_per_block,
+            warmed_shapes: vec![format!("{} threads", self.threads)],
+            warmup_ms: 0,
+        };
+        self.cache = Some(cache);
+        self.layout = Some(layout);
+        // Touch every weight once so the first request does not pay the page faults.
+        let probe = StepBatch {
+            seqs: vec![halo_hal::SeqStep {
+                seq_id: 0,
+                tokens: vec![0],
+                start_pos: 0,
+                block_table: vec![0],
+                sample: Some(halo_hal::SampleRequest::greedy()),
+            }],
+        };
+        self.step(&probe)?;
+        let layout = self.layout.as_mut().expect("set above");
+        layout.warmup_ms = started.elapsed().as_millis() as u64;
+        Ok(layout.clone())
+    }
+
+    fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, DeviceError> {
+        let started = Instant::now();
+        let (Some(model), Some(cache), Some(layout)) = (&self.model, &mut self.cache, &self.layout) else {
+            return Err(DeviceError::NotReady("step before warmup".into()));
+        };
+        batch.validate(layout, model.config.vocab_size, self.max_seq_len)?;
+        let vocab = model.config.vocab_size;
+        let results = self.pool.install(|| -> Result<Vec<SeqResult>, DeviceError> {
+            let logits = model.forward(batch, cache)?;
+            let sampled = batch.seqs.iter().filter_map(|s| s.sample.as_ref().map(|r| (s.seq_id, r)));
+            Ok(sampled
+                .zip(logits.chunks_exact(vocab))
+                .map(|((seq_id, req), row)| SeqResult { seq_id, outcome: sampling::sample(row, req) })
+                .collect())
+        })?;
+        Ok(StepOutput {
+            results,
+            timings: StepTimings { forward_us: started.elapsed().as_micros() as u64, ..Default::default() },
+        })
+    }
+}
+
+impl CpuDevice {
+    /// The raw logits (`[n, vocab]`) of every sampled sequence in `batch`, without sampling.
+    /// Not part of the Device trait (logits never cross it): golden tests compare these with
+    /// transformers' own.
+    pub fn logits(&mut self, batch: &StepBatch) -> Result<Vec<f32>, DeviceError> {
+        let (Some(model), Some(cache), Some(layout)) = (&self.model, &mut self.cache, &self.layout) else {
+            return Err(DeviceError::NotReady("step before warmup".into()));
+        };
+        batch.validate(layout, model.config.vocab_size, self.max_seq_len)?;
+        self.pool.install(|| model.forward(batch, cache))
+    }
+}
+
+fn meminfo_kib(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn cpu_model_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}

@@ -1,0 +1,166 @@
+//! The Llama-family network (Llama, Mistral, Qwen2 differ only in config: biases, windows,
+//! rope) in f32, and its forward pass over one mixed step.
+
+use crate::attention::{paged_attention, AttentionShape, TokenSite};
+use crate::kv_cache::KvCache;
+use crate::ops::{add_in_place, rms_norm, rope, silu_mul, Linear};
+use halo_hal::{DeviceError, StepBatch};
+use halo_model::{Model, ModelConfig};
+
+struct Layer {
+    input_norm: Vec<f32>,
+    post_norm: Vec<f32>,
+    /// q, k and v fused into one projection: one matmul reads all three.
+    qkv: Linear,
+    o: Linear,
+    /// gate and up fused the same way.
+    gate_up: Linear,
+    down: Linear,
+    window: Option<usize>,
+}
+
+pub struct CpuModel {
+    pub config: ModelConfig,
+    embed: Vec<f32>,
+    layers: Vec<Layer>,
+    final_norm: Vec<f32>,
+    lm_head: Linear,
+    inv_freq: Vec<f32>,
+}
+
+fn load_err(e: halo_model::ModelError) -> DeviceError {
+    DeviceError::Load(e.to_string())
+}
+
+impl CpuModel {
+    pub fn load(model: &Model) -> Result<CpuModel, DeviceError> {
+        let c = &model.config;
+        let w = &model.weights;
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let (q_dim, kv_dim, inter) = (c.num_attention_heads * hd, c.num_key_value_heads * hd, c.intermediate_size);
+        let get = |name: &str, shape: &[usize]| w.load_f32(name, shape).map_err(load_err);
+
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for l in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            let mut qkv_w = get(&format!("{p}.self_attn.q_proj.weight"), &[q_dim, h])?;
+            qkv_w.extend(get(&format!("{p}.self_attn.k_proj.weight"), &[kv_dim, h])?);
+            qkv_w.extend(get(&format!("{p}.self_attn.v_proj.weight"), &[kv_dim, h])?);
+            let qkv_b = if c.qkv_bias {
+                let mut b = get(&format!("{p}.self_attn.q_proj.bias"), &[q_dim])?;
+                b.extend(get(&format!("{p}.self_attn.k_proj.bias"), &[kv_dim])?);
+                b.extend(get(&format!("{p}.self_attn.v_proj.bias"), &[kv_dim])?);
+                Some(b)
+            } else {
+                None
+            };
+            let o_b = if c.o_bias { Some(get(&format!("{p}.self_attn.o_proj.bias"), &[h])?) } else { None };
+            let mut gate_up_w = get(&format!("{p}.mlp.gate_proj.weight"), &[inter, h])?;
+            gate_up_w.extend(get(&format!("{p}.mlp.up_proj.weight"), &[inter, h])?);
+            let (gate_up_b, down_b) = if c.mlp_bias {
+                let mut b = get(&format!("{p}.mlp.gate_proj.bias"), &[inter])?;
+                b.extend(get(&format!("{p}.mlp.up_proj.bias"), &[inter])?);
+                (Some(b), Some(get(&format!("{p}.mlp.down_proj.bias"), &[h])?))
+            } else {
+                (None, None)
+            };
+            layers.push(Layer {
+                input_norm: get(&format!("{p}.input_layernorm.weight"), &[h])?,
+                post_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                qkv: Linear::new(qkv_w, qkv_b, q_dim + 2 * kv_dim, h)?,
+                o: Linear::new(get(&format!("{p}.self_attn.o_proj.weight"), &[h, q_dim])?, o_b, h, q_dim)?,
+                gate_up: Linear::new(gate_up_w, gate_up_b, 2 * inter, h)?,
+                down: Linear::new(get(&format!("{p}.mlp.down_proj.weight"), &[h, inter])?, down_b, h, inter)?,
+                window: c.window_for_layer(l),
+            });
+        }
+        let embed = get("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let head_name = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+        let lm_head = Linear::new(get(head_name, &[c.vocab_size, h])?, None, c.vocab_size, h)?;
+        Ok(CpuModel {
+            config: c.clone(),
+            embed,
+            layers,
+            final_norm: get("model.norm.weight", &[h])?,
+            lm_head,
+            inv_freq: c.rope.inv_freq(hd),
+        })
+    }
+
+    pub fn kv_row(&self) -> usize {
+        self.config.num_key_value_heads * self.config.head_dim
+    }
+
+    /// Runs every token of `batch`, writes their K/V into `cache`, and returns the logits
+    /// (`[n, vocab]`) of the last token of each sequence that asked for a sample, in batch order.
+    pub fn forward(&self, batch: &StepBatch, cache: &mut KvCache) -> Result<Vec<f32>, DeviceError> {
+        let c = &self.config;
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
+        let (q_dim, kv_dim) = (nh * hd, nkv * hd);
+        let eps = c.rms_norm_eps as f32;
+
+        let mut positions = Vec::with_capacity(batch.num_tokens());
+        let mut slots = Vec::with_capacity(batch.num_tokens());
+        let mut sites = Vec::with_capacity(batch.num_tokens());
+        let mut x = Vec::with_capacity(batch.num_tokens() * h);
+        for s in &batch.seqs {
+            for (i, &t) in s.tokens.iter().enumerate() {
+                let pos = s.start_pos + i;
+                positions.push(pos);
+                slots.push(s.slot(pos, cache.block_size));
+                sites.push(TokenSite { block_table: &s.block_table, pos });
+                x.extend_from_slice(&self.embed[t as usize * h..][..h]);
+            }
+        }
+        let n = positions.len();
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            let normed = rms_norm(&x, &layer.input_norm, eps);
+            let qkv = layer.qkv.forward(&normed, n)?;
+            let mut q = Vec::with_capacity(n * q_dim);
+            let mut k = Vec::with_capacity(n * kv_dim);
+            let mut v = Vec::with_capacity(n * kv_dim);
+            for row in qkv.chunks_exact(q_dim + 2 * kv_dim) {
+                q.extend_from_slice(&row[..q_dim]);
+                k.extend_from_slice(&row[q_dim..q_dim + kv_dim]);
+                v.extend_from_slice(&row[q_dim + kv_dim..]);
+            }
+            rope(&mut q, &positions, nh, hd, &self.inv_freq);
+            rope(&mut k, &positions, nkv, hd, &self.inv_freq);
+            for (i, &slot) in slots.iter().enumerate() {
+                cache.write(l, slot, &k[i * kv_dim..][..kv_dim], &v[i * kv_dim..][..kv_dim]);
+            }
+            let (keys, values) = cache.layer(l);
+            let shape = AttentionShape {
+                num_heads: nh,
+                num_kv_heads: nkv,
+                head_dim: hd,
+                block_size: cache.block_size,
+                window: layer.window,
+            };
+            let attn = paged_attention(&q, &sites, keys, values, &shape);
+            add_in_place(&mut x, &layer.o.forward(&attn, n)?);
+
+            let normed = rms_norm(&x, &layer.post_norm, eps);
+            let act = silu_mul(&layer.gate_up.forward(&normed, n)?, c.intermediate_size);
+            add_in_place(&mut x, &layer.down.forward(&act, n)?);
+        }
+
+        // Only rows that are sampled go through the final norm and the (large) head.
+        let mut last_rows = Vec::new();
+        let mut offset = 0;
+        for s in &batch.seqs {
+            offset += s.tokens.len();
+            if s.sample.is_some() {
+                last_rows.extend_from_slice(&x[(offset - 1) * h..offset * h]);
+            }
+        }
+        if last_rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = last_rows.len() / h;
+        let normed = rms_norm(&last_rows, &self.final_norm, eps);
+        self.lm_head.forward(&normed, rows)
+    }
+}
