@@ -335,15 +335,17 @@ fn run_loop(mut device: Box<dyn Device>, scheduler: Scheduler, rx: mpsc::Receive
         l.dispatch();
         if l.scheduler.has_work() {
             let outcome = l.scheduler.step(&mut *device, &mut l.out);
+            let fatal = matches!(&outcome, StepOutcome::DeviceFailed(e) if e.is_fatal());
+            if fatal {
+                // Before the failures go out, so a caller that sees one also sees health flip.
+                shared.lost.store(true, Ordering::Release);
+            }
             l.dispatch();
-            if let StepOutcome::DeviceFailed(e) = &outcome {
-                if e.is_fatal() {
-                    shared.lost.store(true, Ordering::Release);
-                    l.publish();
-                    drop(device);
-                    l.refuse_until_disconnected(&rx);
-                    return;
-                }
+            if fatal {
+                l.publish();
+                drop(device);
+                l.refuse_until_disconnected(&rx);
+                return;
             }
         }
         l.publish();
@@ -417,4 +419,14 @@ impl Loop<'_> {
 
 fn refusal(kind: FailureKind, e: &SubmitError) -> Event {
     Event::Failed(Failure { kind, message: e.to_string(), usage: Usage::default(), timings: Timings::default() })
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model", &self.inner.info.model.name)
+            .field("device", &self.inner.info.device.name)
+            .field("health", &self.health())
+            .finish()
+    }
 }

@@ -90,3 +90,9 @@ impl Drop for RequestHandle {
         self.cancel();
     }
 }
+
+impl std::fmt::Debug for RequestHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestHandle").field("id", &self.id).field("done", &self.done).finish()
+    }
+}

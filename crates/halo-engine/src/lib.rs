@@ -10,10 +10,13 @@
 //! every operation with a scripted device.
 
 pub mod block_manager;
+mod complete;
 pub mod config;
 pub mod detok;
+mod engine;
 pub mod error;
 pub mod event;
+mod handle;
 pub mod health;
 pub mod observer;
 pub mod request;
@@ -25,7 +28,10 @@ pub mod timing;
 pub mod validate;
 
 pub use block_manager::BlockManager;
+pub use complete::{Completion, RunError};
 pub use config::{EngineConfig, Limits};
+pub use engine::{Engine, EngineInfo};
+pub use handle::RequestHandle;
 pub use detok::IncrementalDetokenizer;
 pub use error::{EngineError, SubmitError};
 pub use event::{Event, Failure, FailureKind, Finish, FinishReason, Timings, Usage};

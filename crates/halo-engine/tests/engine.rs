@@ -1,0 +1,197 @@
+//! The engine thread and handles, over the scripted device (tiny-mha's tokenizer for text):
+//! the abort storm, text streaming with stop sequences, admission, health and shutdown.
+
+mod common;
+
+use common::{expected, prompt, VOCAB};
+use halo_engine::testing::{tiny_mha_dir, Control, Mode, ScriptedDevice};
+use halo_engine::{
+    Engine, EngineConfig, Event, FailureKind, FinishReason, GenerateRequest, Health, RunError,
+    SubmitError,
+};
+use halo_hal::{DeviceError, LoadOptions};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn start(config: EngineConfig) -> (Engine, Arc<Mutex<Control>>) {
+    let dev = ScriptedDevice::new(Mode::Echo, VOCAB, 4096);
+    let control = dev.control();
+    let engine = Engine::start(Box::new(dev), &tiny_mha_dir(), LoadOptions::default(), config).unwrap();
+    (engine, control)
+}
+
+fn small() -> EngineConfig {
+    EngineConfig { block_size: 4, num_blocks: Some(256), max_batch_tokens: 128, max_batch_seqs: 32, ..Default::default() }
+}
+
+fn greedy(p: Vec<u32>, n: usize) -> GenerateRequest {
+    let mut r = GenerateRequest::greedy(p, n);
+    r.stop.ignore_eos = true;
+    r
+}
+
+/// Polls until the engine reports every block free and nothing queued.
+fn wait_drained(engine: &Engine) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = engine.stats();
+        if s.free_blocks == s.total_blocks && s.running == 0 && s.waiting == 0 {
+            return;
+        }
+        assert!(Instant::now() < until, "engine did not drain: {s:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_storm() {
+    let (engine, _) = start(EngineConfig { max_concurrent_requests: 200, ..small() });
+    let mut tasks = Vec::new();
+    for i in 0..100u64 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let p = prompt(i, 3 + (i as usize * 7) % 20);
+            let n = 10 + (i as usize * 13) % 30;
+            let mut h = engine.submit(greedy(p.clone(), n)).unwrap();
+            // Every 10th request is dropped after a pseudo-random number of events (0 = while
+            // still queued), as a disconnecting client would.
+            let cut = (i % 10 == 0).then_some((i as usize * 31) % (n + 1));
+            let mut tokens = Vec::new();
+            let mut seen = 0;
+            loop {
+                if cut == Some(seen) {
+                    return (i, None);
+                }
+                match h.next().await {
+                    Some(Event::Tokens { token_ids, .. }) => tokens.extend(token_ids),
+                    Some(Event::Finished(f)) => {
+                        assert_eq!(f.reason, FinishReason::Length);
+                        break;
+                    }
+                    other => panic!("request {i}: {other:?}"),
+                }
+                seen += 1;
+            }
+            (i, Some((tokens, expected(&p, n))))
+        }));
+    }
+    let mut completed = 0;
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        if let Some((got, want)) = r {
+            assert_eq!(got, want, "request {i}");
+            completed += 1;
+        }
+    }
+    assert_eq!(completed, 90);
+    wait_drained(&engine);
+    let s = engine.stats();
+    assert_eq!(s.requests_finished + s.requests_cancelled, 100, "{s:?}");
+    assert!(s.requests_cancelled >= 1);
+    // The engine is still fully usable.
+    let e = engine.clone();
+    let done = tokio::task::spawn_blocking(move || e.generate_blocking(greedy(prompt(7, 5), 4)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.token_ids, expected(&prompt(7, 5), 4));
+}
+
+#[test]
+fn text_deltas_concatenate_to_the_decode_and_stop_sequences_cut() {
+    let (engine, _) = start(small());
+    let tok = engine.tokenizer().inner().clone();
+    let p = prompt(42, 6);
+    let all = expected(&p, 40);
+    let full = tok.decode(&all, true).unwrap();
+    let done = engine.generate_blocking(greedy(p.clone(), 40)).unwrap();
+    assert_eq!(done.token_ids, all);
+    assert_eq!(done.text, full);
+
+    // A stop sequence taken from the middle of the text (at character boundaries).
+    let chars: Vec<(usize, char)> = full.char_indices().collect();
+    let (a, b) = (chars.len() / 3, chars.len() / 3 + 3);
+    let stop = full[chars[a].0..chars[b].0].to_string();
+    let at = full.find(&stop).unwrap();
+    let mut r = greedy(p, 40);
+    r.stop.stop_sequences = vec![stop.clone()];
+    let done = engine.generate_blocking(r).unwrap();
+    assert_eq!(done.finish.reason, FinishReason::StopSequence);
+    assert_eq!(done.finish.matched_stop.as_deref(), Some(stop.as_str()));
+    assert_eq!(done.text, full[..at]);
+    assert!(done.token_ids.len() < 40 && all.starts_with(&done.token_ids));
+}
+
+#[test]
+fn rejections_change_nothing_and_the_queue_cap_holds() {
+    let (engine, control) = start(EngineConfig { max_concurrent_requests: 3, ..small() });
+    let before = engine.stats();
+    let e = engine.submit(greedy(vec![], 4)).unwrap_err();
+    assert_eq!(e, SubmitError::EmptyPrompt);
+    let e = engine.submit(greedy(vec![VOCAB as u32], 4)).unwrap_err();
+    assert!(e.is_invalid_argument());
+    let e = engine.submit(greedy(vec![2; 2000], 4)).unwrap_err();
+    assert!(matches!(e, SubmitError::PromptTooLong { max: 1023, .. }), "{e}");
+    assert_eq!(engine.stats(), before);
+
+    control.lock().unwrap().step_delay = Duration::from_millis(20);
+    let held: Vec<_> = (0..3).map(|i| engine.submit(greedy(prompt(i, 4), 50)).unwrap()).collect();
+    assert_eq!(engine.submit(greedy(prompt(9, 4), 5)).unwrap_err(), SubmitError::QueueFull { max: 3 });
+    drop(held);
+    control.lock().unwrap().step_delay = Duration::ZERO;
+    wait_drained(&engine);
+    engine.submit(greedy(prompt(9, 4), 5)).unwrap();
+}
+
+#[test]
+fn run_blocking_submits_past_the_cap_as_requests_finish() {
+    let (engine, _) = start(EngineConfig { max_concurrent_requests: 4, ..small() });
+    let reqs: Vec<_> = (0..12).map(|i| greedy(prompt(i, 2 + i as usize), 3 + i as usize)).collect();
+    let results = engine.run_blocking(reqs);
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap().token_ids, expected(&prompt(i as u64, 2 + i), 3 + i));
+    }
+    let bad = engine.run_blocking(vec![greedy(vec![], 1)]);
+    assert!(matches!(bad[0], Err(RunError::Rejected(SubmitError::EmptyPrompt))));
+}
+
+#[test]
+fn device_loss_fails_in_flight_and_refuses_new_work() {
+    let (engine, control) = start(small());
+    control.lock().unwrap().step_delay = Duration::from_millis(5);
+    let mut h = engine.submit(greedy(prompt(1, 4), 1000)).unwrap();
+    assert!(matches!(h.blocking_next(), Some(Event::Tokens { .. })));
+    control.lock().unwrap().fail_next_step = Some(DeviceError::Lost("injected".into()));
+    let mut sent = 1;
+    let kind = loop {
+        match h.blocking_next() {
+            Some(Event::Tokens { .. }) => sent += 1,
+            Some(Event::Failed(f)) => break f.kind,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(kind, FailureKind::DeviceLost { tokens_sent: sent });
+    assert_eq!(engine.health(), Health::DeviceLost);
+    assert_eq!(engine.submit(greedy(prompt(2, 4), 4)).unwrap_err(), SubmitError::DeviceLost);
+}
+
+#[test]
+fn health_reports_a_stalled_loop_and_shutdown_drains() {
+    let (engine, control) = start(EngineConfig { stall_timeout: Duration::from_millis(100), ..small() });
+    assert_eq!(engine.health(), Health::Serving);
+    control.lock().unwrap().step_delay = Duration::from_millis(400);
+    let mut h = engine.submit(greedy(prompt(1, 4), 2)).unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    assert_eq!(engine.health(), Health::Stalled);
+    control.lock().unwrap().step_delay = Duration::ZERO;
+    engine.shutdown();
+    assert_eq!(engine.health(), Health::ShuttingDown);
+    assert_eq!(engine.submit(greedy(prompt(2, 4), 2)).unwrap_err(), SubmitError::ShuttingDown);
+    // The in-flight request still completes.
+    let mut last = None;
+    while let Some(e) = h.blocking_next() {
+        last = Some(e);
+    }
+    assert!(matches!(last, Some(Event::Finished(_))), "{last:?}");
+    assert!(engine.wait_stopped(Duration::from_secs(5)));
+}
