@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the error-to-exit-status mapping they share.
 
 pub mod bench;
+pub mod device;
 pub mod generate;
 pub mod info;
 pub mod make_model;

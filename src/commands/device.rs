@@ -1,0 +1,29 @@
+//! `--device cpu|cuda|gaudi` → a boxed [`Device`]: the one place the binary picks a backend.
+
+use super::usage;
+use halo_hal::{Device, DeviceInfo, DeviceKind};
+
+/// Parses a `--device` value (exit 2 on an unknown name).
+pub fn parse_kind(name: &str) -> anyhow::Result<DeviceKind> {
+    name.parse::<DeviceKind>().map_err(usage)
+}
+
+/// Starts the backend for `kind`. A backend this machine cannot drive (no CUDA driver, no
+/// sidecar environment) is a usage error with the reason.
+pub fn open(kind: DeviceKind) -> anyhow::Result<Box<dyn Device>> {
+    Ok(match kind {
+        DeviceKind::Cpu => Box::new(halo_cpu::CpuDevice::new().map_err(usage)?),
+        DeviceKind::Cuda => Box::new(halo_cuda::CudaDevice::new(0).map_err(usage)?),
+        DeviceKind::Gaudi => {
+            Box::new(halo_gaudi::GaudiDevice::new(halo_gaudi::GaudiOptions::default()).map_err(usage)?)
+        }
+    })
+}
+
+/// What `halo info` reports of a device without loading a model.
+pub fn probe(kind: DeviceKind) -> anyhow::Result<DeviceInfo> {
+    match kind {
+        DeviceKind::Cuda => halo_cuda::probe().map_err(usage),
+        other => Ok(open(other)?.info()),
+    }
+}
