@@ -77,7 +77,11 @@ pub(crate) fn step_request(batch: &StepBatch, epoch: u64, step_id: u64) -> pb::S
             }),
         })
         .collect();
-    pb::StepRequest { epoch, step_id, seqs }
+    pb::StepRequest {
+        epoch,
+        step_id,
+        seqs,
+    }
 }
 
 pub(crate) fn warmup_request(req: &WarmupRequest, epoch: u64) -> pb::WarmupRequest {
@@ -116,7 +120,9 @@ fn logprob(x: f32) -> Result<f32, ReplyError> {
 
 pub(crate) fn model_info(reply: &pb::LoadReply, epoch: u64) -> Result<ModelInfo, ReplyError> {
     check_epoch(reply.epoch, epoch)?;
-    let Some(m) = &reply.model else { return invalid("load reply without model info") };
+    let Some(m) = &reply.model else {
+        return invalid("load reply without model info");
+    };
     let dtype = match pb::DType::try_from(m.dtype) {
         Ok(pb::DType::DtypeF32) => DType::F32,
         Ok(pb::DType::DtypeF16) => DType::F16,
@@ -204,7 +210,10 @@ pub fn validate_step_reply(
 ) -> Result<StepOutput, ReplyError> {
     check_epoch(reply.epoch, epoch)?;
     if reply.step_id != step_id {
-        return Err(ReplyError::Step { got: reply.step_id, want: step_id });
+        return Err(ReplyError::Step {
+            got: reply.step_id,
+            want: step_id,
+        });
     }
     let expected = batch.num_samples();
     if reply.results.len() != expected {
@@ -220,9 +229,18 @@ pub fn validate_step_reply(
                 let top = t
                     .top
                     .iter()
-                    .map(|a| Ok(TopToken { token: a.token, logprob: logprob(a.logprob)? }))
+                    .map(|a| {
+                        Ok(TopToken {
+                            token: a.token,
+                            logprob: logprob(a.logprob)?,
+                        })
+                    })
                     .collect::<Result<Vec<_>, ReplyError>>()?;
-                Ok(SampledToken { token: t.token, logprob: logprob(t.logprob)?, top })
+                Ok(SampledToken {
+                    token: t.token,
+                    logprob: logprob(t.logprob)?,
+                    top,
+                })
             }
             Some(pb::seq_result::Outcome::Failure(f)) => match pb::SeqFailure::try_from(*f) {
                 Ok(pb::SeqFailure::NonFiniteLogits) => Err(SeqFailure::NonFiniteLogits),
@@ -230,13 +248,20 @@ pub fn validate_step_reply(
             },
             None => return invalid("a result without an outcome"),
         };
-        results.push(SeqResult { seq_id: r.seq_id, outcome });
+        results.push(SeqResult {
+            seq_id: r.seq_id,
+            outcome,
+        });
     }
     let timings = match &reply.timings {
         Some(t) => StepTimings {
             forward_us: t.forward_us,
             padded_tokens: t.padded_tokens,
-            bucket: if t.bucket.is_empty() { None } else { Some(label(&t.bucket, "bucket")?) },
+            bucket: if t.bucket.is_empty() {
+                None
+            } else {
+                Some(label(&t.bucket, "bucket")?)
+            },
             graph_compiled: t.graph_compiled,
         },
         None => StepTimings::default(),
@@ -265,7 +290,10 @@ mod tests {
                     tokens: vec![1],
                     start_pos: 0,
                     block_table: vec![i as u32],
-                    sample: s.then(|| SampleRequest { top_n, ..SampleRequest::greedy() }),
+                    sample: s.then(|| SampleRequest {
+                        top_n,
+                        ..SampleRequest::greedy()
+                    }),
                 })
                 .collect(),
         }
@@ -284,7 +312,10 @@ mod tests {
                     outcome: Some(pb::seq_result::Outcome::Token(pb::SampledToken {
                         token: 5,
                         logprob: -0.25,
-                        top: vec![pb::TopToken { token: 5, logprob: -0.25 }],
+                        top: vec![pb::TopToken {
+                            token: 5,
+                            logprob: -0.25,
+                        }],
                     })),
                 })
                 .collect(),
@@ -314,8 +345,14 @@ mod tests {
             f(&mut r);
             validate_step_reply(&r, &b, 3, 7, VOCAB).unwrap_err()
         };
-        assert_eq!(check(&|r| r.epoch = 2), ReplyError::Epoch { got: 2, want: 3 });
-        assert_eq!(check(&|r| r.step_id = 6), ReplyError::Step { got: 6, want: 7 });
+        assert_eq!(
+            check(&|r| r.epoch = 2),
+            ReplyError::Epoch { got: 2, want: 3 }
+        );
+        assert_eq!(
+            check(&|r| r.step_id = 6),
+            ReplyError::Step { got: 6, want: 7 }
+        );
         check(&|r| {
             r.results.pop();
         });
@@ -341,21 +378,31 @@ mod tests {
         });
         check(&|r| {
             let mut t = token(r);
-            t.top.push(pb::TopToken { token: 1, logprob: -1.0 });
+            t.top.push(pb::TopToken {
+                token: 1,
+                logprob: -1.0,
+            });
             set(r, t)
         });
         check(&|r| r.timings.as_mut().unwrap().bucket = "x".repeat(1000));
     }
 
     fn arb_outcome() -> impl Strategy<Value = Option<pb::seq_result::Outcome>> {
-        let token = (any::<u32>(), any::<f32>(), prop::collection::vec((any::<u32>(), any::<f32>()), 0..4))
+        let token = (
+            any::<u32>(),
+            any::<f32>(),
+            prop::collection::vec((any::<u32>(), any::<f32>()), 0..4),
+        )
             .prop_map(|(token, logprob, top)| {
                 pb::seq_result::Outcome::Token(pb::SampledToken {
                     token: token % (2 * VOCAB as u32),
                     logprob,
                     top: top
                         .into_iter()
-                        .map(|(t, l)| pb::TopToken { token: t % (2 * VOCAB as u32), logprob: l })
+                        .map(|(t, l)| pb::TopToken {
+                            token: t % (2 * VOCAB as u32),
+                            logprob: l,
+                        })
                         .collect(),
                 })
             });

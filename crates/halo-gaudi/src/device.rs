@@ -12,8 +12,8 @@ use crate::options::GaudiOptions;
 use crate::process::Sidecar;
 use crate::proto as pb;
 use halo_hal::{
-    Device, DeviceError, DeviceInfo, DeviceKind, KvCacheLayout, LoadOptions, ModelInfo,
-    StepBatch, StepOutput, WarmupRequest,
+    Device, DeviceError, DeviceInfo, DeviceKind, KvCacheLayout, LoadOptions, ModelInfo, StepBatch,
+    StepOutput, WarmupRequest,
 };
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -37,8 +37,8 @@ struct Up {
 }
 
 enum State {
-    Up(Up),
-    Restarting(JoinHandle<Up>),
+    Up(Box<Up>),
+    Restarting(JoinHandle<Box<Up>>),
 }
 
 pub struct GaudiDevice {
@@ -60,7 +60,9 @@ async fn with_timeout<T>(
     fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, RpcError> {
     match tokio::time::timeout(limit, fut).await {
-        Err(_) => Err(RpcError::Hung(format!("sidecar {what} took longer than {limit:?}"))),
+        Err(_) => Err(RpcError::Hung(format!(
+            "sidecar {what} took longer than {limit:?}"
+        ))),
         Ok(Err(status)) => Err(RpcError::Status(status)),
         Ok(Ok(reply)) => Ok(reply.into_inner()),
     }
@@ -74,7 +76,9 @@ enum RpcError {
 fn rpc_error(what: &str, e: RpcError) -> DeviceError {
     match e {
         RpcError::Hung(msg) => DeviceError::Lost(msg),
-        RpcError::Status(s) => DeviceError::Lost(format!("sidecar {what} failed: {}", short(s.message()))),
+        RpcError::Status(s) => {
+            DeviceError::Lost(format!("sidecar {what} failed: {}", short(s.message())))
+        }
     }
 }
 
@@ -111,9 +115,9 @@ async fn warmup_on(
 ) -> Result<KvCacheLayout, DeviceError> {
     let msg = convert::warmup_request(req, sidecar.epoch);
     match with_timeout("warmup", opts.warmup_timeout, sidecar.client.warmup(msg)).await {
-        Err(RpcError::Status(s)) if s.code() == tonic::Code::InvalidArgument => {
-            Err(DeviceError::BadBatch(format!("warmup refused: {}", short(s.message()))))
-        }
+        Err(RpcError::Status(s)) if s.code() == tonic::Code::InvalidArgument => Err(
+            DeviceError::BadBatch(format!("warmup refused: {}", short(s.message()))),
+        ),
         Err(RpcError::Status(s)) if s.code() == tonic::Code::ResourceExhausted => {
             Err(DeviceError::OutOfMemory(short(s.message())))
         }
@@ -125,21 +129,33 @@ async fn warmup_on(
 /// Brings a fresh process to `target`: spawn, load the same model, warm the same layout.
 async fn bring_up(opts: &GaudiOptions, epoch: u64, target: &Target) -> Result<Up, DeviceError> {
     let sidecar = Sidecar::spawn(opts, epoch).await?;
-    let mut up = Up { backend: String::new(), device_name: String::new(), memory_bytes: 0, sidecar };
+    let mut up = Up {
+        backend: String::new(),
+        device_name: String::new(),
+        memory_bytes: 0,
+        sidecar,
+    };
     let result = async {
         if let Some((dir, options, info)) = &target.load {
             let (reply, again) = load_on(&mut up.sidecar, opts, dir, options).await?;
             if &again != info {
-                return Err(DeviceError::Lost("the restarted sidecar loaded a different model".into()));
+                return Err(DeviceError::Lost(
+                    "the restarted sidecar loaded a different model".into(),
+                ));
             }
             up.set_device(&reply);
         }
         if let Some((req, layout)) = &target.warm {
             // The engine's block allocator already knows the pool: ask for exactly that many.
-            let pinned = WarmupRequest { num_blocks: Some(layout.num_blocks), ..req.clone() };
+            let pinned = WarmupRequest {
+                num_blocks: Some(layout.num_blocks),
+                ..req.clone()
+            };
             let again = warmup_on(&mut up.sidecar, opts, &pinned).await?;
             if again.num_blocks != layout.num_blocks || again.block_size != layout.block_size {
-                return Err(DeviceError::Lost("the restarted sidecar has another KV layout".into()));
+                return Err(DeviceError::Lost(
+                    "the restarted sidecar has another KV layout".into(),
+                ));
             }
         }
         Ok(())
@@ -156,7 +172,7 @@ async fn bring_up(opts: &GaudiOptions, epoch: u64, target: &Target) -> Result<Up
 }
 
 /// Restarts until one attempt succeeds; dropped with the device.
-async fn restart_loop(opts: GaudiOptions, epochs: Arc<AtomicU64>, target: Target) -> Up {
+async fn restart_loop(opts: GaudiOptions, epochs: Arc<AtomicU64>, target: Target) -> Box<Up> {
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -167,7 +183,7 @@ async fn restart_loop(opts: GaudiOptions, epochs: Arc<AtomicU64>, target: Target
         match bring_up(&opts, epoch, &target).await {
             Ok(up) => {
                 tracing::info!(attempt, epoch, "gaudi sidecar restarted");
-                return up;
+                return Box::new(up);
             }
             Err(e) => tracing::error!(attempt, epoch, error = %e, "gaudi sidecar restart failed"),
         }
@@ -194,14 +210,22 @@ impl GaudiDevice {
             .map_err(|e| DeviceError::Unavailable(format!("cannot start a runtime: {e}")))?;
         let epochs = Arc::new(AtomicU64::new(1));
         let sidecar = block(&rt, Sidecar::spawn(&opts, 1))?;
-        let up = Up { sidecar, backend: String::new(), device_name: String::new(), memory_bytes: 0 };
+        let up = Up {
+            sidecar,
+            backend: String::new(),
+            device_name: String::new(),
+            memory_bytes: 0,
+        };
         Ok(GaudiDevice {
             rt: Some(rt),
             opts,
-            state: State::Up(up),
+            state: State::Up(Box::new(up)),
             epochs,
             step_id: 0,
-            target: Target { load: None, warm: None },
+            target: Target {
+                load: None,
+                warm: None,
+            },
         })
     }
 
@@ -238,20 +262,31 @@ impl GaudiDevice {
     /// The sidecar's own counters (steps, padded tokens, compiles after warmup).
     pub fn health(&mut self) -> Result<pb::HealthReply, DeviceError> {
         self.ensure_up(Duration::ZERO)?;
-        let State::Up(up) = &mut self.state else { unreachable!("ensure_up") };
+        let State::Up(up) = &mut self.state else {
+            unreachable!("ensure_up")
+        };
         let epoch = up.sidecar.epoch;
         let mut client = up.sidecar.client.clone();
         let reply = self
-            .run(with_timeout("health", Duration::from_secs(5), client.health(pb::HealthRequest { epoch })))
+            .run(with_timeout(
+                "health",
+                Duration::from_secs(5),
+                client.health(pb::HealthRequest { epoch }),
+            ))
             .map_err(|e| rpc_error("health", e))?;
         if reply.epoch != epoch {
-            return Err(self.fail(format!("health reply for epoch {} in epoch {epoch}", reply.epoch)));
+            return Err(self.fail(format!(
+                "health reply for epoch {} in epoch {epoch}",
+                reply.epoch
+            )));
         }
         Ok(reply)
     }
 
     fn ensure_up(&mut self, limit: Duration) -> Result<(), DeviceError> {
-        let State::Restarting(handle) = &mut self.state else { return Ok(()) };
+        let State::Restarting(handle) = &mut self.state else {
+            return Ok(());
+        };
         if limit.is_zero() && !handle.is_finished() {
             return Err(DeviceError::Lost("the gaudi sidecar is restarting".into()));
         }
@@ -266,7 +301,9 @@ impl GaudiDevice {
             }
             Ok(Err(join)) => {
                 self.schedule_restart();
-                Err(DeviceError::Lost(format!("the gaudi sidecar restart task failed: {join}")))
+                Err(DeviceError::Lost(format!(
+                    "the gaudi sidecar restart task failed: {join}"
+                )))
             }
         }
     }
@@ -297,7 +334,9 @@ impl GaudiDevice {
         self.ensure_up(limit)?;
         match &mut self.state {
             State::Up(up) => Ok(up),
-            State::Restarting(_) => Err(DeviceError::Lost("the gaudi sidecar is restarting".into())),
+            State::Restarting(_) => {
+                Err(DeviceError::Lost("the gaudi sidecar is restarting".into()))
+            }
         }
     }
 
@@ -335,9 +374,10 @@ impl Drop for GaudiDevice {
 impl Device for GaudiDevice {
     fn info(&self) -> DeviceInfo {
         let (name, memory) = match &self.state {
-            State::Up(up) if !up.backend.is_empty() => {
-                (format!("{} (halo sidecar, torch {})", up.device_name, up.backend), up.memory_bytes)
-            }
+            State::Up(up) if !up.backend.is_empty() => (
+                format!("{} (halo sidecar, torch {})", up.device_name, up.backend),
+                up.memory_bytes,
+            ),
             _ => ("halo gaudi sidecar".to_string(), 0),
         };
         DeviceInfo {
@@ -353,7 +393,9 @@ impl Device for GaudiDevice {
         let ready = self.opts.ready_timeout;
         self.up(ready)?;
         let opts = self.opts.clone();
-        let State::Up(up) = &mut self.state else { unreachable!("up() succeeded") };
+        let State::Up(up) = &mut self.state else {
+            unreachable!("up() succeeded")
+        };
         let rt = self.rt.as_ref().expect("runtime lives until drop");
         let result = block(rt, load_on(&mut up.sidecar, &opts, model_dir, options));
         match result {
@@ -377,7 +419,9 @@ impl Device for GaudiDevice {
         let ready = self.opts.ready_timeout;
         self.up(ready)?;
         let opts = self.opts.clone();
-        let State::Up(up) = &mut self.state else { unreachable!() };
+        let State::Up(up) = &mut self.state else {
+            unreachable!()
+        };
         let rt = self.rt.as_ref().expect("runtime lives until drop");
         match block(rt, warmup_on(&mut up.sidecar, &opts, request)) {
             Ok(layout) => {

@@ -57,7 +57,9 @@ impl Default for GaudiOptions {
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 impl GaudiOptions {
@@ -86,7 +88,11 @@ impl GaudiOptions {
     pub(crate) fn resolve_backend(&self) -> String {
         self.backend
             .clone()
-            .or_else(|| std::env::var("HALO_SIDECAR_DEVICE").ok().filter(|v| !v.is_empty()))
+            .or_else(|| {
+                std::env::var("HALO_SIDECAR_DEVICE")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
             .unwrap_or_else(|| "auto".into())
     }
 

@@ -80,7 +80,8 @@ impl Sidecar {
                 sidecar_dir.display()
             )));
         }
-        let dir = private_dir().map_err(|e| lost(format!("cannot create the socket directory: {e}")))?;
+        let dir =
+            private_dir().map_err(|e| lost(format!("cannot create the socket directory: {e}")))?;
         let proto_root = dir.path().join("proto");
         let proto_file = proto_root.join("halo/sidecar/v1/sidecar.proto");
         std::fs::create_dir_all(proto_file.parent().expect("has a parent"))
@@ -114,9 +115,9 @@ impl Sidecar {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| DeviceError::Unavailable(format!("cannot start {}: {e}", python.display())))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            DeviceError::Unavailable(format!("cannot start {}: {e}", python.display()))
+        })?;
         let pid = child.id().unwrap_or(0);
         let tail: Tail = Arc::default();
         if let Some(out) = child.stdout.take() {
@@ -128,7 +129,14 @@ impl Sidecar {
         match wait_ready(&mut child, &socket, epoch, opts.ready_timeout).await {
             Ok(client) => {
                 tracing::info!(epoch, pid, "gaudi sidecar ready");
-                Ok(Sidecar { epoch, pid, client, child, tail, _dir: dir })
+                Ok(Sidecar {
+                    epoch,
+                    pid,
+                    client,
+                    child,
+                    tail,
+                    _dir: dir,
+                })
             }
             Err(e) => {
                 let _ = child.start_kill();
@@ -222,7 +230,9 @@ fn private_dir() -> std::io::Result<tempfile::TempDir> {
         .map(PathBuf::from)
         .filter(|p| p.is_dir())
         .unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::Builder::new().prefix("halo-sidecar-").tempdir_in(base)?;
+    let dir = tempfile::Builder::new()
+        .prefix("halo-sidecar-")
+        .tempdir_in(base)?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
     Ok(dir)
 }

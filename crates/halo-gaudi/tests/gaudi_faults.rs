@@ -12,7 +12,8 @@ fn decode_a_few(dev: &mut halo_gaudi::GaudiDevice, g: &mut Gen) {
     for _ in 0..4 {
         let s = g.next_step(64);
         let out = dev.step(&StepBatch { seqs: vec![s] }).expect("step");
-        g.out.push(out.results[0].outcome.as_ref().expect("finite").token);
+        g.out
+            .push(out.results[0].outcome.as_ref().expect("finite").token);
     }
 }
 
@@ -27,13 +28,20 @@ fn recovers_after(signal: libc::c_int, name: &str) {
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
 
     let start = Instant::now();
-    let err = dev.step(&StepBatch { seqs: vec![g.next_step(64)] }).expect_err(name);
+    let err = dev
+        .step(&StepBatch {
+            seqs: vec![g.next_step(64)],
+        })
+        .expect_err(name);
     let took = start.elapsed();
     assert!(matches!(err, DeviceError::Lost(_)), "{name}: {err:?}");
     assert!(took < Duration::from_secs(6), "{name}: Lost after {took:?}");
     assert!(!dev.is_ready() || dev.epoch() != Some(epoch));
 
-    assert!(dev.wait_until_ready(Duration::from_secs(120)), "{name}: no restart");
+    assert!(
+        dev.wait_until_ready(Duration::from_secs(120)),
+        "{name}: no restart"
+    );
     assert!(dev.epoch().expect("up") > epoch);
     assert_ne!(dev.sidecar_pid(), Some(pid));
     // The engine failed the old sequence; a new one runs from scratch on the restarted sidecar.
@@ -55,24 +63,52 @@ fn sigstop_mid_decode_trips_the_watchdog_then_restarted() {
 #[test]
 fn lying_sidecars_are_rejected_and_replaced() {
     let cases = golden();
-    for mode in ["wrong_count", "oov", "wrong_epoch", "wrong_step", "nan_logprob", "no_outcome"] {
+    for mode in [
+        "wrong_count",
+        "oov",
+        "wrong_epoch",
+        "wrong_step",
+        "nan_logprob",
+        "no_outcome",
+    ] {
         // One honest step first: the lie comes mid-decode.
         let mut dev = ready_device(fake_options(mode, 1));
         let mut g = Gen::new(1, &cases[0].prompt_ids, 0);
-        let first = dev.step(&StepBatch { seqs: vec![g.next_step(64)] }).expect("honest step");
-        g.out.push(first.results[0].outcome.as_ref().expect("finite").token);
+        let first = dev
+            .step(&StepBatch {
+                seqs: vec![g.next_step(64)],
+            })
+            .expect("honest step");
+        g.out
+            .push(first.results[0].outcome.as_ref().expect("finite").token);
         let epoch = dev.epoch();
-        let err = dev.step(&StepBatch { seqs: vec![g.next_step(64)] }).expect_err(mode);
-        assert!(matches!(&err, DeviceError::Lost(m) if m.contains("rejected")), "{mode}: {err:?}");
+        let err = dev
+            .step(&StepBatch {
+                seqs: vec![g.next_step(64)],
+            })
+            .expect_err(mode);
+        assert!(
+            matches!(&err, DeviceError::Lost(m) if m.contains("rejected")),
+            "{mode}: {err:?}"
+        );
         // The liar is replaced by a fresh process (which, being the same fake, lies again after
         // one honest step: good enough to see the restart happen).
-        assert!(dev.wait_until_ready(Duration::from_secs(120)), "{mode}: no restart");
+        assert!(
+            dev.wait_until_ready(Duration::from_secs(120)),
+            "{mode}: no restart"
+        );
         assert_ne!(dev.epoch(), epoch);
     }
 }
 
 #[test]
 fn a_missing_python_is_unavailable_not_a_panic() {
-    let opts = halo_gaudi::GaudiOptions { python: Some("/nonexistent/python".into()), ..options() };
-    assert!(matches!(halo_gaudi::GaudiDevice::new(opts), Err(DeviceError::Unavailable(_))));
+    let opts = halo_gaudi::GaudiOptions {
+        python: Some("/nonexistent/python".into()),
+        ..options()
+    };
+    assert!(matches!(
+        halo_gaudi::GaudiDevice::new(opts),
+        Err(DeviceError::Unavailable(_))
+    ));
 }

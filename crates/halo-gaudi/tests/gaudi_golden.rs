@@ -20,8 +20,11 @@ fn golden_greedy_ids_alone_and_in_a_mixed_batch() {
 
     // Every prompt at once; the 67-token prompt is prefilled in 24-token chunks next to the
     // others' decode tokens.
-    let mut gens: Vec<Gen> =
-        cases.iter().enumerate().map(|(i, c)| Gen::new(10 + i as u64, &c.prompt_ids, 8 * i as u32)).collect();
+    let mut gens: Vec<Gen> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Gen::new(10 + i as u64, &c.prompt_ids, 8 * i as u32))
+        .collect();
     drive(&mut dev, &mut gens, 48, 24);
     for (g, c) in gens.iter().zip(&cases) {
         assert_eq!(g.out, c.greedy_ids, "sequence {}", g.id);
@@ -37,14 +40,26 @@ fn seeded_sampling_matches_the_reference_sampler_and_bad_batches_are_refused() {
     let cases = golden();
     let mut dev = ready_device(options());
     let prompt = &cases[1].prompt_ids;
-    let params = SamplingParams { temperature: 0.9, top_k: 40, top_p: 0.95, seed: 1234, ..Default::default() };
+    let params = SamplingParams {
+        temperature: 0.9,
+        top_k: 40,
+        top_p: 0.95,
+        seed: 1234,
+        ..Default::default()
+    };
     let run = |dev: &mut _, id: u64, block: u32| -> Vec<u32> {
         let dev: &mut halo_gaudi::GaudiDevice = dev;
         let mut g = Gen::new(id, prompt, block);
         let mut toks = vec![];
         for n in 0..12u64 {
             let mut s = g.next_step(64);
-            s.sample = Some(SampleRequest { params: params.clone(), rng_offset: n, logprobs: true, top_n: 3, penalties: None });
+            s.sample = Some(SampleRequest {
+                params: params.clone(),
+                rng_offset: n,
+                logprobs: true,
+                top_n: 3,
+                penalties: None,
+            });
             let out = dev.step(&StepBatch { seqs: vec![s] }).expect("step");
             let t = out.results[0].outcome.as_ref().expect("finite");
             assert!(t.logprob <= 0.0 && t.top.len() == 3);
@@ -59,9 +74,18 @@ fn seeded_sampling_matches_the_reference_sampler_and_bad_batches_are_refused() {
 
     // Out-of-vocabulary input is the engine's bug: refused before it reaches the sidecar.
     let bad = StepBatch {
-        seqs: vec![SeqStep { seq_id: 9, tokens: vec![9999], start_pos: 0, block_table: vec![0], sample: None }],
+        seqs: vec![SeqStep {
+            seq_id: 9,
+            tokens: vec![9999],
+            start_pos: 0,
+            block_table: vec![0],
+            sample: None,
+        }],
     };
-    assert!(matches!(dev.step(&bad), Err(halo_hal::DeviceError::BadBatch(_))));
+    assert!(matches!(
+        dev.step(&bad),
+        Err(halo_hal::DeviceError::BadBatch(_))
+    ));
     // ...and the device goes on.
     let mut g = vec![Gen::new(3, &cases[2].prompt_ids, 16)];
     drive(&mut dev, &mut g, 8, 64);

@@ -25,10 +25,15 @@ fn cases() -> Vec<(Vec<f32>, SampleRequest)> {
         let logits: Vec<f32> = (0..vocab)
             .map(|_| {
                 let x = (next() * 24.0 - 12.0) as f32;
-                if i % 3 == 0 { (x * 2.0).round() / 2.0 } else { x }
+                if i % 3 == 0 {
+                    (x * 2.0).round() / 2.0
+                } else {
+                    x
+                }
             })
             .collect();
-        let pick = |x: f64, choices: &[f32]| choices[(x * choices.len() as f64) as usize % choices.len()];
+        let pick =
+            |x: f64, choices: &[f32]| choices[(x * choices.len() as f64) as usize % choices.len()];
         let params = SamplingParams {
             temperature: pick(next(), &[0.0, 0.3, 0.7, 1.0, 1.5]),
             top_k: pick(next(), &[0.0, 1.0, 5.0, 50.0]) as u32,
@@ -40,7 +45,10 @@ fn cases() -> Vec<(Vec<f32>, SampleRequest)> {
             seed: (next() * 1e18) as u64,
         };
         let penalties = params.uses_penalties().then(|| PenaltyContext {
-            prompt: (0..5).map(|_| (next() * vocab as f64) as u32).collect::<Vec<_>>().into(),
+            prompt: (0..5)
+                .map(|_| (next() * vocab as f64) as u32)
+                .collect::<Vec<_>>()
+                .into(),
             generated: (0..6).map(|_| (next() * vocab as f64) as u32).collect(),
         });
         let req = SampleRequest {
@@ -81,9 +89,12 @@ fn python_sampler_mirrors_the_reference_exactly() {
         })
         .collect();
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let python = std::env::var_os("HALO_SIDECAR_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/halo/sidecar-venv/bin/python")
-    });
+    let python = std::env::var_os("HALO_SIDECAR_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/halo/sidecar-venv/bin/python")
+        });
     let mut child = Command::new(python)
         .arg(here.join("tests/sampler_mirror.py"))
         .env("HALO_REAL_SIDECAR_DIR", here.join("sidecar"))
@@ -92,8 +103,15 @@ fn python_sampler_mirrors_the_reference_exactly() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("sidecar python runs (ci/sidecar-venv.sh)");
-    let text = serde_json::to_string(&input).unwrap().replace("\"nan\"", "NaN");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let text = serde_json::to_string(&input)
+        .unwrap()
+        .replace("\"nan\"", "NaN");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let got: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
@@ -104,17 +122,29 @@ fn python_sampler_mirrors_the_reference_exactly() {
             Err(_) => assert!(g.is_null(), "case {i}: python sampled non-finite logits"),
             Ok(want) => {
                 sampled += 1;
-                assert_eq!(g["token"].as_u64(), Some(want.token as u64), "case {i}: token");
+                assert_eq!(
+                    g["token"].as_u64(),
+                    Some(want.token as u64),
+                    "case {i}: token"
+                );
                 let lp = g["logprob"].as_f64().unwrap() as f32;
                 assert_eq!(lp.to_bits(), want.logprob.to_bits(), "case {i}: logprob");
                 let top: Vec<(u64, u32)> = g["top"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|t| (t[0].as_u64().unwrap(), (t[1].as_f64().unwrap() as f32).to_bits()))
+                    .map(|t| {
+                        (
+                            t[0].as_u64().unwrap(),
+                            (t[1].as_f64().unwrap() as f32).to_bits(),
+                        )
+                    })
                     .collect();
-                let want_top: Vec<(u64, u32)> =
-                    want.top.iter().map(|t| (t.token as u64, t.logprob.to_bits())).collect();
+                let want_top: Vec<(u64, u32)> = want
+                    .top
+                    .iter()
+                    .map(|t| (t.token as u64, t.logprob.to_bits()))
+                    .collect();
                 assert_eq!(top, want_top, "case {i}: top");
             }
         }

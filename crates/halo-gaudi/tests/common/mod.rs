@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use halo_gaudi::{GaudiDevice, GaudiOptions};
-use halo_hal::{Device, LoadOptions, SampleRequest, SeqStep, StepBatch, WarmupRequest, DType};
+use halo_hal::{DType, Device, LoadOptions, SampleRequest, SeqStep, StepBatch, WarmupRequest};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,7 +14,11 @@ pub fn model_dir() -> PathBuf {
     let dir = std::env::var_os("HALO_TINY_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/work/shared/models/tiny-mha"));
-    assert!(dir.join("config.json").exists(), "tiny model missing at {} (set HALO_TINY_MODEL)", dir.display());
+    assert!(
+        dir.join("config.json").exists(),
+        "tiny model missing at {} (set HALO_TINY_MODEL)",
+        dir.display()
+    );
     dir
 }
 
@@ -27,13 +31,20 @@ pub fn golden() -> Vec<Case> {
     let text = std::fs::read_to_string(model_dir().join("golden.json")).expect("golden.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("golden.json parses");
     let ids = |x: &serde_json::Value| -> Vec<u32> {
-        x.as_array().expect("array").iter().map(|t| t.as_u64().expect("id") as u32).collect()
+        x.as_array()
+            .expect("array")
+            .iter()
+            .map(|t| t.as_u64().expect("id") as u32)
+            .collect()
     };
     v["cases"]
         .as_array()
         .expect("cases")
         .iter()
-        .map(|c| Case { prompt_ids: ids(&c["prompt_ids"]), greedy_ids: ids(&c["greedy_ids"]) })
+        .map(|c| Case {
+            prompt_ids: ids(&c["prompt_ids"]),
+            greedy_ids: ids(&c["greedy_ids"]),
+        })
         .collect()
 }
 
@@ -57,7 +68,10 @@ pub fn fake_options(mode: &str, after: usize) -> GaudiOptions {
         env: vec![
             ("HALO_FAKE_MODE".into(), mode.into()),
             ("HALO_FAKE_AFTER".into(), after.to_string()),
-            ("HALO_REAL_SIDECAR_DIR".into(), here.join("sidecar").to_string_lossy().into_owned()),
+            (
+                "HALO_REAL_SIDECAR_DIR".into(),
+                here.join("sidecar").to_string_lossy().into_owned(),
+            ),
         ],
         ..options()
     }
@@ -78,7 +92,12 @@ pub fn warmup_request() -> WarmupRequest {
 pub fn ready_device(opts: GaudiOptions) -> GaudiDevice {
     let mut dev = GaudiDevice::new(opts).expect("sidecar starts");
     let info = dev
-        .load(&model_dir(), &LoadOptions { dtype: Some(DType::F32) })
+        .load(
+            &model_dir(),
+            &LoadOptions {
+                dtype: Some(DType::F32),
+            },
+        )
         .expect("model loads");
     assert_eq!(info.vocab_size, 512);
     let layout = dev.warmup(&warmup_request()).expect("warmup");
@@ -98,14 +117,23 @@ pub struct Gen {
 
 impl Gen {
     pub fn new(id: u64, prompt: &[u32], first_block: u32) -> Gen {
-        Gen { id, prompt: prompt.to_vec(), out: vec![], blocks: (first_block..first_block + 8).collect(), pos: 0 }
+        Gen {
+            id,
+            prompt: prompt.to_vec(),
+            out: vec![],
+            blocks: (first_block..first_block + 8).collect(),
+            pos: 0,
+        }
     }
 
     /// The next piece of work: a prompt chunk of at most `chunk` tokens, or one decode token.
     pub fn next_step(&mut self, chunk: usize) -> SeqStep {
         let (tokens, sample) = if self.pos < self.prompt.len() {
             let end = (self.pos + chunk).min(self.prompt.len());
-            (self.prompt[self.pos..end].to_vec(), end == self.prompt.len())
+            (
+                self.prompt[self.pos..end].to_vec(),
+                end == self.prompt.len(),
+            )
         } else {
             (vec![*self.out.last().expect("sampled before")], true)
         };
@@ -137,7 +165,10 @@ pub fn drive(dev: &mut GaudiDevice, gens: &mut [Gen], steps: usize, chunk: usize
         let out = dev.step(&batch).expect("step");
         assert!(!out.timings.graph_compiled, "{:?}", out.timings.bucket);
         for r in out.results {
-            let g = gens.iter_mut().find(|g| g.id == r.seq_id).expect("known id");
+            let g = gens
+                .iter_mut()
+                .find(|g| g.id == r.seq_id)
+                .expect("known id");
             g.out.push(r.outcome.expect("finite logits").token);
         }
     }
