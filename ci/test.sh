@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every test of the project, as CI runs it (.ci/run calls this; so can you):
+#   1. the Gaudi sidecar's pinned Python env (cached in ~/.cache/halo/sidecar-venv) and pytest;
+#   2. every CUDA kernel compiled by NVRTC for sm_80 and sm_90 (pinned NVRTC from PyPI, no GPU);
+#   3. cargo test over the whole workspace (unit, property, golden, end-to-end and scenario tests);
+#   4. formatting and clippy with warnings as errors.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+if [ ! -d ../shared/models/tiny-mha ] && [ -z "${HALO_SHARED_DIR:-}" ]; then
+  echo "ci/test.sh: ../shared (the reference models) must sit beside the clone, or set HALO_SHARED_DIR" >&2
+  exit 2
+fi
+
+echo "== sidecar environment" >&2
+HALO_SIDECAR_PYTHON=$(bash ci/sidecar-venv.sh | tail -n 1)
+export HALO_SIDECAR_PYTHON
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+
+echo "== sidecar pytest" >&2
+(cd crates/halo-gaudi/sidecar && "$HALO_SIDECAR_PYTHON" -m pytest -q -p no:cacheprovider tests)
+
+echo "== CUDA kernels under NVRTC" >&2
+bash ci/nvrtc.sh
+
+echo "== cargo test --workspace" >&2
+cargo test --workspace --all-targets
+
+echo "== fmt and clippy" >&2
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
