@@ -48,7 +48,14 @@ class Shape:
 
 
 class Buckets:
-    def __init__(self, block_size: int, max_batch_tokens: int, max_batch_seqs: int, max_seq_len: int):
+    def __init__(
+        self,
+        block_size: int,
+        max_batch_tokens: int,
+        max_batch_seqs: int,
+        max_seq_len: int,
+        num_blocks: int | None = None,
+    ):
         if min(block_size, max_batch_tokens, max_batch_seqs, max_seq_len) <= 0:
             raise ValueError("bucket limits must be positive")
         self.block_size = block_size
@@ -56,7 +63,11 @@ class Buckets:
         self.max_prefill = min(max_batch_tokens, max_seq_len)
         self.batch = ladder(1, max_batch_seqs)
         self.tokens = ladder(min(block_size, self.max_prefill), self.max_prefill)
-        self.blocks = ladder(1, -(-max_seq_len // block_size))
+        # No sequence spans more blocks than the pool has, whatever max_seq_len says.
+        most_blocks = -(-max_seq_len // block_size)
+        if num_blocks is not None:
+            most_blocks = max(1, min(most_blocks, num_blocks))
+        self.blocks = ladder(1, most_blocks)
 
     def _blocks_for(self, tokens: int) -> int:
         return ceil_to(self.blocks, -(-tokens // self.block_size))

@@ -117,13 +117,11 @@ class Executor:
         if num_blocks <= 0:
             budget = kv_bytes if kv_bytes > 0 else self._default_kv_budget(per_block, block_size, max_batch_seqs, max_seq_len)
             num_blocks = budget // per_block
-        if num_blocks * block_size < max_seq_len:
-            raise BadRequest(
-                f"{num_blocks} blocks of {block_size} cannot hold one sequence of {max_seq_len} tokens"
-            )
+        if num_blocks <= 0:
+            raise BadRequest(f"a KV pool of {num_blocks} blocks")
         self.model.allocate_cache(num_blocks, block_size)
         self.num_blocks, self.max_seq_len = num_blocks, max_seq_len
-        self.buckets = Buckets(block_size, max_batch_tokens, max_batch_seqs, max_seq_len)
+        self.buckets = Buckets(block_size, max_batch_tokens, max_batch_seqs, max_seq_len, num_blocks)
         shapes = self.buckets.warmup_shapes()
         # Twice on HPU: the first run compiles, the second captures/replays the graph.
         rounds = 2 if self.backend.name == "hpu" else 1

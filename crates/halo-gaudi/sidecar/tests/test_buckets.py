@@ -52,3 +52,11 @@ def test_padding_counts():
     b = Buckets(block_size=16, max_batch_tokens=64, max_batch_seqs=4, max_seq_len=128)
     s = b.prefill(batch=1, max_tokens=15, max_end=15)
     assert s.batch * s.tokens - 15 == 1
+
+
+def test_the_pool_caps_the_block_ladder():
+    # The engine may ask for the model's whole context with a tiny pool: no shape needs more
+    # blocks than the pool has.
+    b = Buckets(block_size=16, max_batch_tokens=64, max_batch_seqs=8, max_seq_len=4096, num_blocks=10)
+    assert b.blocks == [1, 2, 4, 8, 10]
+    assert max(s.blocks for s in b.warmup_shapes()) == 10
