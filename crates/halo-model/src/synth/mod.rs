@@ -165,12 +165,17 @@ pub fn write_model(
             source,
         }
     })?;
-    let weight_bytes = fs::metadata(&path)
-        .map_err(|source| SynthError::Io {
-            path: path.clone(),
-            source,
-        })?
-        .len();
+    // the safetensors writer goes through a private (0600) temp file; give the weights the same
+    // permissions as the JSON files next to them so whoever can read the config can read the model
+    let io = |source| SynthError::Io {
+        path: path.clone(),
+        source,
+    };
+    let perms = fs::metadata(dir.join("config.json"))
+        .map_err(io)?
+        .permissions();
+    fs::set_permissions(&path, perms).map_err(io)?;
+    let weight_bytes = fs::metadata(&path).map_err(io)?.len();
     Ok(SynthSummary {
         params,
         weight_bytes,

@@ -46,6 +46,9 @@ fn tiny_loads_as_a_model_with_the_preset_shapes() {
     assert_eq!(stored, expected);
     assert_eq!(model.weights.dominant_dtype(), Some(StoredDType::F32));
 
+    let mode = |f: &str| std::fs::metadata(dir.path().join(f)).unwrap().permissions();
+    assert_eq!(mode("model.safetensors"), mode("config.json"));
+
     let norm = model.weights.load_f32("model.norm.weight", &[128]).unwrap();
     assert!(norm.iter().all(|v| (0.9..1.1).contains(v)));
     let q = model
