@@ -24,28 +24,50 @@ impl Drop for Server {
 
 fn start_server() -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_halo"))
-        .args(["serve", "--model", MODEL, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--model",
+            MODEL,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn halo serve");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     // "halo serving on ADDR (metrics on http://MADDR/metrics)"
-    let addr = line.split_whitespace().nth(3).unwrap_or_else(|| panic!("serving line: {line:?}")).to_string();
+    let addr = line
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_else(|| panic!("serving line: {line:?}"))
+        .to_string();
     let metrics = line
         .split("http://")
         .nth(1)
         .and_then(|r| r.split('/').next())
         .unwrap_or_else(|| panic!("serving line: {line:?}"))
         .to_string();
-    Server { child, addr, metrics }
+    Server {
+        child,
+        addr,
+        metrics,
+    }
 }
 
 fn scrape(addr: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -66,25 +88,44 @@ fn bench_against_halo_serve_matches_the_servers_counts() {
     let args = [
         "bench",
         &format!("tiny=grpc://{}", server.addr),
-        "--num-requests", "6",
-        "--concurrency", "1,3",
-        "--input-len", "uniform:8-24",
-        "--output-len", "uniform:4-12",
-        "--warmup", "2",
-        "--seed", "3",
-        "--slo", "ttft_ms=60000,tpot_ms=60000",
-        "--price-per-hour", "1.5",
-        "--out", out.path().to_str().unwrap(),
+        "--num-requests",
+        "6",
+        "--concurrency",
+        "1,3",
+        "--input-len",
+        "uniform:8-24",
+        "--output-len",
+        "uniform:4-12",
+        "--warmup",
+        "2",
+        "--seed",
+        "3",
+        "--slo",
+        "ttft_ms=60000,tpot_ms=60000",
+        "--price-per-hour",
+        "1.5",
+        "--out",
+        out.path().to_str().unwrap(),
         "--json",
     ];
-    let res = Command::new(env!("CARGO_BIN_EXE_halo")).args(args).output().unwrap();
-    assert!(res.status.success(), "stderr: {}", String::from_utf8_lossy(&res.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&res.stdout).expect("--json prints the report");
+    let res = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&res.stdout).expect("--json prints the report");
 
     // The library builds the same workload from the same arguments: same hash, and the warmup's
     // token count is known.
     let workload = halo_bench::Workload::build(&halo_bench::WorkloadConfig {
-        source: halo_bench::Source::Synthetic { input: halo_bench::LengthDist::Uniform { lo: 8, hi: 24 } },
+        source: halo_bench::Source::Synthetic {
+            input: halo_bench::LengthDist::Uniform { lo: 8, hi: 24 },
+        },
         output: halo_bench::LengthDist::Uniform { lo: 4, hi: 12 },
         num_requests: 6,
         num_warmup: 2,
@@ -98,13 +139,22 @@ fn bench_against_halo_serve_matches_the_servers_counts() {
 
     let target = &report["targets"][0];
     assert_eq!(target["info"]["device"]["kind"], "cpu");
-    assert!(target["info"]["limits"]["max_concurrent_requests"].as_u64().unwrap() > 0);
+    assert!(
+        target["info"]["limits"]["max_concurrent_requests"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     assert_eq!(target["warmup_failures"], 0);
     let levels = target["levels"].as_array().unwrap();
     assert_eq!(levels.len(), 2);
     for l in levels {
         let s = &l["summary"];
-        assert_eq!((s["requests"].as_u64(), s["completed"].as_u64()), (Some(6), Some(6)), "{s}");
+        assert_eq!(
+            (s["requests"].as_u64(), s["completed"].as_u64()),
+            (Some(6), Some(6)),
+            "{s}"
+        );
         assert_eq!(s["output_tokens"].as_u64(), Some(per_level));
         assert_eq!(s["good_requests"].as_u64(), Some(6));
         assert_eq!(s["input_tokens_from_target"], true);
@@ -115,7 +165,10 @@ fn bench_against_halo_serve_matches_the_servers_counts() {
 
     // Per request: the stream's token count, the server's Finish usage and the request agree.
     let lines = std::fs::read_to_string(out.path().join("requests.jsonl")).unwrap();
-    let records: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(records.len(), 12);
     let mut prompt_tokens = 0;
     for r in &records {
@@ -129,19 +182,36 @@ fn bench_against_halo_serve_matches_the_servers_counts() {
 
     // The server's own counters: every streamed request and token, warmup included.
     let m = scrape(&server.metrics);
-    assert_eq!(metric(&m, "halo_generated_tokens_total"), 2 * per_level + warmup);
     assert_eq!(
-        metric(&m, "halo_requests_total{rpc=\"generate_stream\",outcome=\"length\",code=\"OK\"}"),
+        metric(&m, "halo_generated_tokens_total"),
+        2 * per_level + warmup
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "halo_requests_total{rpc=\"generate_stream\",outcome=\"length\",code=\"OK\"}"
+        ),
         12 + 2
     );
     assert!(metric(&m, "halo_prompt_tokens_total") >= prompt_tokens);
 
     // Every KV block came back.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let info = rt.block_on(async {
         let spec = halo_bench::TargetSpec::parse(&format!("grpc://{}", server.addr)).unwrap();
-        let opts = halo_bench::ClientOptions { request_timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(5) };
-        halo_bench::target::Client::connect(&spec, &opts).await.unwrap().info().await.unwrap()
+        let opts = halo_bench::ClientOptions {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        };
+        halo_bench::target::Client::connect(&spec, &opts)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
     });
     assert_eq!(info["kv"]["free_blocks"], info["kv"]["total_blocks"]);
     assert_eq!(info["kv"]["running_requests"], 0);
@@ -151,13 +221,37 @@ fn bench_against_halo_serve_matches_the_servers_counts() {
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(json["workload"]["sha256"], workload.summary.sha256);
     assert_eq!(json["targets"][0]["label"], "tiny");
-    assert_eq!(std::fs::read_to_string(out.path().join("requests.csv")).unwrap().lines().count(), 13);
-    assert_eq!(std::fs::read_to_string(out.path().join("summary.csv")).unwrap().lines().count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("requests.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        13
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("summary.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
-    assert!(md.contains("## c=1") && md.contains("## c=3") && md.contains(&workload.summary.sha256));
-    for svg in ["ttft_cdf.svg", "tpot_cdf.svg", "itl_cdf.svg", "e2e_cdf.svg", "throughput.svg", "ttft_p99.svg"] {
+    assert!(
+        md.contains("## c=1") && md.contains("## c=3") && md.contains(&workload.summary.sha256)
+    );
+    for svg in [
+        "ttft_cdf.svg",
+        "tpot_cdf.svg",
+        "itl_cdf.svg",
+        "e2e_cdf.svg",
+        "throughput.svg",
+        "ttft_p99.svg",
+    ] {
         let text = std::fs::read_to_string(out.path().join(svg)).unwrap();
-        assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"), "{svg}");
+        assert!(
+            text.starts_with("<svg") && text.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
     }
 }
 
@@ -165,12 +259,22 @@ fn bench_against_halo_serve_matches_the_servers_counts() {
 fn bad_arguments_exit_2_with_one_line() {
     for args in [
         vec!["bench", "grpc://nohost"],
-        vec!["bench", "grpc://127.0.0.1:1", "--rate", "1", "--concurrency", "2"],
+        vec![
+            "bench",
+            "grpc://127.0.0.1:1",
+            "--rate",
+            "1",
+            "--concurrency",
+            "2",
+        ],
         vec!["bench", "grpc://127.0.0.1:1", "--output-len", "normal:0,1"],
         vec!["bench", "grpc://127.0.0.1:1", "--arrival", "gamma:-1"],
         vec!["bench", "grpc://127.0.0.1:1", "--token-env", "nolabel=X"],
     ] {
-        let res = Command::new(env!("CARGO_BIN_EXE_halo")).args(&args).output().unwrap();
+        let res = Command::new(env!("CARGO_BIN_EXE_halo"))
+            .args(&args)
+            .output()
+            .unwrap();
         assert_eq!(res.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&res.stderr);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");

@@ -86,13 +86,19 @@ fn arg_err(e: BenchError) -> anyhow::Error {
 
 fn positive_secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
     if !v.is_finite() || v <= 0.0 {
-        return Err(super::usage(format!("{flag} must be a positive number of seconds")));
+        return Err(super::usage(format!(
+            "{flag} must be a positive number of seconds"
+        )));
     }
     Ok(Duration::from_secs_f64(v))
 }
 
 /// `VALUE` applies to every target; `LABEL=VALUE` to one.
-fn per_target(flag: &str, values: &[String], labels: &[String]) -> anyhow::Result<(Option<String>, HashMap<String, String>)> {
+fn per_target(
+    flag: &str,
+    values: &[String],
+    labels: &[String],
+) -> anyhow::Result<(Option<String>, HashMap<String, String>)> {
     let mut all = None;
     let mut one = HashMap::new();
     for v in values {
@@ -100,7 +106,11 @@ fn per_target(flag: &str, values: &[String], labels: &[String]) -> anyhow::Resul
             Some((l, x)) if labels.iter().any(|k| k == l) => {
                 one.insert(l.to_string(), x.to_string());
             }
-            Some((l, _)) => return Err(super::usage(format!("{flag} '{v}': no target is labelled '{l}'"))),
+            Some((l, _)) => {
+                return Err(super::usage(format!(
+                    "{flag} '{v}': no target is labelled '{l}'"
+                )))
+            }
             None => all = Some(v.clone()),
         }
     }
@@ -112,31 +122,49 @@ fn levels(args: &BenchArgs) -> anyhow::Result<Vec<LoadLevel>> {
         s.split(',')
             .map(|x| match x.trim().parse::<f64>() {
                 Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-                _ => Err(super::usage(format!("{flag}: '{x}' is not a positive number"))),
+                _ => Err(super::usage(format!(
+                    "{flag}: '{x}' is not a positive number"
+                ))),
             })
             .collect()
     };
     match (&args.concurrency, &args.rate) {
-        (Some(_), Some(_)) => Err(super::usage("give --concurrency (closed loop) or --rate (open loop), not both")),
-        (None, Some(r)) => Ok(list("--rate", r)?.into_iter().map(|rate| LoadLevel::Open { rate }).collect()),
+        (Some(_), Some(_)) => Err(super::usage(
+            "give --concurrency (closed loop) or --rate (open loop), not both",
+        )),
+        (None, Some(r)) => Ok(list("--rate", r)?
+            .into_iter()
+            .map(|rate| LoadLevel::Open { rate })
+            .collect()),
         (c, None) => list("--concurrency", c.as_deref().unwrap_or("1"))?
             .into_iter()
             .map(|c| {
                 if c.fract() != 0.0 || c > 100_000.0 {
-                    return Err(super::usage(format!("--concurrency: '{c}' is not a whole number of requests")));
+                    return Err(super::usage(format!(
+                        "--concurrency: '{c}' is not a whole number of requests"
+                    )));
                 }
-                Ok(LoadLevel::Closed { concurrency: c as usize })
+                Ok(LoadLevel::Closed {
+                    concurrency: c as usize,
+                })
             })
             .collect(),
     }
 }
 
 fn targets(args: &BenchArgs) -> anyhow::Result<Vec<TargetSpec>> {
-    let mut specs: Vec<TargetSpec> = args.targets.iter().map(|t| TargetSpec::parse(t)).collect::<Result<_, _>>().map_err(arg_err)?;
+    let mut specs: Vec<TargetSpec> = args
+        .targets
+        .iter()
+        .map(|t| TargetSpec::parse(t))
+        .collect::<Result<_, _>>()
+        .map_err(arg_err)?;
     let labels: Vec<String> = specs.iter().map(|s| s.label.clone()).collect();
     for (i, l) in labels.iter().enumerate() {
         if labels[..i].contains(l) {
-            return Err(super::usage(format!("two targets are labelled '{l}'; name them with LABEL=URL")));
+            return Err(super::usage(format!(
+                "two targets are labelled '{l}'; name them with LABEL=URL"
+            )));
         }
     }
     let (price_all, price_one) = per_target("--price-per-hour", &args.price_per_hour, &labels)?;
@@ -149,10 +177,18 @@ fn targets(args: &BenchArgs) -> anyhow::Result<Vec<TargetSpec>> {
             None => None,
             Some(p) => match p.parse::<f64>() {
                 Ok(v) if v.is_finite() && v >= 0.0 => Some(v),
-                _ => return Err(super::usage(format!("--price-per-hour: '{p}' is not a price"))),
+                _ => {
+                    return Err(super::usage(format!(
+                        "--price-per-hour: '{p}' is not a price"
+                    )))
+                }
             },
         };
-        s.token_env = token_one.get(&s.label).or(token_all.as_ref()).cloned().or_else(|| default_token.clone());
+        s.token_env = token_one
+            .get(&s.label)
+            .or(token_all.as_ref())
+            .cloned()
+            .or_else(|| default_token.clone());
         s.model = model_one.get(&s.label).or(model_all.as_ref()).cloned();
     }
     Ok(specs)
@@ -162,10 +198,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let targets = targets(&args)?;
     let levels = levels(&args)?;
     let source = match args.workload.as_str() {
-        "synthetic" => Source::Synthetic { input: LengthDist::parse(&args.input_len).map_err(arg_err)? },
+        "synthetic" => Source::Synthetic {
+            input: LengthDist::parse(&args.input_len).map_err(arg_err)?,
+        },
         w => match w.strip_prefix("jsonl:") {
-            Some(p) if !p.is_empty() => Source::Jsonl { path: PathBuf::from(p) },
-            _ => return Err(super::usage(format!("--workload '{w}': expected synthetic or jsonl:PATH"))),
+            Some(p) if !p.is_empty() => Source::Jsonl {
+                path: PathBuf::from(p),
+            },
+            _ => {
+                return Err(super::usage(format!(
+                    "--workload '{w}': expected synthetic or jsonl:PATH"
+                )))
+            }
         },
     };
     let workload = Workload::build(&WorkloadConfig {
@@ -177,13 +221,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         ignore_eos: !args.no_ignore_eos,
     })
     .map_err(arg_err)?;
-    let slo = args.slo.as_deref().map(Slo::parse).transpose().map_err(arg_err)?;
+    let slo = args
+        .slo
+        .as_deref()
+        .map(Slo::parse)
+        .transpose()
+        .map_err(arg_err)?;
     let config = BenchConfig {
         targets,
         load: LoadConfig {
             levels,
             arrival: Arrival::parse(&args.arrival).map_err(arg_err)?,
-            max_duration: args.duration.map(|d| positive_secs("--duration", d)).transpose()?,
+            max_duration: args
+                .duration
+                .map(|d| positive_secs("--duration", d))
+                .transpose()?,
             seed: args.seed,
         },
         slo,
@@ -197,7 +249,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(halo_bench::run(&config, &workload)).map_err(arg_err)?;
+    let report = runtime
+        .block_on(halo_bench::run(&config, &workload))
+        .map_err(arg_err)?;
     if let Some(dir) = &args.out {
         halo_bench::report::write_all(&report, dir)?;
         eprintln!("reports written to {}", dir.display());

@@ -55,7 +55,9 @@ pub struct BenchReport {
 
 impl BenchReport {
     pub fn records(&self) -> impl Iterator<Item = &RequestRecord> {
-        self.targets.iter().flat_map(|t| t.levels.iter().flat_map(|l| l.records.iter()))
+        self.targets
+            .iter()
+            .flat_map(|t| t.levels.iter().flat_map(|l| l.records.iter()))
     }
 }
 
@@ -89,10 +91,22 @@ pub async fn run(cfg: &BenchConfig, workload: &Workload) -> Result<BenchReport, 
         }
         let mut levels = Vec::new();
         for &level in &cfg.load.levels {
-            let records =
-                run_level(&client, &spec.label, requests.clone(), level, &cfg.load, cfg.show_progress).await;
+            let records = run_level(
+                &client,
+                &spec.label,
+                requests.clone(),
+                level,
+                &cfg.load,
+                cfg.show_progress,
+            )
+            .await;
             let summary = Summary::compute(&records, cfg.slo, spec.price_per_hour);
-            levels.push(LevelReport { level, name: level.name(), summary, records });
+            levels.push(LevelReport {
+                level,
+                name: level.name(),
+                summary,
+                records,
+            });
         }
         targets.push(TargetReport {
             label: spec.label.clone(),

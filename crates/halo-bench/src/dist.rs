@@ -8,14 +8,24 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LengthDist {
-    Fixed { len: u32 },
+    Fixed {
+        len: u32,
+    },
     /// Uniform over the integers in [lo, hi].
-    Uniform { lo: u32, hi: u32 },
+    Uniform {
+        lo: u32,
+        hi: u32,
+    },
     /// Normal, rounded to the nearest integer and clamped to [1, 4 * mean + 1] so that a wide
     /// spread never produces zero-length or absurd requests.
-    Normal { mean: f64, std: f64 },
+    Normal {
+        mean: f64,
+        std: f64,
+    },
     /// Discrete: `len` with probability proportional to `weight`.
-    Histogram { bins: Vec<(u32, f64)> },
+    Histogram {
+        bins: Vec<(u32, f64)>,
+    },
 }
 
 fn bad(spec: &str, why: &str) -> BenchError {
@@ -52,7 +62,9 @@ impl LengthDist {
             None => ("fixed", spec),
         };
         match kind {
-            "fixed" => Ok(LengthDist::Fixed { len: parse_len(spec, rest)? }),
+            "fixed" => Ok(LengthDist::Fixed {
+                len: parse_len(spec, rest)?,
+            }),
             "uniform" => {
                 let (lo, hi) = rest
                     .split_once('-')
@@ -79,7 +91,10 @@ impl LengthDist {
                     rest
                 } else {
                     text = std::fs::read_to_string(rest.trim()).map_err(|e| {
-                        BenchError::Arg(format!("cannot read histogram file '{}': {e}", rest.trim()))
+                        BenchError::Arg(format!(
+                            "cannot read histogram file '{}': {e}",
+                            rest.trim()
+                        ))
                     })?;
                     text.as_str()
                 };
@@ -168,21 +183,41 @@ mod tests {
 
     #[test]
     fn parses_every_kind() {
-        assert_eq!(LengthDist::parse("128").unwrap(), LengthDist::Fixed { len: 128 });
-        assert_eq!(LengthDist::parse("fixed:7").unwrap(), LengthDist::Fixed { len: 7 });
+        assert_eq!(
+            LengthDist::parse("128").unwrap(),
+            LengthDist::Fixed { len: 128 }
+        );
+        assert_eq!(
+            LengthDist::parse("fixed:7").unwrap(),
+            LengthDist::Fixed { len: 7 }
+        );
         assert_eq!(
             LengthDist::parse("uniform:10-20").unwrap(),
             LengthDist::Uniform { lo: 10, hi: 20 }
         );
         assert_eq!(
             LengthDist::parse("normal:100,10").unwrap(),
-            LengthDist::Normal { mean: 100.0, std: 10.0 }
+            LengthDist::Normal {
+                mean: 100.0,
+                std: 10.0
+            }
         );
         assert_eq!(
             LengthDist::parse("hist:10=1,20=3").unwrap(),
-            LengthDist::Histogram { bins: vec![(10, 1.0), (20, 3.0)] }
+            LengthDist::Histogram {
+                bins: vec![(10, 1.0), (20, 3.0)]
+            }
         );
-        for bad in ["0", "uniform:20-10", "uniform:5", "normal:0,1", "hist:", "hist:5=-1", "zipf:3", "x"] {
+        for bad in [
+            "0",
+            "uniform:20-10",
+            "uniform:5",
+            "normal:0,1",
+            "hist:",
+            "hist:5=-1",
+            "zipf:3",
+            "x",
+        ] {
             assert!(LengthDist::parse(bad).is_err(), "{bad}");
         }
     }
@@ -204,7 +239,10 @@ mod tests {
     fn samples_stay_in_range() {
         let mut rng = Rng::new(3);
         let u = LengthDist::Uniform { lo: 5, hi: 8 };
-        let n = LengthDist::Normal { mean: 3.0, std: 50.0 };
+        let n = LengthDist::Normal {
+            mean: 3.0,
+            std: 50.0,
+        };
         for _ in 0..10_000 {
             assert!((5..=8).contains(&u.sample(&mut rng)));
             let x = n.sample(&mut rng);

@@ -45,7 +45,12 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 
 fn failed_status(t: f64, chunks: Vec<Chunk>, s: &tonic::Status) -> Attempt {
     // Server messages are written never to contain prompt text (RELIABILITY.md).
-    Attempt::failed(t, chunks, format!("grpc:{}", code_name(s.code())), s.message().to_string())
+    Attempt::failed(
+        t,
+        chunks,
+        format!("grpc:{}", code_name(s.code())),
+        s.message().to_string(),
+    )
 }
 
 /// GetInfo as JSON for the reports (the proto types do not derive serde).
@@ -122,14 +127,15 @@ impl GrpcClient {
 
     pub async fn get_info(&self) -> Result<GetInfoResponse, tonic::Status> {
         let mut c = self.client.clone();
-        Ok(c.get_info(self.request(GetInfoRequest {})).await?.into_inner())
+        Ok(c.get_info(self.request(GetInfoRequest {}))
+            .await?
+            .into_inner())
     }
 
     pub async fn info(&self) -> Result<serde_json::Value, BenchError> {
-        self.get_info()
-            .await
-            .map(|i| info_json(&i))
-            .map_err(|s| BenchError::Arg(format!("GetInfo: {}: {}", code_name(s.code()), s.message())))
+        self.get_info().await.map(|i| info_json(&i)).map_err(|s| {
+            BenchError::Arg(format!("GetInfo: {}: {}", code_name(s.code()), s.message()))
+        })
     }
 
     /// The request every target receives, in halo's terms: greedy (no sampling message), the
@@ -140,7 +146,10 @@ impl GrpcClient {
             prompt: Some(Prompt::Text(req.prompt.clone())),
             max_new_tokens: req.max_tokens,
             sampling: None,
-            stop: Some(StopCriteria { ignore_eos: req.ignore_eos, ..Default::default() }),
+            stop: Some(StopCriteria {
+                ignore_eos: req.ignore_eos,
+                ..Default::default()
+            }),
             logprobs: false,
             top_n: 0,
         }
@@ -162,7 +171,10 @@ impl GrpcClient {
             match next {
                 Ok(Some(m)) => {
                     if !m.token_ids.is_empty() {
-                        chunks.push(Chunk { t, tokens: m.token_ids.len() as u32 });
+                        chunks.push(Chunk {
+                            t,
+                            tokens: m.token_ids.len() as u32,
+                        });
                     }
                     if let Some(f) = m.finish {
                         let usage = f.usage.unwrap_or_default();
@@ -177,7 +189,12 @@ impl GrpcClient {
                         });
                         // The stream's end is the finish message; anything after it is not timed.
                         if chunks.is_empty() {
-                            return Attempt::failed(t, chunks, "protocol", "stream carried no tokens");
+                            return Attempt::failed(
+                                t,
+                                chunks,
+                                "protocol",
+                                "stream carried no tokens",
+                            );
                         }
                         return Attempt {
                             chunks,
@@ -185,16 +202,21 @@ impl GrpcClient {
                             outcome: Outcome::Ok,
                             usage_output_tokens: Some(usage.generated_tokens),
                             prompt_tokens: Some(usage.prompt_tokens),
-                            finish_reason: Some(
-                                FinishReason::try_from(f.reason)
-                                    .map_or_else(|_| format!("UNKNOWN_{}", f.reason), |r| r.as_str_name().to_string()),
-                            ),
+                            finish_reason: Some(FinishReason::try_from(f.reason).map_or_else(
+                                |_| format!("UNKNOWN_{}", f.reason),
+                                |r| r.as_str_name().to_string(),
+                            )),
                             server,
                         };
                     }
                 }
                 Ok(None) => {
-                    return Attempt::failed(t, chunks, "protocol", "stream ended without a finish message")
+                    return Attempt::failed(
+                        t,
+                        chunks,
+                        "protocol",
+                        "stream ended without a finish message",
+                    )
                 }
                 Err(s) => return failed_status(t, chunks, &s),
             }

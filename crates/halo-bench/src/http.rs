@@ -47,7 +47,12 @@ impl HttpClient {
             .pool_max_idle_per_host(1024)
             .build()
             .map_err(|e| BenchError::Target(spec.label.clone(), transport_message(&e)))?;
-        let mut c = HttpClient { client, base: spec.url.clone(), model: String::new(), token };
+        let mut c = HttpClient {
+            client,
+            base: spec.url.clone(),
+            model: String::new(),
+            token,
+        };
         c.model = match &spec.model {
             Some(m) => m.clone(),
             None => c.first_model().await.map_err(|e| {
@@ -76,7 +81,9 @@ impl HttpClient {
         resp.bytes()
             .await
             .map_err(|e| transport_message(&e))
-            .and_then(|b| serde_json::from_slice(&b).map_err(|_| "GET /models: not JSON".to_string()))
+            .and_then(|b| {
+                serde_json::from_slice(&b).map_err(|_| "GET /models: not JSON".to_string())
+            })
     }
 
     async fn first_model(&self) -> Result<String, String> {
@@ -92,7 +99,9 @@ impl HttpClient {
 
     pub async fn info(&self) -> Result<serde_json::Value, BenchError> {
         let models = self.models().await.unwrap_or(serde_json::Value::Null);
-        Ok(serde_json::json!({ "api": "openai-completions", "model": self.model, "models": models }))
+        Ok(
+            serde_json::json!({ "api": "openai-completions", "model": self.model, "models": models }),
+        )
     }
 
     /// The request body. `ignore_eos` and `min_tokens` are the vLLM/llama.cpp/TGI extensions
@@ -126,13 +135,22 @@ impl HttpClient {
         {
             Ok(r) => r,
             Err(e) => {
-                let status = if e.is_timeout() { "timeout" } else { "transport" };
+                let status = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "transport"
+                };
                 return Attempt::failed(since(t0), vec![], status, transport_message(&e));
             }
         };
         if !resp.status().is_success() {
             let code = resp.status().as_u16();
-            return Attempt::failed(since(t0), vec![], format!("http:{code}"), format!("HTTP {code}"));
+            return Attempt::failed(
+                since(t0),
+                vec![],
+                format!("http:{code}"),
+                format!("HTTP {code}"),
+            );
         }
         let mut resp = resp;
         let mut parser = SseParser::default();
@@ -154,7 +172,11 @@ impl HttpClient {
                 Ok(Some(bytes)) => (parser.push(&bytes), false),
                 Ok(None) => (parser.finish().into_iter().collect::<Vec<_>>(), true),
                 Err(e) => {
-                    let status = if e.is_timeout() { "timeout" } else { "transport" };
+                    let status = if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "transport"
+                    };
                     return Attempt::failed(t, chunks, status, transport_message(&e));
                 }
             };
@@ -164,7 +186,12 @@ impl HttpClient {
                     Err(why) => return Attempt::failed(t, chunks, "protocol", why),
                 };
                 if let Some(kind) = info.error {
-                    return Attempt::failed(t, chunks, "stream_error", format!("error event: {kind}"));
+                    return Attempt::failed(
+                        t,
+                        chunks,
+                        "stream_error",
+                        format!("error event: {kind}"),
+                    );
                 }
                 if info.done {
                     done = true;
@@ -172,7 +199,10 @@ impl HttpClient {
                     break;
                 }
                 if info.tokens > 0 {
-                    chunks.push(Chunk { t, tokens: info.tokens });
+                    chunks.push(Chunk {
+                        t,
+                        tokens: info.tokens,
+                    });
                 }
                 if info.finish_reason.is_some() {
                     a.finish_reason = info.finish_reason;
@@ -190,7 +220,12 @@ impl HttpClient {
             }
         }
         if !done {
-            return Attempt::failed(a.end, chunks, "protocol", "stream ended without data: [DONE]");
+            return Attempt::failed(
+                a.end,
+                chunks,
+                "protocol",
+                "stream ended without data: [DONE]",
+            );
         }
         if chunks.is_empty() {
             return Attempt::failed(a.end, chunks, "protocol", "stream carried no tokens");

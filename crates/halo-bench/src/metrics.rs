@@ -30,7 +30,10 @@ pub fn itl_gaps(chunks: &[Chunk]) -> Vec<f64> {
         if let Some(p) = prev {
             gaps.push(c.t - p);
         }
-        gaps.extend(std::iter::repeat_n(0.0, c.tokens.saturating_sub(1) as usize));
+        gaps.extend(std::iter::repeat_n(
+            0.0,
+            c.tokens.saturating_sub(1) as usize,
+        ));
         prev = Some(c.t);
     }
     gaps
@@ -104,7 +107,11 @@ impl Slo {
     pub fn parse(s: &str) -> Result<Slo, crate::BenchError> {
         let mut slo = Slo::default();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            let bad = || crate::BenchError::Arg(format!("bad --slo item '{item}' (ttft_ms=, tpot_ms=, e2e_ms=)"));
+            let bad = || {
+                crate::BenchError::Arg(format!(
+                    "bad --slo item '{item}' (ttft_ms=, tpot_ms=, e2e_ms=)"
+                ))
+            };
             let (k, v) = item.split_once('=').ok_or_else(bad)?;
             let v: f64 = v.trim().parse().map_err(|_| bad())?;
             if !v.is_finite() || v <= 0.0 {
@@ -125,7 +132,9 @@ impl Slo {
 
     /// TPOT is vacuous for one-token outputs (it is undefined there).
     pub fn met_by(&self, r: &RequestRecord) -> bool {
-        let Some(t) = ttft(&r.chunks) else { return false };
+        let Some(t) = ttft(&r.chunks) else {
+            return false;
+        };
         let ok_ttft = self.ttft_ms.is_none_or(|b| t * 1e3 <= b);
         let ok_tpot = match (self.tpot_ms, tpot(t, r.end, r.output_tokens())) {
             (Some(b), Some(x)) => x * 1e3 <= b,
@@ -185,11 +194,17 @@ fn per_s(count: f64, secs: f64) -> f64 {
 }
 
 fn cost_per_million(price_per_hour: Option<f64>, tokens_per_s: f64) -> Option<f64> {
-    price_per_hour.filter(|_| tokens_per_s > 0.0).map(|p| p / 3600.0 / tokens_per_s * 1e6)
+    price_per_hour
+        .filter(|_| tokens_per_s > 0.0)
+        .map(|p| p / 3600.0 / tokens_per_s * 1e6)
 }
 
 impl Summary {
-    pub fn compute(records: &[RequestRecord], slo: Option<Slo>, price_per_hour: Option<f64>) -> Summary {
+    pub fn compute(
+        records: &[RequestRecord],
+        slo: Option<Slo>,
+        price_per_hour: Option<f64>,
+    ) -> Summary {
         let ok: Vec<&RequestRecord> = records.iter().filter(|r| r.ok()).collect();
         let mut failures_by_status = BTreeMap::new();
         for r in records {
@@ -197,9 +212,19 @@ impl Summary {
                 *failures_by_status.entry(status.clone()).or_insert(0) += 1;
             }
         }
-        let first = records.iter().map(|r| r.start).fold(f64::INFINITY, f64::min);
-        let last = records.iter().map(|r| r.start + r.end).fold(f64::NEG_INFINITY, f64::max);
-        let duration_s = if records.is_empty() { 0.0 } else { (last - first).max(0.0) };
+        let first = records
+            .iter()
+            .map(|r| r.start)
+            .fold(f64::INFINITY, f64::min);
+        let last = records
+            .iter()
+            .map(|r| r.start + r.end)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let duration_s = if records.is_empty() {
+            0.0
+        } else {
+            (last - first).max(0.0)
+        };
 
         let ttfts: Vec<f64> = ok.iter().filter_map(|r| ttft(&r.chunks)).collect();
         let tpots: Vec<f64> = ok
@@ -209,8 +234,10 @@ impl Summary {
         let itls: Vec<f64> = ok.iter().flat_map(|r| itl_gaps(&r.chunks)).collect();
         let e2es: Vec<f64> = ok.iter().map(|r| r.end).collect();
         let output_tokens: u64 = ok.iter().map(|r| r.output_tokens() as u64).sum();
-        let input_tokens: u64 =
-            ok.iter().map(|r| r.input_tokens().unwrap_or(0) as u64).sum();
+        let input_tokens: u64 = ok
+            .iter()
+            .map(|r| r.input_tokens().unwrap_or(0) as u64)
+            .sum();
         let output_token_throughput = per_s(output_tokens as f64, duration_s);
         let total_token_throughput = per_s((output_tokens + input_tokens) as f64, duration_s);
         let good = slo.map(|s| ok.iter().filter(|r| s.met_by(r)).count());
@@ -218,9 +245,24 @@ impl Summary {
         let with_server: Vec<_> = ok.iter().filter_map(|r| Some((r, r.server?))).collect();
         let server = (!with_server.is_empty()).then(|| ServerStats {
             requests: with_server.len(),
-            queue_ms: Stats::from_ms(&with_server.iter().map(|(_, s)| s.queue_ms).collect::<Vec<_>>()),
-            ttft_ms: Stats::from_ms(&with_server.iter().map(|(_, s)| s.ttft_ms).collect::<Vec<_>>()),
-            e2e_ms: Stats::from_ms(&with_server.iter().map(|(_, s)| s.e2e_ms).collect::<Vec<_>>()),
+            queue_ms: Stats::from_ms(
+                &with_server
+                    .iter()
+                    .map(|(_, s)| s.queue_ms)
+                    .collect::<Vec<_>>(),
+            ),
+            ttft_ms: Stats::from_ms(
+                &with_server
+                    .iter()
+                    .map(|(_, s)| s.ttft_ms)
+                    .collect::<Vec<_>>(),
+            ),
+            e2e_ms: Stats::from_ms(
+                &with_server
+                    .iter()
+                    .map(|(_, s)| s.e2e_ms)
+                    .collect::<Vec<_>>(),
+            ),
             tpot_ms: Stats::from_ms(
                 &with_server
                     .iter()
@@ -251,7 +293,10 @@ impl Summary {
             good_requests: good,
             goodput: good.map(|g| per_s(g as f64, duration_s)),
             price_per_hour,
-            cost_per_million_output_tokens: cost_per_million(price_per_hour, output_token_throughput),
+            cost_per_million_output_tokens: cost_per_million(
+                price_per_hour,
+                output_token_throughput,
+            ),
             cost_per_million_total_tokens: cost_per_million(price_per_hour, total_token_throughput),
             server,
         }
@@ -268,7 +313,10 @@ mod tests {
     }
 
     fn rec(start: f64, end: f64, chunks: &[(f64, u32)], usage: Option<u32>) -> RequestRecord {
-        let chunks: Vec<Chunk> = chunks.iter().map(|&(t, tokens)| Chunk { t, tokens }).collect();
+        let chunks: Vec<Chunk> = chunks
+            .iter()
+            .map(|&(t, tokens)| Chunk { t, tokens })
+            .collect();
         RequestRecord {
             target: "t".into(),
             level: "c=1".into(),
@@ -289,7 +337,10 @@ mod tests {
 
     fn failed(start: f64, end: f64, status: &str) -> RequestRecord {
         let mut r = rec(start, end, &[], None);
-        r.outcome = Outcome::Failed { status: status.into(), message: "x".into() };
+        r.outcome = Outcome::Failed {
+            status: status.into(),
+            message: "x".into(),
+        };
         r.prompt_tokens = None;
         r
     }
@@ -358,7 +409,11 @@ mod tests {
             failed(1.6, 0.1, "http:503"),
             failed(1.7, 0.1, "http:503"),
         ];
-        let slo = Slo { ttft_ms: Some(200.0), tpot_ms: Some(101.0), e2e_ms: None };
+        let slo = Slo {
+            ttft_ms: Some(200.0),
+            tpot_ms: Some(101.0),
+            e2e_ms: None,
+        };
         let s = Summary::compute(&records, Some(slo), Some(3.6));
         assert_eq!((s.requests, s.completed, s.failed), (6, 3, 3));
         assert_eq!(s.failures_by_status["http:503"], 2);
@@ -373,7 +428,10 @@ mod tests {
         assert_eq!(s.good_requests, Some(2));
         assert!(close(s.goodput.unwrap(), 1.0));
         // $3.6/h = $0.001/s; 4.5 tok/s → $0.001 / 4.5 per token → 222.2 per million.
-        assert!(close(s.cost_per_million_output_tokens.unwrap(), 1e6 * 0.001 / 4.5));
+        assert!(close(
+            s.cost_per_million_output_tokens.unwrap(),
+            1e6 * 0.001 / 4.5
+        ));
         // Failures contribute no latency samples.
         assert_eq!(s.e2e_ms.unwrap().count, 3);
         assert_eq!(s.ttft_ms.unwrap().count, 3);
@@ -394,7 +452,14 @@ mod tests {
     #[test]
     fn server_timings_are_summarised_beside() {
         let mut r = rec(0.0, 0.4, &[(0.1, 1), (0.4, 2)], Some(3));
-        r.server = Some(ServerTimings { queue_ms: 5.0, ttft_ms: 90.0, e2e_ms: 390.0, decode_ms: 300.0, preemptions: 1, ..Default::default() });
+        r.server = Some(ServerTimings {
+            queue_ms: 5.0,
+            ttft_ms: 90.0,
+            e2e_ms: 390.0,
+            decode_ms: 300.0,
+            preemptions: 1,
+            ..Default::default()
+        });
         let s = Summary::compute(&[r], None, None);
         let srv = s.server.unwrap();
         assert_eq!(srv.requests, 1);
@@ -406,7 +471,14 @@ mod tests {
     #[test]
     fn slo_parsing() {
         let s = Slo::parse("ttft_ms=500, tpot_ms=50").unwrap();
-        assert_eq!(s, Slo { ttft_ms: Some(500.0), tpot_ms: Some(50.0), e2e_ms: None });
+        assert_eq!(
+            s,
+            Slo {
+                ttft_ms: Some(500.0),
+                tpot_ms: Some(50.0),
+                e2e_ms: None
+            }
+        );
         for bad in ["", "ttft=5", "ttft_ms=-1", "ttft_ms=abc", "ttft_ms"] {
             assert!(Slo::parse(bad).is_err(), "{bad}");
         }

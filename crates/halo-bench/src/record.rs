@@ -32,7 +32,10 @@ pub enum Outcome {
     Ok,
     /// `status` groups failures in reports: `grpc:UNAVAILABLE`, `http:503`, `transport`,
     /// `timeout`, `protocol`. The message never contains prompt or generated text.
-    Failed { status: String, message: String },
+    Failed {
+        status: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

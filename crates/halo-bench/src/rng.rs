@@ -113,8 +113,14 @@ mod tests {
 
     #[test]
     fn same_seed_same_sequence_and_streams_differ() {
-        let a: Vec<u64> = (0..5).map(|_| 0).scan(Rng::new(7), |r, _: u64| Some(r.next_u64())).collect();
-        let b: Vec<u64> = (0..5).map(|_| 0).scan(Rng::new(7), |r, _: u64| Some(r.next_u64())).collect();
+        let a: Vec<u64> = (0..5)
+            .map(|_| 0)
+            .scan(Rng::new(7), |r, _: u64| Some(r.next_u64()))
+            .collect();
+        let b: Vec<u64> = (0..5)
+            .map(|_| 0)
+            .scan(Rng::new(7), |r, _: u64| Some(r.next_u64()))
+            .collect();
         assert_eq!(a, b);
         let mut w = Rng::for_stream(7, Stream::Workload);
         let mut x = Rng::for_stream(7, Stream::Warmup);
@@ -139,8 +145,14 @@ mod tests {
             let xs: Vec<f64> = (0..n).map(|_| r.gamma(shape)).collect();
             let m = xs.iter().sum::<f64>() / n as f64;
             let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n as f64;
-            assert!((m - shape).abs() < 0.03 * shape.max(1.0), "shape {shape}: mean {m}");
-            assert!((v - shape).abs() < 0.06 * shape.max(1.0), "shape {shape}: var {v}");
+            assert!(
+                (m - shape).abs() < 0.03 * shape.max(1.0),
+                "shape {shape}: mean {m}"
+            );
+            assert!(
+                (v - shape).abs() < 0.06 * shape.max(1.0),
+                "shape {shape}: var {v}"
+            );
         }
         let zs: Vec<f64> = (0..n).map(|_| r.standard_normal()).collect();
         let m = zs.iter().sum::<f64>() / n as f64;

@@ -229,7 +229,11 @@ mod tests {
     #[test]
     fn arrivals_have_the_right_rate_and_are_seeded() {
         let n = 20_000;
-        for arrival in [Arrival::Poisson, Arrival::Gamma { shape: 0.5 }, Arrival::Gamma { shape: 4.0 }] {
+        for arrival in [
+            Arrival::Poisson,
+            Arrival::Gamma { shape: 0.5 },
+            Arrival::Gamma { shape: 4.0 },
+        ] {
             let s = arrival.schedule(9, 10.0, n);
             assert_eq!(s, arrival.schedule(9, 10.0, n));
             assert_eq!(s[0], 0.0);
@@ -248,7 +252,10 @@ mod tests {
     #[test]
     fn parses_arrivals() {
         assert_eq!(Arrival::parse("poisson").unwrap(), Arrival::Poisson);
-        assert_eq!(Arrival::parse("gamma:0.5").unwrap(), Arrival::Gamma { shape: 0.5 });
+        assert_eq!(
+            Arrival::parse("gamma:0.5").unwrap(),
+            Arrival::Gamma { shape: 0.5 }
+        );
         for bad in ["gamma", "gamma:0", "gamma:-1", "uniform", "poisson:2"] {
             assert!(Arrival::parse(bad).is_err(), "{bad}");
         }

@@ -71,14 +71,18 @@ pub struct EventInfo {
 }
 
 fn as_u32(v: Option<&serde_json::Value>) -> Option<u32> {
-    v.and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok())
+    v.and_then(|v| v.as_u64())
+        .and_then(|v| u32::try_from(v).ok())
 }
 
 /// Interprets one event's data. `Err` means the data is not the expected JSON.
 pub fn interpret(data: &str) -> Result<EventInfo, String> {
     let data = data.trim();
     if data == "[DONE]" {
-        return Ok(EventInfo { done: true, ..Default::default() });
+        return Ok(EventInfo {
+            done: true,
+            ..Default::default()
+        });
     }
     let v: serde_json::Value =
         serde_json::from_str(data).map_err(|_| "stream event is not JSON".to_string())?;
@@ -87,20 +91,39 @@ pub fn interpret(data: &str) -> Result<EventInfo, String> {
         let kind = err
             .get("type")
             .or_else(|| err.get("code"))
-            .and_then(|t| t.as_str().map(str::to_string).or_else(|| Some(t.to_string())))
+            .and_then(|t| {
+                t.as_str()
+                    .map(str::to_string)
+                    .or_else(|| Some(t.to_string()))
+            })
             .unwrap_or_else(|| "error".into());
         info.error = Some(kind);
         return Ok(info);
     }
-    if let Some(choice) = v.get("choices").and_then(|c| c.as_array()).and_then(|c| c.first()) {
+    if let Some(choice) = v
+        .get("choices")
+        .and_then(|c| c.as_array())
+        .and_then(|c| c.first())
+    {
         let listed = choice
             .get("token_ids")
             .and_then(|t| t.as_array())
-            .or_else(|| choice.get("logprobs").and_then(|l| l.get("tokens")).and_then(|t| t.as_array()))
+            .or_else(|| {
+                choice
+                    .get("logprobs")
+                    .and_then(|l| l.get("tokens"))
+                    .and_then(|t| t.as_array())
+            })
             .map(|a| a.len() as u32);
-        let text_nonempty = choice.get("text").and_then(|t| t.as_str()).is_some_and(|t| !t.is_empty());
+        let text_nonempty = choice
+            .get("text")
+            .and_then(|t| t.as_str())
+            .is_some_and(|t| !t.is_empty());
         info.tokens = listed.unwrap_or(u32::from(text_nonempty));
-        info.finish_reason = choice.get("finish_reason").and_then(|f| f.as_str()).map(str::to_string);
+        info.finish_reason = choice
+            .get("finish_reason")
+            .and_then(|f| f.as_str())
+            .map(str::to_string);
     }
     if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
         info.prompt_tokens = as_u32(u.get("prompt_tokens"));
@@ -134,18 +157,30 @@ mod tests {
 
     #[test]
     fn interprets_openai_chunks() {
-        let c = interpret(r#"{"choices":[{"index":0,"text":" hi","finish_reason":null}]}"#).unwrap();
+        let c =
+            interpret(r#"{"choices":[{"index":0,"text":" hi","finish_reason":null}]}"#).unwrap();
         assert_eq!((c.tokens, c.finish_reason.clone()), (1, None));
-        let c = interpret(r#"{"choices":[{"text":"","finish_reason":"length"}],"usage":null}"#).unwrap();
+        let c = interpret(r#"{"choices":[{"text":"","finish_reason":"length"}],"usage":null}"#)
+            .unwrap();
         assert_eq!((c.tokens, c.finish_reason.as_deref()), (0, Some("length")));
-        let c = interpret(r#"{"choices":[{"text":"ab","logprobs":{"tokens":["a","b"]}}]}"#).unwrap();
+        let c =
+            interpret(r#"{"choices":[{"text":"ab","logprobs":{"tokens":["a","b"]}}]}"#).unwrap();
         assert_eq!(c.tokens, 2);
         let c = interpret(r#"{"choices":[{"text":"abc","token_ids":[5,6,7]}]}"#).unwrap();
         assert_eq!(c.tokens, 3);
         let c = interpret(r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42}}"#).unwrap();
-        assert_eq!((c.tokens, c.prompt_tokens, c.completion_tokens), (0, Some(12), Some(30)));
+        assert_eq!(
+            (c.tokens, c.prompt_tokens, c.completion_tokens),
+            (0, Some(12), Some(30))
+        );
         assert!(interpret("[DONE]").unwrap().done);
-        assert_eq!(interpret(r#"{"error":{"type":"overloaded","message":"m"}}"#).unwrap().error.as_deref(), Some("overloaded"));
+        assert_eq!(
+            interpret(r#"{"error":{"type":"overloaded","message":"m"}}"#)
+                .unwrap()
+                .error
+                .as_deref(),
+            Some("overloaded")
+        );
         assert!(interpret("{oops").is_err());
     }
 }

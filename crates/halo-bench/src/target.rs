@@ -64,7 +64,11 @@ impl TargetSpec {
                 let path = if path.is_empty() { "/v1" } else { path };
                 (Kind::OpenAi, format!("{scheme}://{hostport}{path}"))
             }
-            other => return Err(bad(&format!("unknown scheme '{other}' (grpc, http, https)"))),
+            other => {
+                return Err(bad(&format!(
+                    "unknown scheme '{other}' (grpc, http, https)"
+                )))
+            }
         };
         let label = match label {
             Some(l) if l.trim().is_empty() => return Err(bad("empty label")),
@@ -74,7 +78,14 @@ impl TargetSpec {
             Some(l) => l.to_string(),
             None => hostport.to_string(),
         };
-        Ok(TargetSpec { label, url, kind, token_env: None, model: None, price_per_hour: None })
+        Ok(TargetSpec {
+            label,
+            url,
+            kind,
+            token_env: None,
+            model: None,
+            price_per_hour: None,
+        })
     }
 }
 
@@ -99,11 +110,19 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    pub fn failed(end: f64, chunks: Vec<Chunk>, status: impl Into<String>, message: impl Into<String>) -> Attempt {
+    pub fn failed(
+        end: f64,
+        chunks: Vec<Chunk>,
+        status: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Attempt {
         Attempt {
             chunks,
             end,
-            outcome: Outcome::Failed { status: status.into(), message: message.into() },
+            outcome: Outcome::Failed {
+                status: status.into(),
+                message: message.into(),
+            },
             usage_output_tokens: None,
             prompt_tokens: None,
             finish_reason: None,
@@ -136,7 +155,9 @@ impl Client {
     pub async fn connect(spec: &TargetSpec, opts: &ClientOptions) -> Result<Client, BenchError> {
         let token = bearer(spec)?;
         Ok(match spec.kind {
-            Kind::OpenAi => Client::OpenAi(crate::http::HttpClient::connect(spec, token, opts).await?),
+            Kind::OpenAi => {
+                Client::OpenAi(crate::http::HttpClient::connect(spec, token, opts).await?)
+            }
             Kind::Grpc => Client::Grpc(crate::grpc::GrpcClient::connect(spec, token, opts).await?),
         })
     }
@@ -164,15 +185,29 @@ mod tests {
     #[test]
     fn parses_targets() {
         let t = TargetSpec::parse("a100=grpc://10.0.0.1:50051").unwrap();
-        assert_eq!((t.label.as_str(), t.url.as_str(), t.kind), ("a100", "grpc://10.0.0.1:50051", Kind::Grpc));
+        assert_eq!(
+            (t.label.as_str(), t.url.as_str(), t.kind),
+            ("a100", "grpc://10.0.0.1:50051", Kind::Grpc)
+        );
         let t = TargetSpec::parse("http://localhost:8000").unwrap();
-        assert_eq!((t.label.as_str(), t.url.as_str(), t.kind), ("localhost:8000", "http://localhost:8000/v1", Kind::OpenAi));
+        assert_eq!(
+            (t.label.as_str(), t.url.as_str(), t.kind),
+            ("localhost:8000", "http://localhost:8000/v1", Kind::OpenAi)
+        );
         let t = TargetSpec::parse("vllm=https://h:443/api/v1/").unwrap();
         assert_eq!(t.url, "https://h:443/api/v1");
         // An '=' after the scheme belongs to the URL.
         let t = TargetSpec::parse("http://h:1/v1?x=y").unwrap();
         assert_eq!(t.label, "h:1");
-        for bad in ["localhost:8000", "grpc://host", "grpc://h:1/x", "ftp://h:1", "=grpc://h:1", "a b=grpc://h:1", "grpc://:1"] {
+        for bad in [
+            "localhost:8000",
+            "grpc://host",
+            "grpc://h:1/x",
+            "ftp://h:1",
+            "=grpc://h:1",
+            "a b=grpc://h:1",
+            "grpc://:1",
+        ] {
             assert!(TargetSpec::parse(bad).is_err(), "{bad}");
         }
     }

@@ -79,7 +79,11 @@ fn read_jsonl(path: &Path) -> Result<Vec<JsonlPrompt>, BenchError> {
         }
         // Errors name the line, never its content: prompts stay out of messages.
         let bad = |why: &str| {
-            BenchError::Arg(format!("workload '{}' line {}: {why}", path.display(), n + 1))
+            BenchError::Arg(format!(
+                "workload '{}' line {}: {why}",
+                path.display(),
+                n + 1
+            ))
         };
         let v: serde_json::Value =
             serde_json::from_str(line).map_err(|_| bad("not a JSON object"))?;
@@ -97,10 +101,16 @@ fn read_jsonl(path: &Path) -> Result<Vec<JsonlPrompt>, BenchError> {
                 _ => return Err(bad("\"max_tokens\" must be a positive integer")),
             },
         };
-        out.push(JsonlPrompt { prompt: prompt.to_string(), max_tokens });
+        out.push(JsonlPrompt {
+            prompt: prompt.to_string(),
+            max_tokens,
+        });
     }
     if out.is_empty() {
-        return Err(BenchError::Arg(format!("workload '{}' has no prompts", path.display())));
+        return Err(BenchError::Arg(format!(
+            "workload '{}' has no prompts",
+            path.display()
+        )));
     }
     Ok(out)
 }
@@ -137,7 +147,9 @@ fn generate(
                     Stream::Workload => &jsonl[index % jsonl.len()],
                     _ => &jsonl[rng.below(jsonl.len())],
                 };
-                let max_tokens = line.max_tokens.unwrap_or_else(|| cfg.output.sample(&mut rng));
+                let max_tokens = line
+                    .max_tokens
+                    .unwrap_or_else(|| cfg.output.sample(&mut rng));
                 (line.prompt.clone(), None, max_tokens)
             }
         };
@@ -204,7 +216,11 @@ impl Workload {
             ignore_eos: cfg.ignore_eos,
             sha256: hash_requests(&requests),
         };
-        Ok(Workload { requests, warmup, summary })
+        Ok(Workload {
+            requests,
+            warmup,
+            summary,
+        })
     }
 }
 
@@ -214,7 +230,9 @@ mod tests {
 
     fn synth(seed: u64) -> WorkloadConfig {
         WorkloadConfig {
-            source: Source::Synthetic { input: LengthDist::Uniform { lo: 4, hi: 12 } },
+            source: Source::Synthetic {
+                input: LengthDist::Uniform { lo: 4, hi: 12 },
+            },
             output: LengthDist::Fixed { len: 9 },
             num_requests: 20,
             num_warmup: 3,
@@ -269,15 +287,36 @@ mod tests {
     fn jsonl_source_cycles_and_validates() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("w.jsonl");
-        std::fs::write(&p, "{\"prompt\":\"hello there\",\"max_tokens\":5}\n\n{\"prompt\":\"second\"}\n").unwrap();
+        std::fs::write(
+            &p,
+            "{\"prompt\":\"hello there\",\"max_tokens\":5}\n\n{\"prompt\":\"second\"}\n",
+        )
+        .unwrap();
         let mut cfg = synth(1);
         cfg.source = Source::Jsonl { path: p.clone() };
         cfg.num_requests = 5;
         let w = Workload::build(&cfg).unwrap();
-        let got: Vec<(&str, u32)> =
-            w.requests.iter().map(|r| (r.prompt.as_str(), r.max_tokens)).collect();
-        assert_eq!(got, vec![("hello there", 5), ("second", 9), ("hello there", 5), ("second", 9), ("hello there", 5)]);
-        for bad in ["{\"text\":\"secret words\"}", "not json", "{\"prompt\":\"a\",\"max_tokens\":0}", ""] {
+        let got: Vec<(&str, u32)> = w
+            .requests
+            .iter()
+            .map(|r| (r.prompt.as_str(), r.max_tokens))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("hello there", 5),
+                ("second", 9),
+                ("hello there", 5),
+                ("second", 9),
+                ("hello there", 5)
+            ]
+        );
+        for bad in [
+            "{\"text\":\"secret words\"}",
+            "not json",
+            "{\"prompt\":\"a\",\"max_tokens\":0}",
+            "",
+        ] {
             std::fs::write(&p, bad).unwrap();
             let e = Workload::build(&cfg).unwrap_err().to_string();
             assert!(!e.contains("secret"), "{e}");

@@ -5,7 +5,10 @@
 //! reports are written and parse.
 
 use halo_bench::target::ClientOptions;
-use halo_bench::{Arrival, BenchConfig, LengthDist, LoadConfig, LoadLevel, Slo, Source, TargetSpec, Workload, WorkloadConfig};
+use halo_bench::{
+    Arrival, BenchConfig, LengthDist, LoadConfig, LoadLevel, Slo, Source, TargetSpec, Workload,
+    WorkloadConfig,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +42,11 @@ async fn read_request(s: &mut TcpStream) -> Option<(String, String)> {
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let len: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
         .unwrap_or(0);
     while buf.len() < head_end + len {
         let n = s.read(&mut tmp).await.ok()?;
@@ -48,14 +55,26 @@ async fn read_request(s: &mut TcpStream) -> Option<(String, String)> {
         }
         buf.extend_from_slice(&tmp[..n]);
     }
-    Some((head, String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string()))
+    Some((
+        head,
+        String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string(),
+    ))
 }
 
 async fn respond(mut s: TcpStream, served: Arc<Served>) {
-    let Some((head, body)) = read_request(&mut s).await else { return };
-    if !head.to_ascii_lowercase().contains("authorization: bearer s3cret") {
+    let Some((head, body)) = read_request(&mut s).await else {
+        return;
+    };
+    if !head
+        .to_ascii_lowercase()
+        .contains("authorization: bearer s3cret")
+    {
         served.unauthorized.fetch_add(1, Ordering::SeqCst);
-        let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .await;
         return;
     }
     if head.starts_with("GET /v1/models ") {
@@ -121,7 +140,9 @@ async fn start_server() -> (String, Arc<Served>) {
     let s2 = served.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((sock, _)) = listener.accept().await else { return };
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(respond(sock, s2.clone()));
         }
     });
@@ -130,7 +151,9 @@ async fn start_server() -> (String, Arc<Served>) {
 
 fn workload(n: usize) -> Workload {
     Workload::build(&WorkloadConfig {
-        source: Source::Synthetic { input: LengthDist::Uniform { lo: 8, hi: 24 } },
+        source: Source::Synthetic {
+            input: LengthDist::Uniform { lo: 8, hi: 24 },
+        },
         output: LengthDist::Uniform { lo: 3, hi: 9 },
         num_requests: n,
         num_warmup: 0,
@@ -161,9 +184,21 @@ async fn openai_target_counts_match_the_server_and_reports_parse() {
         .sum();
     let cfg = BenchConfig {
         targets: vec![spec("a", &url)],
-        load: LoadConfig { levels: vec![LoadLevel::Closed { concurrency: 1 }], arrival: Arrival::Poisson, max_duration: None, seed: 11 },
-        slo: Some(Slo { ttft_ms: Some(10_000.0), tpot_ms: None, e2e_ms: None }),
-        client: ClientOptions { request_timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(5) },
+        load: LoadConfig {
+            levels: vec![LoadLevel::Closed { concurrency: 1 }],
+            arrival: Arrival::Poisson,
+            max_duration: None,
+            seed: 11,
+        },
+        slo: Some(Slo {
+            ttft_ms: Some(10_000.0),
+            tpot_ms: None,
+            e2e_ms: None,
+        }),
+        client: ClientOptions {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        },
         show_progress: false,
     };
     let report = halo_bench::run(&cfg, &w).await.unwrap();
@@ -199,7 +234,8 @@ async fn openai_target_counts_match_the_server_and_reports_parse() {
     let dir = tempfile::tempdir().unwrap();
     let files = halo_bench::report::write_all(&report, dir.path()).unwrap();
     assert!(files.len() >= 11);
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(json["workload"]["sha256"], w.summary.sha256);
     assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(json["targets"][0]["levels"][0]["summary"]["completed"], 16);
@@ -217,9 +253,19 @@ async fn openai_target_counts_match_the_server_and_reports_parse() {
     assert_eq!(summary.lines().count(), 2);
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains(&w.summary.sha256) && md.contains("| TTFT ms"));
-    for svg in ["ttft_cdf.svg", "tpot_cdf.svg", "itl_cdf.svg", "e2e_cdf.svg", "throughput.svg", "ttft_p99.svg"] {
+    for svg in [
+        "ttft_cdf.svg",
+        "tpot_cdf.svg",
+        "itl_cdf.svg",
+        "e2e_cdf.svg",
+        "throughput.svg",
+        "ttft_p99.svg",
+    ] {
         let text = std::fs::read_to_string(dir.path().join(svg)).unwrap();
-        assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"), "{svg}");
+        assert!(
+            text.starts_with("<svg") && text.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
     }
 }
 
@@ -232,13 +278,19 @@ async fn two_targets_get_identical_requests_across_a_sweep_and_open_loop() {
     let cfg = BenchConfig {
         targets: vec![spec("a", &url_a), spec("b", &url_b)],
         load: LoadConfig {
-            levels: vec![LoadLevel::Closed { concurrency: 4 }, LoadLevel::Open { rate: 200.0 }],
+            levels: vec![
+                LoadLevel::Closed { concurrency: 4 },
+                LoadLevel::Open { rate: 200.0 },
+            ],
             arrival: Arrival::Gamma { shape: 0.5 },
             max_duration: None,
             seed: 11,
         },
         slo: None,
-        client: ClientOptions { request_timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(5) },
+        client: ClientOptions {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        },
         show_progress: false,
     };
     let report = halo_bench::run(&cfg, &w).await.unwrap();
@@ -265,9 +317,17 @@ async fn time_bound_stops_sending_and_missing_token_is_an_argument_error() {
     let w = workload(1000);
     let cfg = BenchConfig {
         targets: vec![spec("a", &url)],
-        load: LoadConfig { levels: vec![LoadLevel::Closed { concurrency: 2 }], arrival: Arrival::Poisson, max_duration: Some(Duration::from_millis(300)), seed: 11 },
+        load: LoadConfig {
+            levels: vec![LoadLevel::Closed { concurrency: 2 }],
+            arrival: Arrival::Poisson,
+            max_duration: Some(Duration::from_millis(300)),
+            seed: 11,
+        },
         slo: None,
-        client: ClientOptions { request_timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(5) },
+        client: ClientOptions {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        },
         show_progress: false,
     };
     let report = halo_bench::run(&cfg, &w).await.unwrap();
@@ -277,7 +337,10 @@ async fn time_bound_stops_sending_and_missing_token_is_an_argument_error() {
 
     let mut t = spec("a", &url);
     t.token_env = Some("HALO_BENCH_TEST_NO_SUCH_VARIABLE".into());
-    let cfg = BenchConfig { targets: vec![t], ..cfg };
+    let cfg = BenchConfig {
+        targets: vec![t],
+        ..cfg
+    };
     let e = halo_bench::run(&cfg, &w).await.unwrap_err();
     assert!(matches!(e, halo_bench::BenchError::Arg(_)), "{e}");
 }

@@ -70,7 +70,9 @@ fn stats_cols(s: Option<Stats>) -> [String; 4] {
 }
 
 pub fn summary(report: &BenchReport) -> String {
-    let mut out = String::from("target,level,requests,completed,failed,duration_s,input_tokens,output_tokens");
+    let mut out = String::from(
+        "target,level,requests,completed,failed,duration_s,input_tokens,output_tokens",
+    );
     for m in ["ttft", "tpot", "itl", "e2e"] {
         for s in ["mean", "p50", "p90", "p99"] {
             out.push_str(&format!(",{m}_{s}_ms"));

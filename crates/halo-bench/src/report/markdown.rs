@@ -24,16 +24,27 @@ fn describe(t: &TargetReport) -> String {
     let Some(info) = &t.info else {
         return t.info_error.clone().unwrap_or_else(|| "–".into());
     };
-    let s = |p: &str| info.pointer(p).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let s = |p: &str| {
+        info.pointer(p)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
     match info.get("api").and_then(|a| a.as_str()) {
         Some("halo-worker-v1") => format!(
             "{} {} ({}); model {} {}; max concurrent {}; halo {}",
             s("/device/kind"),
             s("/device/name"),
-            info.pointer("/device/memory_bytes").and_then(|v| v.as_u64()).map_or(String::new(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)),
+            info.pointer("/device/memory_bytes")
+                .and_then(|v| v.as_u64())
+                .map_or(String::new(), |b| format!(
+                    "{:.1} GiB",
+                    b as f64 / (1u64 << 30) as f64
+                )),
             s("/model/name"),
             s("/model/dtype"),
-            info.pointer("/limits/max_concurrent_requests").map_or(String::new(), |v| v.to_string()),
+            info.pointer("/limits/max_concurrent_requests")
+                .map_or(String::new(), |v| v.to_string()),
             s("/version"),
         ),
         _ => format!("OpenAI completions, model {}", s("/model")),
@@ -43,32 +54,63 @@ fn describe(t: &TargetReport) -> String {
 type Row = (&'static str, fn(&Summary) -> String);
 
 const ROWS: &[Row] = &[
-    ("completed / failed", |s| format!("{} / {}", s.completed, s.failed)),
+    ("completed / failed", |s| {
+        format!("{} / {}", s.completed, s.failed)
+    }),
     ("TTFT ms (mean / p50 / p90 / p99)", |s| stats(&s.ttft_ms)),
     ("TPOT ms (mean / p50 / p90 / p99)", |s| stats(&s.tpot_ms)),
     ("ITL ms (mean / p50 / p90 / p99)", |s| stats(&s.itl_ms)),
     ("E2E ms (mean / p50 / p90 / p99)", |s| stats(&s.e2e_ms)),
     ("requests/s", |s| format!("{:.3}", s.request_throughput)),
-    ("output tokens/s", |s| format!("{:.1}", s.output_token_throughput)),
-    ("total tokens/s", |s| format!("{:.1}", s.total_token_throughput)),
-    ("goodput (good requests/s)", |s| match (s.goodput, s.good_requests) {
-        (Some(g), Some(n)) => format!("{g:.3} ({n} of {})", s.requests),
-        _ => "–".into(),
+    ("output tokens/s", |s| {
+        format!("{:.1}", s.output_token_throughput)
     }),
-    ("$ per 1M output tokens", |s| num(s.cost_per_million_output_tokens, 4)),
-    ("$ per 1M total tokens", |s| num(s.cost_per_million_total_tokens, 4)),
-    ("server TTFT ms (mean / p50 / p90 / p99)", |s| stats(&s.server.as_ref().and_then(|v| v.ttft_ms))),
-    ("server TPOT ms (mean / p50 / p90 / p99)", |s| stats(&s.server.as_ref().and_then(|v| v.tpot_ms))),
-    ("server queue ms (mean / p50 / p90 / p99)", |s| stats(&s.server.as_ref().and_then(|v| v.queue_ms))),
+    ("total tokens/s", |s| {
+        format!("{:.1}", s.total_token_throughput)
+    }),
+    ("goodput (good requests/s)", |s| {
+        match (s.goodput, s.good_requests) {
+            (Some(g), Some(n)) => format!("{g:.3} ({n} of {})", s.requests),
+            _ => "–".into(),
+        }
+    }),
+    ("$ per 1M output tokens", |s| {
+        num(s.cost_per_million_output_tokens, 4)
+    }),
+    ("$ per 1M total tokens", |s| {
+        num(s.cost_per_million_total_tokens, 4)
+    }),
+    ("server TTFT ms (mean / p50 / p90 / p99)", |s| {
+        stats(&s.server.as_ref().and_then(|v| v.ttft_ms))
+    }),
+    ("server TPOT ms (mean / p50 / p90 / p99)", |s| {
+        stats(&s.server.as_ref().and_then(|v| v.tpot_ms))
+    }),
+    ("server queue ms (mean / p50 / p90 / p99)", |s| {
+        stats(&s.server.as_ref().and_then(|v| v.queue_ms))
+    }),
     ("input / output tokens", |s| {
-        format!("{}{} / {}", s.input_tokens, if s.input_tokens_from_target { "" } else { " (nominal)" }, s.output_tokens)
+        format!(
+            "{}{} / {}",
+            s.input_tokens,
+            if s.input_tokens_from_target {
+                ""
+            } else {
+                " (nominal)"
+            },
+            s.output_tokens
+        )
     }),
     ("duration s", |s| format!("{:.2}", s.duration_s)),
     ("failures by status", |s| {
         if s.failures_by_status.is_empty() {
             "–".into()
         } else {
-            s.failures_by_status.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+            s.failures_by_status
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     }),
 ];
@@ -91,7 +133,12 @@ pub fn render(r: &BenchReport) -> String {
     );
     let _ = writeln!(md, "- workload sha256: `{}`", w.sha256);
     let levels: Vec<String> = r.load.levels.iter().map(|l| l.name()).collect();
-    let _ = writeln!(md, "- load: {} ({:?} arrivals for open loop)", levels.join(", "), r.load.arrival);
+    let _ = writeln!(
+        md,
+        "- load: {} ({:?} arrivals for open loop)",
+        levels.join(", "),
+        r.load.arrival
+    );
     if let Some(d) = r.load.max_duration {
         let _ = writeln!(md, "- time bound per level: {:.0} s", d.as_secs_f64());
     }
@@ -104,7 +151,10 @@ pub fn render(r: &BenchReport) -> String {
             num(slo.e2e_ms, 0)
         );
     }
-    let _ = writeln!(md, "\n## Targets\n\n| label | url | what it is | $/hour |\n| --- | --- | --- | --- |");
+    let _ = writeln!(
+        md,
+        "\n## Targets\n\n| label | url | what it is | $/hour |\n| --- | --- | --- | --- |"
+    );
     for t in &r.targets {
         let _ = writeln!(
             md,

@@ -10,7 +10,12 @@ use crate::bench::BenchReport;
 use crate::BenchError;
 use std::path::{Path, PathBuf};
 
-fn write(dir: &Path, name: &str, bytes: &[u8], written: &mut Vec<PathBuf>) -> Result<(), BenchError> {
+fn write(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    written: &mut Vec<PathBuf>,
+) -> Result<(), BenchError> {
     let path = dir.join(name);
     std::fs::write(&path, bytes)
         .map_err(|e| BenchError::Report(format!("cannot write {}: {e}", path.display())))?;
@@ -31,9 +36,24 @@ pub fn write_all(report: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>, Bench
         lines.push(b'\n');
     }
     write(dir, "requests.jsonl", &lines, &mut written)?;
-    write(dir, "requests.csv", csv::requests(report).as_bytes(), &mut written)?;
-    write(dir, "summary.csv", csv::summary(report).as_bytes(), &mut written)?;
-    write(dir, "report.md", markdown::render(report).as_bytes(), &mut written)?;
+    write(
+        dir,
+        "requests.csv",
+        csv::requests(report).as_bytes(),
+        &mut written,
+    )?;
+    write(
+        dir,
+        "summary.csv",
+        csv::summary(report).as_bytes(),
+        &mut written,
+    )?;
+    write(
+        dir,
+        "report.md",
+        markdown::render(report).as_bytes(),
+        &mut written,
+    )?;
     for (name, svg) in svg::charts(report)? {
         write(dir, &name, svg.as_bytes(), &mut written)?;
     }

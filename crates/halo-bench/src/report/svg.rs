@@ -19,7 +19,13 @@ fn err(e: impl std::fmt::Display) -> BenchError {
 }
 
 /// Draws line series on linear axes; returns the SVG text.
-fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], y_max: Option<f64>) -> Result<String, BenchError> {
+fn line_chart(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    y_max: Option<f64>,
+) -> Result<String, BenchError> {
     let all = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
     for &(x, y) in all {
@@ -46,14 +52,24 @@ fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], y_max:
             .y_label_area_size(64)
             .build_cartesian_2d(x0..x1, 0f64..y1)
             .map_err(err)?;
-        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .draw()
+            .map_err(err)?;
         for (i, s) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    s.points.iter().copied(),
+                    color.stroke_width(2),
+                ))
                 .map_err(err)?
                 .label(s.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
             if s.points.len() <= 16 {
                 chart
                     .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
@@ -90,9 +106,18 @@ fn cdf(mut values_s: Vec<f64>) -> Vec<(f64, f64)> {
 type Metric = fn(&RequestRecord) -> Vec<f64>;
 
 const CDFS: &[(&str, &str, Metric)] = &[
-    ("ttft_cdf.svg", "TTFT", |r| ttft(&r.chunks).into_iter().collect()),
-    ("tpot_cdf.svg", "TPOT", |r| ttft(&r.chunks).and_then(|t| tpot(t, r.end, r.output_tokens())).into_iter().collect()),
-    ("itl_cdf.svg", "Inter-token latency", |r| itl_gaps(&r.chunks)),
+    ("ttft_cdf.svg", "TTFT", |r| {
+        ttft(&r.chunks).into_iter().collect()
+    }),
+    ("tpot_cdf.svg", "TPOT", |r| {
+        ttft(&r.chunks)
+            .and_then(|t| tpot(t, r.end, r.output_tokens()))
+            .into_iter()
+            .collect()
+    }),
+    ("itl_cdf.svg", "Inter-token latency", |r| {
+        itl_gaps(&r.chunks)
+    }),
     ("e2e_cdf.svg", "End-to-end latency", |r| vec![r.end]),
 ];
 
@@ -105,14 +130,30 @@ pub fn charts(r: &BenchReport) -> Result<Vec<(String, String)>, BenchError> {
             .flat_map(|t| t.levels.iter().map(move |l| (t, l)))
             .map(|(t, l)| Series {
                 name: format!("{} {}", t.label, l.name),
-                points: cdf(l.records.iter().filter(|x| x.ok()).flat_map(metric).collect()),
+                points: cdf(l
+                    .records
+                    .iter()
+                    .filter(|x| x.ok())
+                    .flat_map(metric)
+                    .collect()),
             })
             .filter(|s| !s.points.is_empty())
             .collect();
-        let svg = line_chart(&format!("{title} CDF"), "milliseconds", "fraction", &series, Some(1.0))?;
+        let svg = line_chart(
+            &format!("{title} CDF"),
+            "milliseconds",
+            "fraction",
+            &series,
+            Some(1.0),
+        )?;
         out.push((file.to_string(), svg));
     }
-    let x_desc = if r.load.levels.iter().all(|l| matches!(l, crate::LoadLevel::Closed { .. })) {
+    let x_desc = if r
+        .load
+        .levels
+        .iter()
+        .all(|l| matches!(l, crate::LoadLevel::Closed { .. }))
+    {
         "concurrency"
     } else {
         "load level (concurrency or requests/s)"
@@ -122,14 +163,24 @@ pub fn charts(r: &BenchReport) -> Result<Vec<(String, String)>, BenchError> {
             .iter()
             .map(|t| Series {
                 name: t.label.clone(),
-                points: t.levels.iter().filter_map(|l| Some((l.level.x(), f(&l.summary)?))).collect(),
+                points: t
+                    .levels
+                    .iter()
+                    .filter_map(|l| Some((l.level.x(), f(&l.summary)?)))
+                    .collect(),
             })
             .collect()
     };
     let thr = per_level(|s| Some(s.output_token_throughput));
-    out.push(("throughput.svg".into(), line_chart("Output throughput", x_desc, "output tokens/s", &thr, None)?));
+    out.push((
+        "throughput.svg".into(),
+        line_chart("Output throughput", x_desc, "output tokens/s", &thr, None)?,
+    ));
     let p99 = per_level(|s| s.ttft_ms.map(|t| t.p99));
-    out.push(("ttft_p99.svg".into(), line_chart("p99 TTFT", x_desc, "milliseconds", &p99, None)?));
+    out.push((
+        "ttft_p99.svg".into(),
+        line_chart("p99 TTFT", x_desc, "milliseconds", &p99, None)?,
+    ));
     Ok(out)
 }
 
@@ -145,7 +196,10 @@ mod tests {
 
     #[test]
     fn chart_is_svg_with_the_labels() {
-        let s = super::Series { name: "gpu-a c=4".into(), points: vec![(1.0, 10.0), (4.0, 30.0)] };
+        let s = super::Series {
+            name: "gpu-a c=4".into(),
+            points: vec![(1.0, 10.0), (4.0, 30.0)],
+        };
         let svg = super::line_chart("T", "x", "y", &[s], None).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("gpu-a c=4"));
