@@ -17,6 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 pub struct GrpcClient {
     client: WorkerClient<Channel>,
     auth: Option<MetadataValue<Ascii>>,
+    request_timeout: std::time::Duration,
 }
 
 /// The canonical upper-case name of a gRPC code, as reports group failures by it.
@@ -114,7 +115,11 @@ impl GrpcClient {
         // Streams of many tokens at high concurrency exceed tonic's 4 MiB default only for
         // enormous outputs; lift the cap so the benchmark never fails where the server did not.
         let client = WorkerClient::new(channel).max_decoding_message_size(usize::MAX);
-        Ok(GrpcClient { client, auth })
+        Ok(GrpcClient {
+            client,
+            auth,
+            request_timeout: opts.request_timeout,
+        })
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
@@ -155,7 +160,25 @@ impl GrpcClient {
         }
     }
 
+    /// Sends one request; one that has not ended after the request timeout fails as `timeout`
+    /// (dropping the stream cancels it on the server).
     pub async fn send(&self, req: &RequestSpec) -> Attempt {
+        let t0 = Instant::now();
+        match tokio::time::timeout(self.request_timeout, self.send_inner(req)).await {
+            Ok(a) => a,
+            Err(_) => Attempt::failed(
+                t0.elapsed().as_secs_f64(),
+                vec![],
+                "timeout",
+                format!(
+                    "no finish within {:.0} s",
+                    self.request_timeout.as_secs_f64()
+                ),
+            ),
+        }
+    }
+
+    async fn send_inner(&self, req: &RequestSpec) -> Attempt {
         let msg = Self::generate_request(req);
         let mut client = self.client.clone();
         let request = self.request(msg);
