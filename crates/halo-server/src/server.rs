@@ -120,7 +120,7 @@ where
     ));
     if let Some(listener) = metrics_listener {
         let (e, m) = (engine.clone(), metrics.clone());
-        let render = Arc::new(move || m.render(&e.stats(), e.health()));
+        let render = Arc::new(move || m.render(&crate::service::live_stats(&e), e.health()));
         let mut stop = stop_rx.clone();
         tokio::spawn(metrics_http::serve(listener, render, async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -125,6 +125,19 @@ impl WorkerService {
     }
 }
 
+/// The engine's live stats, with the pool size filled in before the scheduler's first
+/// published snapshot: until a step has run, no block is allocated and the whole pool is free
+/// (the engine's snapshot starts zeroed and is first written after a step).
+pub fn live_stats(engine: &Engine) -> halo_engine::LiveStats {
+    let mut stats = engine.stats();
+    if stats.total_blocks == 0 {
+        let total = engine.info().kv.num_blocks;
+        stats.total_blocks = total;
+        stats.free_blocks = total;
+    }
+    stats
+}
+
 fn with_request_id<T>(body: T, request_id: &str) -> Response<T> {
     let mut r = Response::new(body);
     if let Ok(v) = MetadataValue::try_from(request_id) {
@@ -258,7 +271,7 @@ impl pb::worker_server::Worker for WorkerService {
         _request: Request<pb::GetInfoRequest>,
     ) -> Result<Response<pb::GetInfoResponse>, Status> {
         let info = self.engine.info();
-        let stats = self.engine.stats();
+        let stats = live_stats(&self.engine);
         let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
         let l = &info.limits;
         Ok(Response::new(pb::GetInfoResponse {
