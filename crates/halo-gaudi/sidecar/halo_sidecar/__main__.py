@@ -1,14 +1,14 @@
 """Entry point: python -m halo_sidecar --socket PATH --epoch N [--device auto|hpu|cuda|cpu].
 
-Started by halo-gaudi's supervisor, never by hand in production. The process ends when its
-parent does (PR_SET_PDEATHSIG where available, plus a parent-pid watch), so a crashed worker
-leaves no orphan holding the accelerator.
+Started by halo-gaudi's supervisor, never by hand in production. The process ends within half
+a second of its parent (a parent-pid watch), so a crashed worker leaves no orphan holding the
+accelerator. PR_SET_PDEATHSIG is not used: it fires when the spawning *thread* exits, and the
+worker may spawn from a thread that ends before the device does.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import signal
 import sys
@@ -18,11 +18,6 @@ import time
 
 def _die_with_parent() -> None:
     parent = os.getppid()
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
     def watch():
         while True:

@@ -61,8 +61,15 @@ class Timings:
 
 
 class Executor:
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, warm_all: bool | None = None):
         self.backend = backend
+        # Every bucket runs at warmup where a new shape costs a compile (HPU graphs) or a CUDA
+        # kernel autotune; on CPU nothing is compiled, so only the extreme shapes run (memory
+        # touched, kernels exercised) and the rest are registered. HALO_SIDECAR_WARMUP=all|edges.
+        if warm_all is None:
+            mode = os.environ.get("HALO_SIDECAR_WARMUP", "")
+            warm_all = mode == "all" or (mode != "edges" and backend.name != "cpu")
+        self.warm_all = warm_all
         self.model: CausalLM | None = None
         self.run = None
         self.info: dict = {}
@@ -123,12 +130,20 @@ class Executor:
         self.num_blocks, self.max_seq_len = num_blocks, max_seq_len
         self.buckets = Buckets(block_size, max_batch_tokens, max_batch_seqs, max_seq_len, num_blocks)
         shapes = self.buckets.warmup_shapes()
+        if self.warm_all:
+            to_run = shapes
+        else:
+            to_run = []
+            for kind in ("prefill", "decode"):
+                of_kind = [x for x in shapes if x.kind == kind]
+                size = lambda x: (x.batch * x.tokens * x.blocks, x)  # noqa: E731
+                to_run += sorted({min(of_kind, key=size), max(of_kind, key=size)})
         # Twice on HPU: the first run compiles, the second captures/replays the graph.
         rounds = 2 if self.backend.name == "hpu" else 1
-        for shape in shapes:
+        for shape in to_run:
             for _ in range(rounds):
                 self._forward(shape, self._dummy(shape))
-            self.seen.add(shape)
+        self.seen.update(shapes)
         self.backend.synchronize()
         self.warmed = True
         ms = int((time.monotonic() - start) * 1000)

@@ -9,7 +9,18 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-MODEL_DIR = os.environ.get("HALO_TINY_MODEL", "/work/shared/models/tiny-mha")
+def _tiny_model_dir() -> str:
+    """$HALO_TINY_MODEL, else the shared models next to the clone, else $HALO_SHARED_DIR's."""
+    if os.environ.get("HALO_TINY_MODEL"):
+        return os.environ["HALO_TINY_MODEL"]
+    repo = os.path.normpath(os.path.join(HERE, "..", "..", "..", ".."))
+    local = os.path.join(os.path.dirname(repo), "shared", "models", "tiny-mha")
+    if os.path.isfile(os.path.join(local, "config.json")) or not os.environ.get("HALO_SHARED_DIR"):
+        return local
+    return os.path.join(os.environ["HALO_SHARED_DIR"], "models", "tiny-mha")
+
+
+MODEL_DIR = _tiny_model_dir()
 
 
 @pytest.fixture(scope="session")

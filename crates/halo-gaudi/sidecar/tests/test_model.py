@@ -13,7 +13,7 @@ BS = 16
 
 @pytest.fixture(scope="module")
 def ex(model_dir):
-    e = Executor(select("cpu"))
+    e = Executor(select("cpu"), warm_all=True)
     info = e.load(model_dir, "f32")
     assert info["vocab_size"] == 512 and info["architecture"] == "llama"
     e.warmup(BS, 64, 4, 128, 64, 0)

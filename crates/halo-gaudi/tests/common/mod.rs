@@ -13,7 +13,7 @@ pub const BLOCK: usize = 16;
 pub fn model_dir() -> PathBuf {
     let dir = std::env::var_os("HALO_TINY_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/models/tiny-mha"));
+        .unwrap_or_else(halo_engine::testing::tiny_mha_dir);
     assert!(
         dir.join("config.json").exists(),
         "tiny model missing at {} (set HALO_TINY_MODEL)",
@@ -52,6 +52,8 @@ pub fn options() -> GaudiOptions {
     GaudiOptions {
         backend: Some("cpu".into()),
         threads: 1,
+        // Run every bucket at warmup, as on HPU (CPU's default runs only the extremes).
+        env: vec![("HALO_SIDECAR_WARMUP".into(), "all".into())],
         ready_timeout: Duration::from_secs(120),
         step_timeout: Duration::from_secs(3),
         restart_backoff: Duration::from_millis(200),
@@ -66,6 +68,7 @@ pub fn fake_options(mode: &str, after: usize) -> GaudiOptions {
         sidecar_dir: Some(here.join("tests/fake")),
         module: "halo_fake_sidecar".into(),
         env: vec![
+            ("HALO_SIDECAR_WARMUP".into(), "edges".into()),
             ("HALO_FAKE_MODE".into(), mode.into()),
             ("HALO_FAKE_AFTER".into(), after.to_string()),
             (
