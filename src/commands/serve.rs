@@ -7,7 +7,7 @@
 use anyhow::Context;
 use clap::Args;
 use halo_engine::{Engine, EngineConfig, EngineError};
-use halo_hal::{Device, DeviceKind, LoadOptions};
+use halo_hal::LoadOptions;
 use halo_server::{AuthToken, Metrics, ServerOptions, TlsOptions};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -90,7 +90,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let device = make_device(&args.device)?;
+    let device = super::device::open(super::device::parse_kind(&args.device)?)?;
     let auth_token = auth_token(args.auth_token_file.as_deref())?;
     let tls = tls_options(&args)?;
     let metrics = Arc::new(Metrics::new());
@@ -166,20 +166,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("serving")
     })
-}
-
-/// The device named on the command line. Only the CPU is built into this binary so far.
-fn make_device(name: &str) -> anyhow::Result<Box<dyn Device>> {
-    let kind: DeviceKind = name.parse().map_err(super::usage)?;
-    match kind {
-        DeviceKind::Cpu => {
-            let cpu = halo_cpu::CpuDevice::new().context("starting the CPU device")?;
-            Ok(Box::new(cpu))
-        }
-        other => Err(super::usage(format!(
-            "device '{other}' is not available in 'halo serve' yet (use --device cpu)"
-        ))),
-    }
 }
 
 /// Load failures (a bad model directory) are usage errors: exit 2.
