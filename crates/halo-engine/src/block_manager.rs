@@ -111,7 +111,10 @@ impl BlockManager {
             Some(b) => b,
             None => {
                 let (_, b) = self.lru.pop_first()?;
-                let key = self.blocks[b as usize].key.take().expect("an LRU block is cached");
+                let key = self.blocks[b as usize]
+                    .key
+                    .take()
+                    .expect("an LRU block is cached");
                 self.cached.remove(&key.hash);
                 b
             }
@@ -127,7 +130,10 @@ impl BlockManager {
     /// [`Self::release_all`] so a sequence's tail is evicted before its (more shareable) head.
     pub fn release(&mut self, block: BlockId) {
         let state = &mut self.blocks[block as usize];
-        assert!(state.ref_count > 0, "block {block} released more often than taken");
+        assert!(
+            state.ref_count > 0,
+            "block {block} released more often than taken"
+        );
         state.ref_count -= 1;
         if state.ref_count == 0 {
             self.used -= 1;
@@ -158,8 +164,13 @@ impl BlockManager {
         let mut parent = ROOT_HASH;
         for chunk in tokens.chunks_exact(self.block_size).take(max_blocks) {
             let hash = block_hash(parent, chunk);
-            let Some(&b) = self.cached.get(&hash) else { break };
-            let key = self.blocks[b as usize].key.as_ref().expect("indexed blocks have keys");
+            let Some(&b) = self.cached.get(&hash) else {
+                break;
+            };
+            let key = self.blocks[b as usize]
+                .key
+                .as_ref()
+                .expect("indexed blocks have keys");
             if key.parent != parent || *key.tokens != *chunk {
                 break;
             }
@@ -182,8 +193,11 @@ impl BlockManager {
         }
         if let std::collections::hash_map::Entry::Vacant(e) = self.cached.entry(hash) {
             e.insert(block);
-            self.blocks[block as usize].key =
-                Some(CacheKey { hash, parent, tokens: tokens.into() });
+            self.blocks[block as usize].key = Some(CacheKey {
+                hash,
+                parent,
+                tokens: tokens.into(),
+            });
         }
         hash
     }
@@ -210,7 +224,10 @@ impl BlockManager {
         }
         let referenced = self.blocks.iter().filter(|b| b.ref_count > 0).count();
         if referenced != self.used {
-            return Err(format!("{referenced} referenced blocks but used = {}", self.used));
+            return Err(format!(
+                "{referenced} referenced blocks but used = {}",
+                self.used
+            ));
         }
         for &b in &self.free {
             let s = &self.blocks[b as usize];
@@ -221,7 +238,9 @@ impl BlockManager {
         for (&tick, &b) in &self.lru {
             let s = &self.blocks[b as usize];
             if s.ref_count != 0 || s.key.is_none() || s.lru_tick != tick {
-                return Err(format!("evictable block {b} is referenced, uncached or mis-ticked"));
+                return Err(format!(
+                    "evictable block {b} is referenced, uncached or mis-ticked"
+                ));
             }
         }
         for (&hash, &b) in &self.cached {
@@ -238,7 +257,10 @@ impl BlockManager {
             }
             for (b, (c, s)) in counts.iter().zip(&self.blocks).enumerate() {
                 if *c != s.ref_count {
-                    return Err(format!("block {b}: {c} holders but ref_count {}", s.ref_count));
+                    return Err(format!(
+                        "block {b}: {c} holders but ref_count {}",
+                        s.ref_count
+                    ));
                 }
             }
         }

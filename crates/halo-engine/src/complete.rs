@@ -41,7 +41,12 @@ impl Collector {
     /// Returns the outcome once the event is terminal.
     fn push(&mut self, e: Event) -> Option<Result<Completion, RunError>> {
         match e {
-            Event::Tokens { token_ids, text, logprobs, top } => {
+            Event::Tokens {
+                token_ids,
+                text,
+                logprobs,
+                top,
+            } => {
                 self.token_ids.extend(token_ids);
                 self.text.push_str(&text);
                 self.logprobs.extend(logprobs);
@@ -64,10 +69,14 @@ impl Engine {
     /// Runs `requests` through the engine concurrently and returns their outcomes in order.
     /// Requests beyond the concurrency cap are submitted as earlier ones finish. Blocks the
     /// calling thread: do not call it from inside an async runtime.
-    pub fn run_blocking(&self, requests: Vec<GenerateRequest>) -> Vec<Result<Completion, RunError>> {
+    pub fn run_blocking(
+        &self,
+        requests: Vec<GenerateRequest>,
+    ) -> Vec<Result<Completion, RunError>> {
         let n = requests.len();
         let mut results: Vec<Option<Result<Completion, RunError>>> = (0..n).map(|_| None).collect();
-        let mut pending: VecDeque<(usize, GenerateRequest)> = requests.into_iter().enumerate().collect();
+        let mut pending: VecDeque<(usize, GenerateRequest)> =
+            requests.into_iter().enumerate().collect();
         let mut active = VecDeque::new();
         while !pending.is_empty() || !active.is_empty() {
             while let Some((i, req)) = pending.pop_front() {
@@ -90,7 +99,10 @@ impl Engine {
                 }
             }
         }
-        results.into_iter().map(|r| r.expect("every request got an outcome")).collect()
+        results
+            .into_iter()
+            .map(|r| r.expect("every request got an outcome"))
+            .collect()
     }
 
     /// Runs one request to completion, blocking the calling thread.

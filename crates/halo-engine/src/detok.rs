@@ -106,7 +106,12 @@ mod tests {
         let mut out = String::new();
         for &id in ids {
             out.push_str(&d.push(tok, id).unwrap());
-            prop_assert!(full.starts_with(&out), "streamed {:?} is not a prefix of {:?}", out, full);
+            prop_assert!(
+                full.starts_with(&out),
+                "streamed {:?} is not a prefix of {:?}",
+                out,
+                full
+            );
         }
         out.push_str(&d.finish(tok).unwrap());
         prop_assert_eq!(out, full);
@@ -118,7 +123,10 @@ mod tests {
         let tok = tokenizer();
         let text = "我很感谢你的热情 👍🏽 e\u{301}";
         let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
-        assert!(ids.len() > text.chars().count(), "byte-level BPE splits characters");
+        assert!(
+            ids.len() > text.chars().count(),
+            "byte-level BPE splits characters"
+        );
         let mut d = IncrementalDetokenizer::new(true);
         for &id in &ids {
             let delta = d.push(tok, id).unwrap();
@@ -129,8 +137,26 @@ mod tests {
 
     fn multilingual() -> impl Strategy<Value = String> {
         let pieces = prop::sample::select(vec![
-            "我", "很", "感谢", "你的", "热情", "こんにちは", "한국어", "👍", "🏽", "👨‍👩‍👧",
-            "e\u{301}", "a\u{308}\u{323}", " ", "the", " license", "\n", "Ω", "ß", "🦀", "«»",
+            "我",
+            "很",
+            "感谢",
+            "你的",
+            "热情",
+            "こんにちは",
+            "한국어",
+            "👍",
+            "🏽",
+            "👨‍👩‍👧",
+            "e\u{301}",
+            "a\u{308}\u{323}",
+            " ",
+            "the",
+            " license",
+            "\n",
+            "Ω",
+            "ß",
+            "🦀",
+            "«»",
         ]);
         prop::collection::vec(pieces, 0..16).prop_map(|v| v.concat())
     }

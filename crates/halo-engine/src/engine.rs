@@ -39,7 +39,12 @@ pub struct EngineInfo {
 }
 
 pub(crate) enum Command {
-    Submit { id: u64, req: GenerateRequest, arrival: Instant, events: UnboundedSender<Event> },
+    Submit {
+        id: u64,
+        req: GenerateRequest,
+        arrival: Instant,
+        events: UnboundedSender<Event>,
+    },
     Cancel(u64),
     Shutdown,
 }
@@ -61,7 +66,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn beat(&self) {
-        self.heartbeat_us.store(self.epoch.elapsed().as_micros() as u64, Ordering::Release);
+        self.heartbeat_us
+            .store(self.epoch.elapsed().as_micros() as u64, Ordering::Release);
     }
 }
 
@@ -99,7 +105,8 @@ impl Engine {
         let detok_tokenizer = Arc::new(tokenizer.inner().clone());
         let eos_ids = tokenizer.eos_token_ids().to_vec();
 
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(Arc<Shared>, EngineInfo), EngineError>>(1);
+        let (ready_tx, ready_rx) =
+            mpsc::sync_channel::<Result<(Arc<Shared>, EngineInfo), EngineError>>(1);
         let (cmd_tx, cmd_rx) = mpsc::channel::<Command>();
         let model_dir = model_dir.to_path_buf();
         std::thread::Builder::new()
@@ -107,9 +114,13 @@ impl Engine {
             .spawn(move || {
                 let mut device = device;
                 let setup = (|| {
-                    let model = device
-                        .load(&model_dir, &load)
-                        .map_err(|source| EngineError::Device { stage: "load", source })?;
+                    let model =
+                        device
+                            .load(&model_dir, &load)
+                            .map_err(|source| EngineError::Device {
+                                stage: "load",
+                                source,
+                            })?;
                     let max_seq_len = config
                         .max_total_tokens
                         .unwrap_or(model.context_length)
@@ -122,9 +133,10 @@ impl Engine {
                         num_blocks: config.num_blocks,
                         kv_cache_bytes: config.kv_cache_bytes,
                     };
-                    let kv = device
-                        .warmup(&warm)
-                        .map_err(|source| EngineError::Device { stage: "warmup", source })?;
+                    let kv = device.warmup(&warm).map_err(|source| EngineError::Device {
+                        stage: "warmup",
+                        source,
+                    })?;
                     if kv.block_size != config.block_size || kv.capacity_tokens() < 2 {
                         return Err(EngineError::NoKvCapacity {
                             blocks: kv.num_blocks,
@@ -132,7 +144,12 @@ impl Engine {
                         });
                     }
                     let limits = config.limits(model.context_length, kv.capacity_tokens());
-                    let info = EngineInfo { model, device: device.info(), limits, kv };
+                    let info = EngineInfo {
+                        model,
+                        device: device.info(),
+                        limits,
+                        kv,
+                    };
                     Ok(info)
                 })();
                 let info = match setup {
@@ -205,16 +222,28 @@ impl Engine {
         let max = shared.limits.max_concurrent_requests;
         shared
             .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .map_err(|_| SubmitError::QueueFull { max })?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = unbounded_channel();
-        let cmd = Command::Submit { id, req, arrival: Instant::now(), events: tx };
+        let cmd = Command::Submit {
+            id,
+            req,
+            arrival: Instant::now(),
+            events: tx,
+        };
         if self.inner.commands.send(cmd).is_err() {
             shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(SubmitError::Unavailable);
         }
-        Ok(RequestHandle::new(id, rx, self.inner.commands.clone(), shared.clone()))
+        Ok(RequestHandle::new(
+            id,
+            rx,
+            self.inner.commands.clone(),
+            shared.clone(),
+        ))
     }
 
     pub fn tokenizer(&self) -> &halo_model::Tokenizer {
@@ -260,7 +289,10 @@ impl Engine {
 
     /// Stops admission; in-flight requests run to completion, then the thread exits.
     pub fn shutdown(&self) {
-        self.inner.shared.shutting_down.store(true, Ordering::Release);
+        self.inner
+            .shared
+            .shutting_down
+            .store(true, Ordering::Release);
         let _ = self.inner.commands.send(Command::Shutdown);
     }
 
@@ -300,7 +332,12 @@ struct Loop<'a> {
     disconnected: bool,
 }
 
-fn run_loop(mut device: Box<dyn Device>, scheduler: Scheduler, rx: mpsc::Receiver<Command>, shared: &Shared) {
+fn run_loop(
+    mut device: Box<dyn Device>,
+    scheduler: Scheduler,
+    rx: mpsc::Receiver<Command>,
+    shared: &Shared,
+) {
     let mut l = Loop {
         scheduler,
         senders: HashMap::new(),
@@ -332,7 +369,7 @@ fn run_loop(mut device: Box<dyn Device>, scheduler: Scheduler, rx: mpsc::Receive
                 }
             }
         }
-        l.dispatch();
+        l.flush();
         if l.scheduler.has_work() {
             let outcome = l.scheduler.step(&mut *device, &mut l.out);
             let fatal = matches!(&outcome, StepOutcome::DeviceFailed(e) if e.is_fatal());
@@ -340,15 +377,13 @@ fn run_loop(mut device: Box<dyn Device>, scheduler: Scheduler, rx: mpsc::Receive
                 // Before the failures go out, so a caller that sees one also sees health flip.
                 shared.lost.store(true, Ordering::Release);
             }
-            l.dispatch();
+            l.flush();
             if fatal {
-                l.publish();
                 drop(device);
                 l.refuse_until_disconnected(&rx);
                 return;
             }
         }
-        l.publish();
     }
     l.publish();
 }
@@ -356,7 +391,12 @@ fn run_loop(mut device: Box<dyn Device>, scheduler: Scheduler, rx: mpsc::Receive
 impl Loop<'_> {
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Submit { id, req, arrival, events } => {
+            Command::Submit {
+                id,
+                req,
+                arrival,
+                events,
+            } => {
                 match self.scheduler.submit(id, req, arrival) {
                     Ok(()) => {
                         self.senders.insert(id, events);
@@ -379,12 +419,23 @@ impl Loop<'_> {
         }
     }
 
+    /// Publishes the stats, then sends the queued events, so a caller that sees a terminal event
+    /// also sees the blocks it freed.
+    fn flush(&mut self) {
+        self.publish();
+        self.dispatch();
+        self.publish();
+    }
+
     /// Sends queued events; a caller that went away is cancelled.
     fn dispatch(&mut self) {
         let mut gone = Vec::new();
         for Output { id, event } in self.out.drain(..) {
             let terminal = event.is_terminal();
-            let delivered = self.senders.get(&id).is_some_and(|tx| tx.send(event).is_ok());
+            let delivered = self
+                .senders
+                .get(&id)
+                .is_some_and(|tx| tx.send(event).is_ok());
             if terminal {
                 self.senders.remove(&id);
                 self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -410,7 +461,10 @@ impl Loop<'_> {
     fn refuse_until_disconnected(&mut self, rx: &mpsc::Receiver<Command>) {
         while let Ok(cmd) = rx.recv() {
             if let Command::Submit { events, .. } = cmd {
-                let _ = events.send(refusal(FailureKind::DeviceLost { tokens_sent: 0 }, &SubmitError::DeviceLost));
+                let _ = events.send(refusal(
+                    FailureKind::DeviceLost { tokens_sent: 0 },
+                    &SubmitError::DeviceLost,
+                ));
                 self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             }
         }
@@ -418,7 +472,12 @@ impl Loop<'_> {
 }
 
 fn refusal(kind: FailureKind, e: &SubmitError) -> Event {
-    Event::Failed(Failure { kind, message: e.to_string(), usage: Usage::default(), timings: Timings::default() })
+    Event::Failed(Failure {
+        kind,
+        message: e.to_string(),
+        usage: Usage::default(),
+        timings: Timings::default(),
+    })
 }
 
 impl std::fmt::Debug for Engine {

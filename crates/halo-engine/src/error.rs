@@ -19,11 +19,22 @@ pub enum SubmitError {
         "prompt tokens ({prompt}) + max_new_tokens ({max_new}) = {} exceeds the maximum total of {max_total} (the KV cache and the model's context)",
         prompt + max_new
     )]
-    TotalTooLong { prompt: usize, max_new: usize, max_total: usize },
+    TotalTooLong {
+        prompt: usize,
+        max_new: usize,
+        max_total: usize,
+    },
     #[error("{field} token at index {index} is outside the vocabulary of {vocab_size}")]
-    TokenOutOfVocab { field: &'static str, index: usize, vocab_size: usize },
+    TokenOutOfVocab {
+        field: &'static str,
+        index: usize,
+        vocab_size: usize,
+    },
     #[error("sampling parameter {field} {reason}")]
-    InvalidSampling { field: &'static str, reason: &'static str },
+    InvalidSampling {
+        field: &'static str,
+        reason: &'static str,
+    },
     #[error("{count} stop sequences, more than the maximum of {max}")]
     TooManyStopSequences { count: usize, max: usize },
     #[error("stop sequence {index} is {reason}")]

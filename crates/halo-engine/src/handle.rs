@@ -27,7 +27,14 @@ impl RequestHandle {
         commands: mpsc::Sender<Command>,
         shared: Arc<Shared>,
     ) -> Self {
-        RequestHandle { id, events, commands, shared, tokens_sent: 0, done: false }
+        RequestHandle {
+            id,
+            events,
+            commands,
+            shared,
+            tokens_sent: 0,
+            done: false,
+        }
     }
 
     /// The next event; `None` after the terminal one.
@@ -66,7 +73,9 @@ impl RequestHandle {
             // The engine thread ended without a terminal event for us (it panicked, or the
             // device was lost between admission and scheduling): never leave the caller hanging.
             let kind = if self.shared.lost.load(Ordering::Acquire) {
-                FailureKind::DeviceLost { tokens_sent: self.tokens_sent }
+                FailureKind::DeviceLost {
+                    tokens_sent: self.tokens_sent,
+                }
             } else {
                 FailureKind::Internal
             };
@@ -93,6 +102,9 @@ impl Drop for RequestHandle {
 
 impl std::fmt::Debug for RequestHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestHandle").field("id", &self.id).field("done", &self.done).finish()
+        f.debug_struct("RequestHandle")
+            .field("id", &self.id)
+            .field("done", &self.done)
+            .finish()
     }
 }

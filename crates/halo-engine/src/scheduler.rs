@@ -145,13 +145,20 @@ impl Scheduler {
 
     /// Queues a request under engine id `id` (unique while in flight). Checks everything first;
     /// on error nothing changed.
-    pub fn submit(&mut self, id: u64, req: GenerateRequest, arrival: Instant) -> Result<(), SubmitError> {
+    pub fn submit(
+        &mut self,
+        id: u64,
+        req: GenerateRequest,
+        arrival: Instant,
+    ) -> Result<(), SubmitError> {
         if self.lost {
             return Err(SubmitError::DeviceLost);
         }
         validate_request(&req, &self.cfg.limits, self.cfg.vocab_size)?;
         if self.seqs.len() >= self.cfg.limits.max_concurrent_requests {
-            return Err(SubmitError::QueueFull { max: self.cfg.limits.max_concurrent_requests });
+            return Err(SubmitError::QueueFull {
+                max: self.cfg.limits.max_concurrent_requests,
+            });
         }
         let seq = Sequence::new(id, req, arrival, self.tokenizer.is_some());
         self.seqs.insert(id, seq);
@@ -172,15 +179,29 @@ impl Scheduler {
     /// Fails every request in flight with DeviceLost and refuses all further submits.
     pub fn fail_all_lost(&mut self, out: &mut Vec<Output>) {
         self.lost = true;
-        let ids: Vec<u64> = self.running.iter().chain(self.waiting.iter()).copied().collect();
+        let ids: Vec<u64> = self
+            .running
+            .iter()
+            .chain(self.waiting.iter())
+            .copied()
+            .collect();
         for id in ids {
             let sent = self.seqs[&id].tokens_sent;
-            self.fail(id, FailureKind::DeviceLost { tokens_sent: sent }, "the device was lost", out);
+            self.fail(
+                id,
+                FailureKind::DeviceLost { tokens_sent: sent },
+                "the device was lost",
+                out,
+            );
         }
     }
 
     /// One scheduler iteration: plan, run on `device`, apply. Events go to `out`.
-    pub fn step<D: Device + ?Sized>(&mut self, device: &mut D, out: &mut Vec<Output>) -> StepOutcome {
+    pub fn step<D: Device + ?Sized>(
+        &mut self,
+        device: &mut D,
+        out: &mut Vec<Output>,
+    ) -> StepOutcome {
         let now = Instant::now();
         self.reap_expired(now, out);
         let plan = self.plan(now);
@@ -198,8 +219,15 @@ impl Scheduler {
                 let report = StepReport {
                     duration,
                     num_tokens: batch.num_tokens(),
-                    num_prefill_tokens: plan.iter().filter(|p| !self.seqs[&p.id].is_decoding()).map(|p| p.len).sum(),
-                    num_decode_tokens: plan.iter().filter(|p| self.seqs[&p.id].is_decoding()).count(),
+                    num_prefill_tokens: plan
+                        .iter()
+                        .filter(|p| !self.seqs[&p.id].is_decoding())
+                        .map(|p| p.len)
+                        .sum(),
+                    num_decode_tokens: plan
+                        .iter()
+                        .filter(|p| self.seqs[&p.id].is_decoding())
+                        .count(),
                     num_seqs: plan.len(),
                     device: output.timings.clone(),
                 };
@@ -217,7 +245,12 @@ impl Scheduler {
                 } else {
                     tracing::error!(error = %e, seqs = plan.len(), "device step failed; failing its batch");
                     for p in &plan {
-                        self.fail(p.id, FailureKind::Internal, "the device failed the step", out);
+                        self.fail(
+                            p.id,
+                            FailureKind::Internal,
+                            "the device failed the step",
+                            out,
+                        );
                     }
                 }
                 StepOutcome::DeviceFailed(e)
@@ -233,7 +266,12 @@ impl Scheduler {
             .map(|s| s.id)
             .collect();
         for id in expired {
-            self.fail(id, FailureKind::DeadlineExceeded, "the request's deadline passed", out);
+            self.fail(
+                id,
+                FailureKind::DeadlineExceeded,
+                "the request's deadline passed",
+                out,
+            );
         }
     }
 
@@ -271,7 +309,11 @@ impl Scheduler {
             if !scheduled {
                 break; // the current sequence was the newest and is now requeued
             }
-            plan.push(Planned { id, len: 1, sample: true });
+            plan.push(Planned {
+                id,
+                len: 1,
+                sample: true,
+            });
             in_plan.insert(id, ());
             budget -= 1;
             i += 1;
@@ -287,11 +329,18 @@ impl Scheduler {
             }
             loop {
                 let s = &self.seqs[&id];
-                let chunk = s.remaining().min(budget).min(s.coverable(self.blocks.num_free(), bs));
+                let chunk = s
+                    .remaining()
+                    .min(budget)
+                    .min(s.coverable(self.blocks.num_free(), bs));
                 if chunk > 0 {
                     self.grow(id, chunk);
                     let sample = chunk == self.seqs[&id].remaining();
-                    plan.push(Planned { id, len: chunk, sample });
+                    plan.push(Planned {
+                        id,
+                        len: chunk,
+                        sample,
+                    });
                     in_plan.insert(id, ());
                     budget -= chunk;
                     break;
@@ -312,7 +361,9 @@ impl Scheduler {
 
         // 3. Admission.
         while !preempted && budget > 0 && self.running.len() < self.cfg.max_batch_seqs {
-            let Some(&id) = self.waiting.front() else { break };
+            let Some(&id) = self.waiting.front() else {
+                break;
+            };
             let caching = self.cfg.enable_prefix_caching;
             let s = self.seqs.get_mut(&id).expect("waiting ids are live");
             if caching && s.blocks.is_empty() {
@@ -322,7 +373,10 @@ impl Scheduler {
                 s.blocks = blocks;
                 s.block_hashes = hashes;
             }
-            let chunk = s.remaining().min(budget).min(s.coverable(self.blocks.num_free(), bs));
+            let chunk = s
+                .remaining()
+                .min(budget)
+                .min(s.coverable(self.blocks.num_free(), bs));
             if chunk == 0 {
                 let blocks = std::mem::take(&mut s.blocks);
                 s.block_hashes.clear();
@@ -348,7 +402,11 @@ impl Scheduler {
             }
             self.grow(id, chunk);
             let sample = chunk == self.seqs[&id].remaining();
-            plan.push(Planned { id, len: chunk, sample });
+            plan.push(Planned {
+                id,
+                len: chunk,
+                sample,
+            });
             budget -= chunk;
         }
         plan
@@ -358,7 +416,10 @@ impl Scheduler {
     fn grow(&mut self, id: u64, n: usize) {
         let s = self.seqs.get_mut(&id).expect("planned ids are live");
         for _ in 0..s.blocks_needed(n, self.blocks.block_size()) {
-            let b = self.blocks.allocate().expect("coverable() counted these free blocks");
+            let b = self
+                .blocks
+                .allocate()
+                .expect("coverable() counted these free blocks");
             s.blocks.push(b);
         }
     }
@@ -398,7 +459,12 @@ impl Scheduler {
         StepBatch { seqs }
     }
 
-    fn apply(&mut self, plan: Vec<Planned>, results: Vec<halo_hal::SeqResult>, out: &mut Vec<Output>) {
+    fn apply(
+        &mut self,
+        plan: Vec<Planned>,
+        results: Vec<halo_hal::SeqResult>,
+        out: &mut Vec<Output>,
+    ) {
         let now = Instant::now();
         let bs = self.blocks.block_size();
         let mut results = results.into_iter();
@@ -408,19 +474,30 @@ impl Scheduler {
             s.num_computed += p.len;
             if self.cfg.enable_prefix_caching {
                 for i in s.block_hashes.len()..s.num_computed / bs {
-                    let parent = if i == 0 { ROOT_HASH } else { s.block_hashes[i - 1] };
-                    let h = self.blocks.register(s.blocks[i], parent, &s.tokens[i * bs..(i + 1) * bs]);
+                    let parent = if i == 0 {
+                        ROOT_HASH
+                    } else {
+                        s.block_hashes[i - 1]
+                    };
+                    let h =
+                        self.blocks
+                            .register(s.blocks[i], parent, &s.tokens[i * bs..(i + 1) * bs]);
                     s.block_hashes.push(h);
                 }
             }
             if !p.sample {
                 continue;
             }
-            let r = results.next().expect("validate_against matched results to samples");
+            let r = results
+                .next()
+                .expect("validate_against matched results to samples");
             let sampled = match r.outcome {
                 Ok(t) => t,
                 Err(SeqFailure::NonFiniteLogits) => {
-                    ended.push((p.id, self.failure_event(p.id, FailureKind::Internal, "non-finite logits", now)));
+                    ended.push((
+                        p.id,
+                        self.failure_event(p.id, FailureKind::Internal, "non-finite logits", now),
+                    ));
                     continue;
                 }
             };
@@ -428,14 +505,25 @@ impl Scheduler {
             match s.accept(sampled, &self.cfg.eos_token_ids, tokenizer, now) {
                 Ok(acc) => {
                     self.stats.generated_tokens += 1;
-                    out.push(Output { id: p.id, event: acc.event });
+                    out.push(Output {
+                        id: p.id,
+                        event: acc.event,
+                    });
                     if let Some((reason, stop)) = acc.finish {
                         ended.push((p.id, s.finished_event(reason, stop, now)));
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "detokenization failed");
-                    ended.push((p.id, self.failure_event(p.id, FailureKind::Internal, "detokenization failed", now)));
+                    ended.push((
+                        p.id,
+                        self.failure_event(
+                            p.id,
+                            FailureKind::Internal,
+                            "detokenization failed",
+                            now,
+                        ),
+                    ));
                 }
             }
         }
@@ -507,29 +595,44 @@ impl Scheduler {
         }
         for &id in &self.running {
             if seen.insert(id, SeqState::Running).is_some() {
-                return Err(format!("request {id} both waiting and running, or running twice"));
+                return Err(format!(
+                    "request {id} both waiting and running, or running twice"
+                ));
             }
         }
         if seen.len() != self.seqs.len() {
-            return Err(format!("{} requests in queues but {} known", seen.len(), self.seqs.len()));
+            return Err(format!(
+                "{} requests in queues but {} known",
+                seen.len(),
+                self.seqs.len()
+            ));
         }
         let bs = self.blocks.block_size();
         for (id, state) in &seen {
-            let s = self.seqs.get(id).ok_or_else(|| format!("request {id} queued but unknown"))?;
+            let s = self
+                .seqs
+                .get(id)
+                .ok_or_else(|| format!("request {id} queued but unknown"))?;
             if s.state != *state {
-                return Err(format!("request {id} is {:?} but queued as {state:?}", s.state));
+                return Err(format!(
+                    "request {id} is {:?} but queued as {state:?}",
+                    s.state
+                ));
             }
             if *state == SeqState::Waiting && !s.blocks.is_empty() {
                 return Err(format!("waiting request {id} holds blocks"));
             }
-            if s.blocks.len() * bs < s.num_computed || s.num_computed >= s.tokens.len() + 1 {
-                return Err(format!("request {id}: blocks do not cover its computed tokens"));
+            if s.blocks.len() * bs < s.num_computed || s.num_computed >= s.tokens.len() {
+                return Err(format!(
+                    "request {id}: blocks do not cover its computed tokens"
+                ));
             }
         }
         if self.running.len() > self.cfg.max_batch_seqs {
             return Err("more running sequences than max_batch_seqs".into());
         }
-        let tables: Vec<&[halo_hal::BlockId]> = self.seqs.values().map(|s| s.blocks.as_slice()).collect();
+        let tables: Vec<&[halo_hal::BlockId]> =
+            self.seqs.values().map(|s| s.blocks.as_slice()).collect();
         self.blocks.check_invariants(Some(&tables))?;
         if self.seqs.is_empty() && self.blocks.num_free() != self.blocks.total() {
             return Err("drained but not every block is free".into());

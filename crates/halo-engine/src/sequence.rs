@@ -84,7 +84,9 @@ impl Sequence {
 
     /// Blocks to add so that positions `0..num_computed + n` are covered.
     pub fn blocks_needed(&self, n: usize, block_size: usize) -> usize {
-        (self.num_computed + n).div_ceil(block_size).saturating_sub(self.blocks.len())
+        (self.num_computed + n)
+            .div_ceil(block_size)
+            .saturating_sub(self.blocks.len())
     }
 
     /// How many of the next tokens fit in the current blocks plus `free` more.
@@ -164,16 +166,37 @@ impl Sequence {
         };
         let (logprobs, top) = if self.req.logprobs || self.req.top_n > 0 {
             (
-                if self.req.logprobs { vec![sampled.logprob] } else { Vec::new() },
-                if self.req.top_n > 0 { vec![sampled.top] } else { Vec::new() },
+                if self.req.logprobs {
+                    vec![sampled.logprob]
+                } else {
+                    Vec::new()
+                },
+                if self.req.top_n > 0 {
+                    vec![sampled.top]
+                } else {
+                    Vec::new()
+                },
             )
         } else {
             (Vec::new(), Vec::new())
         };
-        Ok(Accepted { event: Event::Tokens { token_ids: vec![tok], text, logprobs, top }, finish })
+        Ok(Accepted {
+            event: Event::Tokens {
+                token_ids: vec![tok],
+                text,
+                logprobs,
+                top,
+            },
+            finish,
+        })
     }
 
-    pub fn finished_event(&self, reason: FinishReason, matched_stop: Option<String>, now: Instant) -> Event {
+    pub fn finished_event(
+        &self,
+        reason: FinishReason,
+        matched_stop: Option<String>,
+        now: Instant,
+    ) -> Event {
         Event::Finished(Finish {
             reason,
             matched_stop,

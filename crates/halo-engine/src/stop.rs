@@ -23,7 +23,10 @@ pub enum StopScan {
 
 impl StopMatcher {
     pub fn new(stops: Vec<String>) -> Self {
-        StopMatcher { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), held: String::new() }
+        StopMatcher {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            held: String::new(),
+        }
     }
 
     pub fn push(&mut self, delta: &str) -> StopScan {
@@ -50,7 +53,9 @@ impl StopMatcher {
             .map(|(i, _)| i)
             .find(|&i| {
                 let tail = &self.held[i..];
-                self.stops.iter().any(|s| s.len() > tail.len() && s.starts_with(tail))
+                self.stops
+                    .iter()
+                    .any(|s| s.len() > tail.len() && s.starts_with(tail))
             })
             .unwrap_or(self.held.len());
         let emit = self.held[..keep_from].to_string();
@@ -76,7 +81,10 @@ mod tests {
         assert_eq!(m.push("N"), StopScan::Emit(String::new()));
         assert_eq!(
             m.push("Dtail"),
-            StopScan::Matched { before: String::new(), stop: "END".into() }
+            StopScan::Matched {
+                before: String::new(),
+                stop: "END".into()
+            }
         );
     }
 

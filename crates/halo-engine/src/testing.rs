@@ -9,7 +9,7 @@
 
 use halo_hal::rng::{mix64, uniform};
 use halo_hal::{
-    Device, DeviceError, DeviceInfo, DeviceKind, DType, KvCacheLayout, LoadOptions, ModelInfo,
+    DType, Device, DeviceError, DeviceInfo, DeviceKind, KvCacheLayout, LoadOptions, ModelInfo,
     SampleRequest, SampledToken, SeqFailure, SeqResult, StepBatch, StepOutput, TopToken,
     WarmupRequest,
 };
@@ -20,7 +20,10 @@ use std::time::Duration;
 
 /// The shared tiny model directory (tests); `HALO_SHARED_DIR` overrides the sibling checkout.
 pub fn tiny_mha_dir() -> PathBuf {
-    let local = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/models/tiny-mha"));
+    let local = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/models/tiny-mha"
+    ));
     if local.join("config.json").exists() {
         return local;
     }
@@ -128,7 +131,11 @@ impl Device for ScriptedDevice {
         }
     }
 
-    fn load(&mut self, _model_dir: &Path, _options: &LoadOptions) -> Result<ModelInfo, DeviceError> {
+    fn load(
+        &mut self,
+        _model_dir: &Path,
+        _options: &LoadOptions,
+    ) -> Result<ModelInfo, DeviceError> {
         Ok(ModelInfo {
             name: "scripted".into(),
             architecture: "scripted".into(),
@@ -162,19 +169,29 @@ impl Device for ScriptedDevice {
     }
 
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, DeviceError> {
-        let mut control = self.control.lock().map_err(|_| DeviceError::Backend("control poisoned".into()))?;
+        let mut control = self
+            .control
+            .lock()
+            .map_err(|_| DeviceError::Backend("control poisoned".into()))?;
         if !control.step_delay.is_zero() {
             std::thread::sleep(control.step_delay);
         }
         if let Some(e) = control.fail_next_step.take() {
             return Err(e);
         }
-        let layout = self.layout.as_ref().ok_or_else(|| DeviceError::NotReady("step before warmup".into()))?;
+        let layout = self
+            .layout
+            .as_ref()
+            .ok_or_else(|| DeviceError::NotReady("step before warmup".into()))?;
         if control.record {
             control.batches.push(BatchRecord {
                 num_tokens: batch.num_tokens(),
                 num_seqs: batch.seqs.len(),
-                decode_seqs: batch.seqs.iter().filter(|s| s.tokens.len() == 1 && s.sample.is_some()).count(),
+                decode_seqs: batch
+                    .seqs
+                    .iter()
+                    .filter(|s| s.tokens.len() == 1 && s.sample.is_some())
+                    .count(),
             });
         }
         let mut results = Vec::with_capacity(batch.num_samples());
@@ -182,10 +199,17 @@ impl Device for ScriptedDevice {
             for s in batch.seqs.iter().filter(|s| s.sample.is_some()) {
                 results.push(SeqResult {
                     seq_id: s.seq_id,
-                    outcome: Ok(SampledToken { token: 7, logprob: -1.0, top: vec![] }),
+                    outcome: Ok(SampledToken {
+                        token: 7,
+                        logprob: -1.0,
+                        top: vec![],
+                    }),
                 });
             }
-            return Ok(StepOutput { results, timings: Default::default() });
+            return Ok(StepOutput {
+                results,
+                timings: Default::default(),
+            });
         }
         batch.validate(layout, self.vocab_size, self.max_seq_len)?;
         let bs = layout.block_size;
@@ -197,7 +221,10 @@ impl Device for ScriptedDevice {
         for s in &batch.seqs {
             let Some(req) = &s.sample else { continue };
             if control.non_finite.remove(&s.seq_id) {
-                results.push(SeqResult { seq_id: s.seq_id, outcome: Err(SeqFailure::NonFiniteLogits) });
+                results.push(SeqResult {
+                    seq_id: s.seq_id,
+                    outcome: Err(SeqFailure::NonFiniteLogits),
+                });
                 continue;
             }
             let history: Vec<u32> = (0..s.end_pos()).map(|p| self.kv[s.slot(p, bs)]).collect();
@@ -209,10 +236,23 @@ impl Device for ScriptedDevice {
             }
             let token = Self::expected_next(self.vocab_size, &history, req);
             let top = (0..req.top_n.min(self.vocab_size as u32))
-                .map(|i| TopToken { token: (token + i) % self.vocab_size as u32, logprob: -1.0 - i as f32 })
+                .map(|i| TopToken {
+                    token: (token + i) % self.vocab_size as u32,
+                    logprob: -1.0 - i as f32,
+                })
                 .collect();
-            results.push(SeqResult { seq_id: s.seq_id, outcome: Ok(SampledToken { token, logprob: -1.0, top }) });
+            results.push(SeqResult {
+                seq_id: s.seq_id,
+                outcome: Ok(SampledToken {
+                    token,
+                    logprob: -1.0,
+                    top,
+                }),
+            });
         }
-        Ok(StepOutput { results, timings: Default::default() })
+        Ok(StepOutput {
+            results,
+            timings: Default::default(),
+        })
     }
 }

@@ -55,7 +55,9 @@ impl RequestTimer {
         let mut gaps = self.gaps_us.clone();
         gaps.sort_unstable();
         Timings {
-            queue_us: self.first_scheduled.map_or(micros(self.arrival, now), |t| micros(self.arrival, t)),
+            queue_us: self
+                .first_scheduled
+                .map_or(micros(self.arrival, now), |t| micros(self.arrival, t)),
             ttft_us: self.first_token.map_or(0, |t| micros(self.arrival, t)),
             e2e_us: micros(self.arrival, now),
             decode_us: self.first_token.map_or(0, |t| micros(t, now)),
@@ -81,7 +83,10 @@ mod tests {
             t.token(t0 + Duration::from_micros(us));
         }
         let tm = t.finish(t0 + Duration::from_micros(250));
-        assert_eq!((tm.queue_us, tm.ttft_us, tm.e2e_us, tm.decode_us), (10, 100, 250, 150));
+        assert_eq!(
+            (tm.queue_us, tm.ttft_us, tm.e2e_us, tm.decode_us),
+            (10, 100, 250, 150)
+        );
         assert_eq!((tm.itl_us_p50, tm.itl_us_max), (70, 70));
     }
 }

@@ -17,7 +17,10 @@ pub fn validate_request(
         return Err(SubmitError::EmptyPrompt);
     }
     if len > limits.max_input_tokens {
-        return Err(SubmitError::PromptTooLong { len, max: limits.max_input_tokens });
+        return Err(SubmitError::PromptTooLong {
+            len,
+            max: limits.max_input_tokens,
+        });
     }
     if req.max_new_tokens == 0 {
         return Err(SubmitError::ZeroMaxNewTokens);
@@ -36,13 +39,29 @@ pub fn validate_request(
         });
     }
     if let Some(index) = req.prompt.iter().position(|&t| t as usize >= vocab_size) {
-        return Err(SubmitError::TokenOutOfVocab { field: "prompt", index, vocab_size });
+        return Err(SubmitError::TokenOutOfVocab {
+            field: "prompt",
+            index,
+            vocab_size,
+        });
     }
-    if let Some(index) = req.stop.stop_token_ids.iter().position(|&t| t as usize >= vocab_size) {
-        return Err(SubmitError::TokenOutOfVocab { field: "stop", index, vocab_size });
+    if let Some(index) = req
+        .stop
+        .stop_token_ids
+        .iter()
+        .position(|&t| t as usize >= vocab_size)
+    {
+        return Err(SubmitError::TokenOutOfVocab {
+            field: "stop",
+            index,
+            vocab_size,
+        });
     }
     if req.top_n > limits.max_top_n {
-        return Err(SubmitError::TopNTooLarge { requested: req.top_n, max: limits.max_top_n });
+        return Err(SubmitError::TopNTooLarge {
+            requested: req.top_n,
+            max: limits.max_top_n,
+        });
     }
     let stops = &req.stop.stop_sequences;
     if stops.len() > limits.max_stop_sequences {
@@ -53,10 +72,16 @@ pub fn validate_request(
     }
     for (index, s) in stops.iter().enumerate() {
         if s.is_empty() {
-            return Err(SubmitError::InvalidStopSequence { index, reason: "empty" });
+            return Err(SubmitError::InvalidStopSequence {
+                index,
+                reason: "empty",
+            });
         }
         if s.len() > limits.max_stop_sequence_bytes {
-            return Err(SubmitError::InvalidStopSequence { index, reason: "too long" });
+            return Err(SubmitError::InvalidStopSequence {
+                index,
+                reason: "too long",
+            });
         }
     }
     validate_sampling(&req.sampling)
@@ -132,8 +157,8 @@ mod tests {
 
     #[test]
     fn total_message_names_both_numbers() {
-        let e = validate_request(&GenerateRequest::greedy(vec![1; 60], 5), &limits(), 10)
-            .unwrap_err();
+        let e =
+            validate_request(&GenerateRequest::greedy(vec![1; 60], 5), &limits(), 10).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("60") && msg.contains("64"), "{msg}");
         assert!(e.is_invalid_argument());

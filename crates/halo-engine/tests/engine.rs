@@ -16,12 +16,24 @@ use std::time::{Duration, Instant};
 fn start(config: EngineConfig) -> (Engine, Arc<Mutex<Control>>) {
     let dev = ScriptedDevice::new(Mode::Echo, VOCAB, 4096);
     let control = dev.control();
-    let engine = Engine::start(Box::new(dev), &tiny_mha_dir(), LoadOptions::default(), config).unwrap();
+    let engine = Engine::start(
+        Box::new(dev),
+        &tiny_mha_dir(),
+        LoadOptions::default(),
+        config,
+    )
+    .unwrap();
     (engine, control)
 }
 
 fn small() -> EngineConfig {
-    EngineConfig { block_size: 4, num_blocks: Some(256), max_batch_tokens: 128, max_batch_seqs: 32, ..Default::default() }
+    EngineConfig {
+        block_size: 4,
+        num_blocks: Some(256),
+        max_batch_tokens: 128,
+        max_batch_seqs: 32,
+        ..Default::default()
+    }
 }
 
 fn greedy(p: Vec<u32>, n: usize) -> GenerateRequest {
@@ -45,7 +57,10 @@ fn wait_drained(engine: &Engine) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_storm() {
-    let (engine, _) = start(EngineConfig { max_concurrent_requests: 200, ..small() });
+    let (engine, _) = start(EngineConfig {
+        max_concurrent_requests: 200,
+        ..small()
+    });
     let mut tasks = Vec::new();
     for i in 0..100u64 {
         let engine = engine.clone();
@@ -124,19 +139,30 @@ fn text_deltas_concatenate_to_the_decode_and_stop_sequences_cut() {
 
 #[test]
 fn rejections_change_nothing_and_the_queue_cap_holds() {
-    let (engine, control) = start(EngineConfig { max_concurrent_requests: 3, ..small() });
+    let (engine, control) = start(EngineConfig {
+        max_concurrent_requests: 3,
+        ..small()
+    });
     let before = engine.stats();
     let e = engine.submit(greedy(vec![], 4)).unwrap_err();
     assert_eq!(e, SubmitError::EmptyPrompt);
     let e = engine.submit(greedy(vec![VOCAB as u32], 4)).unwrap_err();
     assert!(e.is_invalid_argument());
     let e = engine.submit(greedy(vec![2; 2000], 4)).unwrap_err();
-    assert!(matches!(e, SubmitError::PromptTooLong { max: 1023, .. }), "{e}");
+    assert!(
+        matches!(e, SubmitError::PromptTooLong { max: 1023, .. }),
+        "{e}"
+    );
     assert_eq!(engine.stats(), before);
 
     control.lock().unwrap().step_delay = Duration::from_millis(20);
-    let held: Vec<_> = (0..3).map(|i| engine.submit(greedy(prompt(i, 4), 50)).unwrap()).collect();
-    assert_eq!(engine.submit(greedy(prompt(9, 4), 5)).unwrap_err(), SubmitError::QueueFull { max: 3 });
+    let held: Vec<_> = (0..3)
+        .map(|i| engine.submit(greedy(prompt(i, 4), 50)).unwrap())
+        .collect();
+    assert_eq!(
+        engine.submit(greedy(prompt(9, 4), 5)).unwrap_err(),
+        SubmitError::QueueFull { max: 3 }
+    );
     drop(held);
     control.lock().unwrap().step_delay = Duration::ZERO;
     wait_drained(&engine);
@@ -145,14 +171,25 @@ fn rejections_change_nothing_and_the_queue_cap_holds() {
 
 #[test]
 fn run_blocking_submits_past_the_cap_as_requests_finish() {
-    let (engine, _) = start(EngineConfig { max_concurrent_requests: 4, ..small() });
-    let reqs: Vec<_> = (0..12).map(|i| greedy(prompt(i, 2 + i as usize), 3 + i as usize)).collect();
+    let (engine, _) = start(EngineConfig {
+        max_concurrent_requests: 4,
+        ..small()
+    });
+    let reqs: Vec<_> = (0..12)
+        .map(|i| greedy(prompt(i, 2 + i as usize), 3 + i as usize))
+        .collect();
     let results = engine.run_blocking(reqs);
     for (i, r) in results.into_iter().enumerate() {
-        assert_eq!(r.unwrap().token_ids, expected(&prompt(i as u64, 2 + i), 3 + i));
+        assert_eq!(
+            r.unwrap().token_ids,
+            expected(&prompt(i as u64, 2 + i), 3 + i)
+        );
     }
     let bad = engine.run_blocking(vec![greedy(vec![], 1)]);
-    assert!(matches!(bad[0], Err(RunError::Rejected(SubmitError::EmptyPrompt))));
+    assert!(matches!(
+        bad[0],
+        Err(RunError::Rejected(SubmitError::EmptyPrompt))
+    ));
 }
 
 #[test]
@@ -172,12 +209,18 @@ fn device_loss_fails_in_flight_and_refuses_new_work() {
     };
     assert_eq!(kind, FailureKind::DeviceLost { tokens_sent: sent });
     assert_eq!(engine.health(), Health::DeviceLost);
-    assert_eq!(engine.submit(greedy(prompt(2, 4), 4)).unwrap_err(), SubmitError::DeviceLost);
+    assert_eq!(
+        engine.submit(greedy(prompt(2, 4), 4)).unwrap_err(),
+        SubmitError::DeviceLost
+    );
 }
 
 #[test]
 fn health_reports_a_stalled_loop_and_shutdown_drains() {
-    let (engine, control) = start(EngineConfig { stall_timeout: Duration::from_millis(100), ..small() });
+    let (engine, control) = start(EngineConfig {
+        stall_timeout: Duration::from_millis(100),
+        ..small()
+    });
     assert_eq!(engine.health(), Health::Serving);
     control.lock().unwrap().step_delay = Duration::from_millis(400);
     let mut h = engine.submit(greedy(prompt(1, 4), 2)).unwrap();
@@ -186,7 +229,10 @@ fn health_reports_a_stalled_loop_and_shutdown_drains() {
     control.lock().unwrap().step_delay = Duration::ZERO;
     engine.shutdown();
     assert_eq!(engine.health(), Health::ShuttingDown);
-    assert_eq!(engine.submit(greedy(prompt(2, 4), 2)).unwrap_err(), SubmitError::ShuttingDown);
+    assert_eq!(
+        engine.submit(greedy(prompt(2, 4), 2)).unwrap_err(),
+        SubmitError::ShuttingDown
+    );
     // The in-flight request still completes.
     let mut last = None;
     while let Some(e) = h.blocking_next() {

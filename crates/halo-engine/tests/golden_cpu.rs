@@ -17,19 +17,32 @@ fn cases() -> Vec<Case> {
     let text = std::fs::read_to_string(tiny_mha_dir().join("golden.json")).expect("golden.json");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let ids = |x: &serde_json::Value| -> Vec<u32> {
-        x.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
+        x.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect()
     };
     v["cases"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| Case { prompt: ids(&c["prompt_ids"]), greedy: ids(&c["greedy_ids"]) })
+        .map(|c| Case {
+            prompt: ids(&c["prompt_ids"]),
+            greedy: ids(&c["greedy_ids"]),
+        })
         .collect()
 }
 
 fn engine(config: EngineConfig) -> Engine {
     let dev = CpuDevice::new().unwrap();
-    Engine::start(Box::new(dev), &tiny_mha_dir(), LoadOptions::default(), config).unwrap()
+    Engine::start(
+        Box::new(dev),
+        &tiny_mha_dir(),
+        LoadOptions::default(),
+        config,
+    )
+    .unwrap()
 }
 
 fn golden_request(c: &Case) -> GenerateRequest {
@@ -55,7 +68,14 @@ fn mixed_batches(e: &Engine, trials: u64, fillers: usize) {
         let mut reqs: Vec<(Option<usize>, GenerateRequest)> = (0..fillers)
             .map(|i| {
                 let s = trial * 100 + i as u64;
-                (None, filler(s, 1 + (mix64(s) % 90) as usize, 1 + (mix64(s + 1) % 40) as usize))
+                (
+                    None,
+                    filler(
+                        s,
+                        1 + (mix64(s) % 90) as usize,
+                        1 + (mix64(s + 1) % 40) as usize,
+                    ),
+                )
             })
             .collect();
         for (i, c) in cases.iter().enumerate() {
@@ -66,7 +86,10 @@ fn mixed_batches(e: &Engine, trials: u64, fillers: usize) {
         for ((which, _), r) in reqs.iter().zip(results) {
             let done: Completion = r.unwrap();
             if let Some(i) = which {
-                assert_eq!(done.token_ids, cases[*i].greedy, "trial {trial}: golden case {i}");
+                assert_eq!(
+                    done.token_ids, cases[*i].greedy,
+                    "trial {trial}: golden case {i}"
+                );
             }
         }
     }
@@ -84,7 +107,12 @@ fn golden_alone() {
 #[test]
 fn golden_inside_mixed_batches_with_chunked_prefill() {
     // A small token budget splits the long prompts into chunks next to running decodes.
-    let e = engine(EngineConfig { max_batch_tokens: 32, max_batch_seqs: 16, enable_prefix_caching: false, ..Default::default() });
+    let e = engine(EngineConfig {
+        max_batch_tokens: 32,
+        max_batch_seqs: 16,
+        enable_prefix_caching: false,
+        ..Default::default()
+    });
     mixed_batches(&e, 3, 6);
     let s = e.stats();
     assert_eq!(s.free_blocks, s.total_blocks);
@@ -102,13 +130,20 @@ fn golden_under_preemption() {
     });
     mixed_batches(&e, 2, 4);
     let s = e.stats();
-    assert!(s.preemptions > 0, "the pool was meant to force preemption: {s:?}");
+    assert!(
+        s.preemptions > 0,
+        "the pool was meant to force preemption: {s:?}"
+    );
     assert_eq!(s.free_blocks, s.total_blocks);
 }
 
 #[test]
 fn golden_with_prefix_cache_hits() {
-    let e = engine(EngineConfig { block_size: 4, num_blocks: Some(256), ..Default::default() });
+    let e = engine(EngineConfig {
+        block_size: 4,
+        num_blocks: Some(256),
+        ..Default::default()
+    });
     let cases = cases();
     // Warm the cache, then run each case again, alone and all together.
     for c in &cases {
@@ -120,7 +155,10 @@ fn golden_with_prefix_cache_hits() {
         let done = r.unwrap();
         assert_eq!(done.token_ids, c.greedy, "case {i}");
         let full_blocks = (c.prompt.len() - 1) / 4 * 4;
-        assert_eq!(done.finish.usage.cached_prompt_tokens as usize, full_blocks, "case {i}");
+        assert_eq!(
+            done.finish.usage.cached_prompt_tokens as usize, full_blocks,
+            "case {i}"
+        );
     }
     assert!(e.stats().prefix_cache_hit_tokens > before);
     mixed_batches(&e, 2, 5);

@@ -16,10 +16,18 @@ use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
 enum Op {
-    Submit { family: u64, len: usize, max_new: usize, expired: bool, sampled: bool },
+    Submit {
+        family: u64,
+        len: usize,
+        max_new: usize,
+        expired: bool,
+        sampled: bool,
+    },
     Step,
     Cancel(usize),
-    FailNext { fatal: bool },
+    FailNext {
+        fatal: bool,
+    },
     NonFinite(usize),
 }
 

@@ -22,7 +22,14 @@ pub struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { blocks: 64, block_size: 4, budget: 64, max_seqs: 16, caching: true, eos: vec![] }
+        Setup {
+            blocks: 64,
+            block_size: 4,
+            budget: 64,
+            max_seqs: 16,
+            caching: true,
+            eos: vec![],
+        }
     }
 }
 
@@ -31,9 +38,14 @@ impl Setup {
         self.build_with(None)
     }
 
-    pub fn build_with(&self, tokenizer: Option<std::sync::Arc<tokenizers::Tokenizer>>) -> (Scheduler, ScriptedDevice) {
-        let mut ec = EngineConfig::default();
-        ec.max_concurrent_requests = 1000;
+    pub fn build_with(
+        &self,
+        tokenizer: Option<std::sync::Arc<tokenizers::Tokenizer>>,
+    ) -> (Scheduler, ScriptedDevice) {
+        let ec = EngineConfig {
+            max_concurrent_requests: 1000,
+            ..Default::default()
+        };
         let limits = ec.limits(4096, self.blocks * self.block_size);
         let cfg = SchedulerConfig {
             max_batch_tokens: self.budget,
@@ -43,8 +55,12 @@ impl Setup {
             vocab_size: VOCAB,
             eos_token_ids: self.eos.clone(),
         };
-        let dev = ScriptedDevice::new(Mode::Echo, VOCAB, 4096).ready(self.block_size, self.blocks, 4096);
-        (Scheduler::new(cfg, self.blocks, self.block_size, tokenizer, None), dev)
+        let dev =
+            ScriptedDevice::new(Mode::Echo, VOCAB, 4096).ready(self.block_size, self.blocks, 4096);
+        (
+            Scheduler::new(cfg, self.blocks, self.block_size, tokenizer, None),
+            dev,
+        )
     }
 }
 
@@ -110,32 +126,49 @@ impl Streams {
     }
 
     pub fn terminals(&self, id: u64) -> usize {
-        self.events.get(&id).map_or(0, |v| v.iter().filter(|e| e.is_terminal()).count())
+        self.events
+            .get(&id)
+            .map_or(0, |v| v.iter().filter(|e| e.is_terminal()).count())
     }
 }
 
 /// Steps until no work is left (at most `max_steps`), checking the invariants after each step.
-pub fn drain(s: &mut Scheduler, dev: &mut ScriptedDevice, streams: &mut Streams, max_steps: usize) -> usize {
+pub fn drain(
+    s: &mut Scheduler,
+    dev: &mut ScriptedDevice,
+    streams: &mut Streams,
+    max_steps: usize,
+) -> usize {
     let mut out = Vec::new();
     let mut steps = 0;
     while s.has_work() {
         assert!(steps < max_steps, "no progress after {max_steps} steps");
         let outcome = s.step(dev, &mut out);
         if let StepOutcome::DeviceFailed(e) = &outcome {
-            assert!(!matches!(e, halo_hal::DeviceError::BadBatch(_)), "scheduler built a bad batch: {e}");
+            assert!(
+                !matches!(e, halo_hal::DeviceError::BadBatch(_)),
+                "scheduler built a bad batch: {e}"
+            );
         }
         streams.take(&mut out);
         s.check_invariants().unwrap();
         steps += 1;
     }
     let free = s.block_manager().num_free();
-    assert_eq!(free, s.block_manager().total(), "blocks leaked after draining");
+    assert_eq!(
+        free,
+        s.block_manager().total(),
+        "blocks leaked after draining"
+    );
     steps
 }
 
 pub fn prompt(seed: u64, len: usize) -> Vec<u32> {
     (0..len as u64)
-        .map(|i| 2 + (halo_hal::rng::mix64(seed.wrapping_mul(1000).wrapping_add(i)) % (VOCAB as u64 - 2)) as u32)
+        .map(|i| {
+            2 + (halo_hal::rng::mix64(seed.wrapping_mul(1000).wrapping_add(i)) % (VOCAB as u64 - 2))
+                as u32
+        })
         .collect()
 }
 
