@@ -137,7 +137,16 @@ impl Engine {
                         stage: "warmup",
                         source,
                     })?;
-                    if kv.block_size != config.block_size || kv.capacity_tokens() < 2 {
+                    if kv.block_size != config.block_size {
+                        return Err(EngineError::Device {
+                            stage: "warmup",
+                            source: halo_hal::DeviceError::Backend(format!(
+                                "block size {} where {} was asked",
+                                kv.block_size, config.block_size
+                            )),
+                        });
+                    }
+                    if kv.capacity_tokens() < 2 {
                         return Err(EngineError::NoKvCapacity {
                             blocks: kv.num_blocks,
                             block_size: kv.block_size,

@@ -32,6 +32,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
+#[path = "scheduler_invariants.rs"]
+mod invariants;
+
 /// What the scheduler needs to know beyond the KV layout.
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -583,60 +586,5 @@ impl Scheduler {
             o.on_request_finished(outcome, &usage, &timings);
         }
         out.push(Output { id, event });
-    }
-
-    /// The invariants of RELIABILITY.md, checked by the tests after every operation.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let mut seen: HashMap<u64, SeqState> = HashMap::new();
-        for &id in &self.waiting {
-            if seen.insert(id, SeqState::Waiting).is_some() {
-                return Err(format!("request {id} queued twice"));
-            }
-        }
-        for &id in &self.running {
-            if seen.insert(id, SeqState::Running).is_some() {
-                return Err(format!(
-                    "request {id} both waiting and running, or running twice"
-                ));
-            }
-        }
-        if seen.len() != self.seqs.len() {
-            return Err(format!(
-                "{} requests in queues but {} known",
-                seen.len(),
-                self.seqs.len()
-            ));
-        }
-        let bs = self.blocks.block_size();
-        for (id, state) in &seen {
-            let s = self
-                .seqs
-                .get(id)
-                .ok_or_else(|| format!("request {id} queued but unknown"))?;
-            if s.state != *state {
-                return Err(format!(
-                    "request {id} is {:?} but queued as {state:?}",
-                    s.state
-                ));
-            }
-            if *state == SeqState::Waiting && !s.blocks.is_empty() {
-                return Err(format!("waiting request {id} holds blocks"));
-            }
-            if s.blocks.len() * bs < s.num_computed || s.num_computed >= s.tokens.len() {
-                return Err(format!(
-                    "request {id}: blocks do not cover its computed tokens"
-                ));
-            }
-        }
-        if self.running.len() > self.cfg.max_batch_seqs {
-            return Err("more running sequences than max_batch_seqs".into());
-        }
-        let tables: Vec<&[halo_hal::BlockId]> =
-            self.seqs.values().map(|s| s.blocks.as_slice()).collect();
-        self.blocks.check_invariants(Some(&tables))?;
-        if self.seqs.is_empty() && self.blocks.num_free() != self.blocks.total() {
-            return Err("drained but not every block is free".into());
-        }
-        Ok(())
     }
 }
