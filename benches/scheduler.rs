@@ -30,7 +30,9 @@ fn fresh() -> (Scheduler, ScriptedDevice) {
     let mut dev = ScriptedDevice::new(Mode::NoOp, 512, 8192).ready(block_size, blocks, 8192);
     let mut s = Scheduler::new(cfg, blocks, block_size, None, None);
     for i in 0..SEQS as u64 {
-        let prompt = (0..PROMPT as u32).map(|t| 2 + (t * 7 + i as u32 * 13) % 500).collect();
+        let prompt = (0..PROMPT as u32)
+            .map(|t| 2 + (t * 7 + i as u32 * 13) % 500)
+            .collect();
         let mut r = GenerateRequest::greedy(prompt, MAX_NEW);
         r.stop.ignore_eos = true;
         s.submit(i, r, Instant::now()).unwrap();
@@ -47,7 +49,9 @@ fn fresh() -> (Scheduler, ScriptedDevice) {
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("scheduler");
-    g.sample_size(20).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
     g.bench_function("step_256_decoding_seqs_noop_device", |b| {
         let (mut s, mut dev) = fresh();
         let mut out = Vec::new();
