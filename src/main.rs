@@ -37,7 +37,10 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let rendered = e.render().to_string();
-            let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
             let detail = rendered
                 .lines()
                 .skip_while(|l| *l != first)

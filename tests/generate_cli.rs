@@ -32,48 +32,92 @@ fn model_dirs() -> Vec<PathBuf> {
 fn generate_json_reproduces_every_golden_file() {
     for dir in model_dirs() {
         let golden: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap())
+                .unwrap();
         // All prompts of a model in one run: submitted together, batched by the engine.
         let cases = golden["cases"].as_array().unwrap();
         let prompts_file = tempfile::NamedTempFile::new().unwrap();
-        let prompts: Vec<&str> = cases.iter().map(|c| c["prompt"].as_str().unwrap()).collect();
+        let prompts: Vec<&str> = cases
+            .iter()
+            .map(|c| c["prompt"].as_str().unwrap())
+            .collect();
         std::fs::write(prompts_file.path(), prompts.join("\n")).unwrap();
         let out = halo()
-            .args(["generate", "--json", "--ignore-eos", "--max-new-tokens", "48", "--model"])
+            .args([
+                "generate",
+                "--json",
+                "--ignore-eos",
+                "--max-new-tokens",
+                "48",
+                "--model",
+            ])
             .arg(&dir)
             .arg("--prompts-file")
             .arg(prompts_file.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let lines: Vec<Value> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), cases.len() + 1, "one object per prompt and a summary");
+        assert_eq!(
+            lines.len(),
+            cases.len() + 1,
+            "one object per prompt and a summary"
+        );
         for (case, got) in cases.iter().zip(&lines) {
-            assert_eq!(got["token_ids"], case["greedy_ids"], "{}: {}", dir.display(), case["prompt"]);
-            assert_eq!(got["prompt_tokens"].as_u64().unwrap() as usize, case["prompt_ids"].as_array().unwrap().len());
+            assert_eq!(
+                got["token_ids"],
+                case["greedy_ids"],
+                "{}: {}",
+                dir.display(),
+                case["prompt"]
+            );
+            assert_eq!(
+                got["prompt_tokens"].as_u64().unwrap() as usize,
+                case["prompt_ids"].as_array().unwrap().len()
+            );
             assert_eq!(got["finish_reason"], "length");
             assert!(got["timings"]["ttft_us"].as_u64().unwrap() > 0);
         }
-        assert_eq!(lines[cases.len()]["summary"]["generated_tokens"], 48 * cases.len());
+        assert_eq!(
+            lines[cases.len()]["summary"]["generated_tokens"],
+            48 * cases.len()
+        );
     }
 }
 
 #[test]
 fn single_prompt_matches_golden_and_stops_at_eos_without_ignore_eos() {
     let dir = shared().join("models/tiny-mha");
-    let golden: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
     let case = &golden["cases"][0];
     let out = halo()
-        .args(["generate", "--json", "--max-new-tokens", "48", "--ignore-eos", "--model"])
+        .args([
+            "generate",
+            "--json",
+            "--max-new-tokens",
+            "48",
+            "--ignore-eos",
+            "--model",
+        ])
         .arg(&dir)
         .args(["--prompt", case["prompt"].as_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["token_ids"], case["greedy_ids"]);
     assert_eq!(got["text"], case["greedy_text"]);
@@ -84,13 +128,27 @@ fn seeded_sampling_is_reproducible() {
     let dir = shared().join("models/tiny-mha");
     let run = |seed: &str| {
         let out = halo()
-            .args(["generate", "--json", "--ignore-eos", "--max-new-tokens", "16", "--temperature", "0.9"])
-            .args(["--top-k", "50", "--top-p", "0.95", "--seed", seed, "--model"])
+            .args([
+                "generate",
+                "--json",
+                "--ignore-eos",
+                "--max-new-tokens",
+                "16",
+                "--temperature",
+                "0.9",
+            ])
+            .args([
+                "--top-k", "50", "--top-p", "0.95", "--seed", seed, "--model",
+            ])
             .arg(&dir)
             .args(["--prompt", "hello there"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<Value>(&out.stdout).unwrap()["token_ids"].clone()
     };
     assert_eq!(run("7"), run("7"));
@@ -110,18 +168,72 @@ fn assert_usage_error(args: &[&str], needle: &str) {
 fn bad_arguments_and_bad_model_directories_exit_2() {
     let model = shared().join("models/tiny-mha");
     let model = model.to_str().unwrap();
-    assert_usage_error(&["generate", "--model", "/nonexistent", "--prompt", "x"], "/nonexistent");
+    assert_usage_error(
+        &["generate", "--model", "/nonexistent", "--prompt", "x"],
+        "/nonexistent",
+    );
     assert_usage_error(&["generate", "--model", model], "--prompt");
-    assert_usage_error(&["generate", "--model", model, "--prompt", "x", "--device", "tpu"], "tpu");
-    assert_usage_error(&["generate", "--model", model, "--prompt", "x", "--temperature", "NaN"], "temperature");
-    assert_usage_error(&["generate", "--model", model, "--prompt", "x", "--top-p", "1.5"], "top_p");
-    assert_usage_error(&["generate", "--model", model, "--prompt", "x", "--max-new-tokens", "0"], "max_new_tokens");
-    assert_usage_error(&["generate", "--model", model, "--prompt", "x", "--max-new-tokens", "abc"], "max-new-tokens");
+    assert_usage_error(
+        &[
+            "generate", "--model", model, "--prompt", "x", "--device", "tpu",
+        ],
+        "tpu",
+    );
+    assert_usage_error(
+        &[
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "x",
+            "--temperature",
+            "NaN",
+        ],
+        "temperature",
+    );
+    assert_usage_error(
+        &[
+            "generate", "--model", model, "--prompt", "x", "--top-p", "1.5",
+        ],
+        "top_p",
+    );
+    assert_usage_error(
+        &[
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "x",
+            "--max-new-tokens",
+            "0",
+        ],
+        "max_new_tokens",
+    );
+    assert_usage_error(
+        &[
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "x",
+            "--max-new-tokens",
+            "abc",
+        ],
+        "max-new-tokens",
+    );
 
     let broken = tempfile::tempdir().unwrap();
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         std::fs::copy(Path::new(model).join(f), broken.path().join(f)).unwrap();
     }
     let broken_path = broken.path().to_str().unwrap();
-    assert_usage_error(&["generate", "--model", broken_path, "--prompt", "x"], "model.safetensors");
+    assert_usage_error(
+        &["generate", "--model", broken_path, "--prompt", "x"],
+        "model.safetensors",
+    );
 }

@@ -14,9 +14,9 @@ pub fn open(kind: DeviceKind) -> anyhow::Result<Box<dyn Device>> {
     Ok(match kind {
         DeviceKind::Cpu => Box::new(halo_cpu::CpuDevice::new().map_err(usage)?),
         DeviceKind::Cuda => Box::new(halo_cuda::CudaDevice::new(0).map_err(usage)?),
-        DeviceKind::Gaudi => {
-            Box::new(halo_gaudi::GaudiDevice::new(halo_gaudi::GaudiOptions::default()).map_err(usage)?)
-        }
+        DeviceKind::Gaudi => Box::new(
+            halo_gaudi::GaudiDevice::new(halo_gaudi::GaudiOptions::default()).map_err(usage)?,
+        ),
     })
 }
 

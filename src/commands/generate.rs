@@ -4,7 +4,9 @@
 use super::{device, usage};
 use anyhow::Context;
 use clap::Args;
-use halo_engine::{Completion, Engine, EngineConfig, GenerateRequest, SamplingParams, StopCriteria};
+use halo_engine::{
+    Completion, Engine, EngineConfig, GenerateRequest, SamplingParams, StopCriteria,
+};
 use halo_hal::{DType, LoadOptions};
 use serde_json::json;
 use std::path::PathBuf;
@@ -22,7 +24,11 @@ pub struct GenerateArgs {
     #[arg(long)]
     dtype: Option<String>,
     /// The prompt text.
-    #[arg(long, conflicts_with = "prompts_file", required_unless_present = "prompts_file")]
+    #[arg(
+        long,
+        conflicts_with = "prompts_file",
+        required_unless_present = "prompts_file"
+    )]
     prompt: Option<String>,
     /// A file with one prompt per line, all submitted at once (batched).
     #[arg(long)]
@@ -84,9 +90,17 @@ pub struct GenerateArgs {
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let prompts = read_prompts(&args)?;
     let kind = device::parse_kind(&args.device)?;
-    let dtype = args.dtype.as_deref().map(str::parse::<DType>).transpose().map_err(usage)?;
+    let dtype = args
+        .dtype
+        .as_deref()
+        .map(str::parse::<DType>)
+        .transpose()
+        .map_err(usage)?;
     if !args.model.join("config.json").is_file() {
-        return Err(usage(format!("{}: not a model directory (no config.json)", args.model.display())));
+        return Err(usage(format!(
+            "{}: not a model directory (no config.json)",
+            args.model.display()
+        )));
     }
     let config = EngineConfig {
         block_size: args.block_size,
@@ -174,13 +188,23 @@ fn read_prompts(args: &GenerateArgs) -> anyhow::Result<Vec<String>> {
         }
         return Ok(vec![p.clone()]);
     }
-    let path = args.prompts_file.as_ref().expect("clap requires one of them");
+    let path = args
+        .prompts_file
+        .as_ref()
+        .expect("clap requires one of them");
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading {}", path.display()))
         .map_err(usage)?;
-    let prompts: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
+    let prompts: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
     if prompts.is_empty() {
-        return Err(usage(format!("{}: no prompts (one per line)", path.display())));
+        return Err(usage(format!(
+            "{}: no prompts (one per line)",
+            path.display()
+        )));
     }
     Ok(prompts)
 }
@@ -219,7 +243,10 @@ fn print_completion(args: &GenerateArgs, c: &Completion) -> anyhow::Result<()> {
         obj["top_tokens"] = json!(c
             .top
             .iter()
-            .map(|alts| alts.iter().map(|t| json!({"id": t.token, "logprob": t.logprob})).collect::<Vec<_>>())
+            .map(|alts| alts
+                .iter()
+                .map(|t| json!({"id": t.token, "logprob": t.logprob}))
+                .collect::<Vec<_>>())
             .collect::<Vec<_>>());
     }
     println!("{obj}");

@@ -37,9 +37,15 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     }
     println!("halo {}", env!("CARGO_PKG_VERSION"));
     println!("device: {} ({})", dev_info.kind, dev_info.name);
-    println!("  memory: {:.1} GiB", dev_info.memory_bytes as f64 / (1u64 << 30) as f64);
+    println!(
+        "  memory: {:.1} GiB",
+        dev_info.memory_bytes as f64 / (1u64 << 30) as f64
+    );
     if dev_info.peak_bandwidth_bytes_per_s > 0.0 {
-        println!("  peak bandwidth: {:.0} GB/s", dev_info.peak_bandwidth_bytes_per_s / 1e9);
+        println!(
+            "  peak bandwidth: {:.0} GB/s",
+            dev_info.peak_bandwidth_bytes_per_s / 1e9
+        );
     }
     if let Some(m) = model_info {
         println!("model: {} ({}, {})", m.name, m.architecture, m.dtype);
@@ -47,7 +53,11 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
             "  {} layers, hidden {}, {} KV heads x {}, vocab {}, context {}",
             m.num_layers, m.hidden_size, m.num_kv_heads, m.head_dim, m.vocab_size, m.context_length
         );
-        println!("  {:.1} M parameters, {:.1} MB of weights", m.param_count as f64 / 1e6, m.weight_bytes as f64 / 1e6);
+        println!(
+            "  {:.1} M parameters, {:.1} MB of weights",
+            m.param_count as f64 / 1e6,
+            m.weight_bytes as f64 / 1e6
+        );
     }
     Ok(())
 }

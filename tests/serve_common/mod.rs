@@ -32,6 +32,14 @@ pub struct Server {
 
 impl Server {
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+        Self::start_with_model(&model_dir(), args, envs)
+    }
+
+    pub fn start_with_model(
+        model: &std::path::Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Server {
         let log = std::env::temp_dir().join(format!(
             "halo-serve-test-{}-{}.log",
             std::process::id(),
@@ -41,7 +49,7 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_halo"));
         cmd.arg("serve")
             .arg("--model")
-            .arg(model_dir())
+            .arg(model)
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("HALO_AUTH_TOKEN")

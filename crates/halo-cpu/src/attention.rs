@@ -45,7 +45,8 @@ pub fn paged_attention(
             None => 0,
         };
         let slot = |p: usize| {
-            site.block_table[p / shape.block_size] as usize * shape.block_size + p % shape.block_size
+            site.block_table[p / shape.block_size] as usize * shape.block_size
+                + p % shape.block_size
         };
         let mut scores: Vec<f32> = (first..=site.pos)
             .map(|p| {
@@ -90,12 +91,24 @@ mod tests {
     use super::*;
 
     /// Dense causal attention for one sequence stored contiguously, as a reference.
-    fn dense(q: &[f32], k: &[f32], v: &[f32], n: usize, hd: usize, window: Option<usize>) -> Vec<f32> {
+    fn dense(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        n: usize,
+        hd: usize,
+        window: Option<usize>,
+    ) -> Vec<f32> {
         let mut out = vec![0.0; n * hd];
         for i in 0..n {
             let first = window.map(|w| (i + 1).saturating_sub(w)).unwrap_or(0);
             let s: Vec<f64> = (first..=i)
-                .map(|j| (0..hd).map(|d| (q[i * hd + d] * k[j * hd + d]) as f64).sum::<f64>() / (hd as f64).sqrt())
+                .map(|j| {
+                    (0..hd)
+                        .map(|d| (q[i * hd + d] * k[j * hd + d]) as f64)
+                        .sum::<f64>()
+                        / (hd as f64).sqrt()
+                })
                 .collect();
             let m = s.iter().cloned().fold(f64::MIN, f64::max);
             let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
@@ -125,8 +138,19 @@ mod tests {
             values[slot * hd..][..hd].copy_from_slice(&v[p * hd..][..hd]);
         }
         for window in [None, Some(3)] {
-            let sites: Vec<TokenSite> = (0..n).map(|pos| TokenSite { block_table: &table, pos }).collect();
-            let shape = AttentionShape { num_heads: 1, num_kv_heads: 1, head_dim: hd, block_size: bs, window };
+            let sites: Vec<TokenSite> = (0..n)
+                .map(|pos| TokenSite {
+                    block_table: &table,
+                    pos,
+                })
+                .collect();
+            let shape = AttentionShape {
+                num_heads: 1,
+                num_kv_heads: 1,
+                head_dim: hd,
+                block_size: bs,
+                window,
+            };
             let got = paged_attention(&q, &sites, &keys, &values, &shape);
             let want = dense(&q, &k, &v, n, hd, window);
             for (a, b) in got.iter().zip(&want) {

@@ -31,7 +31,11 @@ impl CpuDevice {
             .ok()
             .and_then(|s| s.parse().ok())
             .filter(|&n: &usize| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
         Self::with_threads(threads)
     }
 
@@ -84,7 +88,9 @@ impl Device for CpuDevice {
             )));
         }
         let model = Model::open(model_dir).map_err(|e| DeviceError::Load(e.to_string()))?;
-        model.check_tensors().map_err(|e| DeviceError::Load(e.to_string()))?;
+        model
+            .check_tensors()
+            .map_err(|e| DeviceError::Load(e.to_string()))?;
         let cpu = CpuModel::load(&model)?;
         let c = &model.config;
         let info = ModelInfo {
@@ -109,17 +115,25 @@ impl Device for CpuDevice {
 
     fn warmup(&mut self, request: &WarmupRequest) -> Result<KvCacheLayout, DeviceError> {
         let started = Instant::now();
-        let model = self.model.as_ref().ok_or_else(|| DeviceError::NotReady("warmup before load".into()))?;
+        let model = self
+            .model
+            .as_ref()
+            .ok_or_else(|| DeviceError::NotReady("warmup before load".into()))?;
         if request.block_size == 0 {
             return Err(DeviceError::BadBatch("block size must be positive".into()));
         }
-        self.max_seq_len = request.max_seq_len.min(model.config.max_position_embeddings).max(1);
+        self.max_seq_len = request
+            .max_seq_len
+            .min(model.config.max_position_embeddings)
+            .max(1);
         let layers = model.config.num_hidden_layers;
         let row = model.kv_row();
         let bytes_per_block = KvCache::bytes_per_block(layers, request.block_size, row);
         let num_blocks = self.kv_budget(request, bytes_per_block);
         if num_blocks == 0 {
-            return Err(DeviceError::OutOfMemory("no memory for a single KV block".into()));
+            return Err(DeviceError::OutOfMemory(
+                "no memory for a single KV block".into(),
+            ));
         }
         let cache = KvCache::new(layers, request.block_size, num_blocks, row);
         let layout = KvCacheLayout {
@@ -149,22 +163,34 @@ impl Device for CpuDevice {
 
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, DeviceError> {
         let started = Instant::now();
-        let (Some(model), Some(cache), Some(layout)) = (&self.model, &mut self.cache, &self.layout) else {
+        let (Some(model), Some(cache), Some(layout)) = (&self.model, &mut self.cache, &self.layout)
+        else {
             return Err(DeviceError::NotReady("step before warmup".into()));
         };
         batch.validate(layout, model.config.vocab_size, self.max_seq_len)?;
         let vocab = model.config.vocab_size;
-        let results = self.pool.install(|| -> Result<Vec<SeqResult>, DeviceError> {
-            let logits = model.forward(batch, cache)?;
-            let sampled = batch.seqs.iter().filter_map(|s| s.sample.as_ref().map(|r| (s.seq_id, r)));
-            Ok(sampled
-                .zip(logits.chunks_exact(vocab))
-                .map(|((seq_id, req), row)| SeqResult { seq_id, outcome: sampling::sample(row, req) })
-                .collect())
-        })?;
+        let results = self
+            .pool
+            .install(|| -> Result<Vec<SeqResult>, DeviceError> {
+                let logits = model.forward(batch, cache)?;
+                let sampled = batch
+                    .seqs
+                    .iter()
+                    .filter_map(|s| s.sample.as_ref().map(|r| (s.seq_id, r)));
+                Ok(sampled
+                    .zip(logits.chunks_exact(vocab))
+                    .map(|((seq_id, req), row)| SeqResult {
+                        seq_id,
+                        outcome: sampling::sample(row, req),
+                    })
+                    .collect())
+            })?;
         Ok(StepOutput {
             results,
-            timings: StepTimings { forward_us: started.elapsed().as_micros() as u64, ..Default::default() },
+            timings: StepTimings {
+                forward_us: started.elapsed().as_micros() as u64,
+                ..Default::default()
+            },
         })
     }
 }
@@ -174,7 +200,8 @@ impl CpuDevice {
     /// Not part of the Device trait (logits never cross it): golden tests compare these with
     /// transformers' own.
     pub fn logits(&mut self, batch: &StepBatch) -> Result<Vec<f32>, DeviceError> {
-        let (Some(model), Some(cache), Some(layout)) = (&self.model, &mut self.cache, &self.layout) else {
+        let (Some(model), Some(cache), Some(layout)) = (&self.model, &mut self.cache, &self.layout)
+        else {
             return Err(DeviceError::NotReady("step before warmup".into()));
         };
         batch.validate(layout, model.config.vocab_size, self.max_seq_len)?;

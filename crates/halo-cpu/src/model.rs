@@ -37,7 +37,11 @@ impl CpuModel {
         let c = &model.config;
         let w = &model.weights;
         let (h, hd) = (c.hidden_size, c.head_dim);
-        let (q_dim, kv_dim, inter) = (c.num_attention_heads * hd, c.num_key_value_heads * hd, c.intermediate_size);
+        let (q_dim, kv_dim, inter) = (
+            c.num_attention_heads * hd,
+            c.num_key_value_heads * hd,
+            c.intermediate_size,
+        );
         let get = |name: &str, shape: &[usize]| w.load_f32(name, shape).map_err(load_err);
 
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
@@ -54,13 +58,20 @@ impl CpuModel {
             } else {
                 None
             };
-            let o_b = if c.o_bias { Some(get(&format!("{p}.self_attn.o_proj.bias"), &[h])?) } else { None };
+            let o_b = if c.o_bias {
+                Some(get(&format!("{p}.self_attn.o_proj.bias"), &[h])?)
+            } else {
+                None
+            };
             let mut gate_up_w = get(&format!("{p}.mlp.gate_proj.weight"), &[inter, h])?;
             gate_up_w.extend(get(&format!("{p}.mlp.up_proj.weight"), &[inter, h])?);
             let (gate_up_b, down_b) = if c.mlp_bias {
                 let mut b = get(&format!("{p}.mlp.gate_proj.bias"), &[inter])?;
                 b.extend(get(&format!("{p}.mlp.up_proj.bias"), &[inter])?);
-                (Some(b), Some(get(&format!("{p}.mlp.down_proj.bias"), &[h])?))
+                (
+                    Some(b),
+                    Some(get(&format!("{p}.mlp.down_proj.bias"), &[h])?),
+                )
             } else {
                 (None, None)
             };
@@ -68,14 +79,28 @@ impl CpuModel {
                 input_norm: get(&format!("{p}.input_layernorm.weight"), &[h])?,
                 post_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
                 qkv: Linear::new(qkv_w, qkv_b, q_dim + 2 * kv_dim, h)?,
-                o: Linear::new(get(&format!("{p}.self_attn.o_proj.weight"), &[h, q_dim])?, o_b, h, q_dim)?,
+                o: Linear::new(
+                    get(&format!("{p}.self_attn.o_proj.weight"), &[h, q_dim])?,
+                    o_b,
+                    h,
+                    q_dim,
+                )?,
                 gate_up: Linear::new(gate_up_w, gate_up_b, 2 * inter, h)?,
-                down: Linear::new(get(&format!("{p}.mlp.down_proj.weight"), &[h, inter])?, down_b, h, inter)?,
+                down: Linear::new(
+                    get(&format!("{p}.mlp.down_proj.weight"), &[h, inter])?,
+                    down_b,
+                    h,
+                    inter,
+                )?,
                 window: c.window_for_layer(l),
             });
         }
         let embed = get("model.embed_tokens.weight", &[c.vocab_size, h])?;
-        let head_name = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+        let head_name = if c.tie_word_embeddings {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        };
         let lm_head = Linear::new(get(head_name, &[c.vocab_size, h])?, None, c.vocab_size, h)?;
         Ok(CpuModel {
             config: c.clone(),
@@ -109,7 +134,10 @@ impl CpuModel {
                 let pos = s.start_pos + i;
                 positions.push(pos);
                 slots.push(s.slot(pos, cache.block_size));
-                sites.push(TokenSite { block_table: &s.block_table, pos });
+                sites.push(TokenSite {
+                    block_table: &s.block_table,
+                    pos,
+                });
                 x.extend_from_slice(&self.embed[t as usize * h..][..h]);
             }
         }
@@ -129,7 +157,12 @@ impl CpuModel {
             rope(&mut q, &positions, nh, hd, &self.inv_freq);
             rope(&mut k, &positions, nkv, hd, &self.inv_freq);
             for (i, &slot) in slots.iter().enumerate() {
-                cache.write(l, slot, &k[i * kv_dim..][..kv_dim], &v[i * kv_dim..][..kv_dim]);
+                cache.write(
+                    l,
+                    slot,
+                    &k[i * kv_dim..][..kv_dim],
+                    &v[i * kv_dim..][..kv_dim],
+                );
             }
             let (keys, values) = cache.layer(l);
             let shape = AttentionShape {

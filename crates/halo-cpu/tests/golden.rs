@@ -34,7 +34,8 @@ fn model_dirs() -> Vec<PathBuf> {
 }
 
 fn cases(dir: &Path) -> Vec<Case> {
-    let golden: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
     golden["cases"]
         .as_array()
         .unwrap()
@@ -50,8 +51,14 @@ fn cases(dir: &Path) -> Vec<Case> {
 
 fn device(dir: &Path, blocks: usize) -> CpuDevice {
     let mut d = CpuDevice::with_threads(2).unwrap();
-    d.load(dir, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let req = WarmupRequest { block_size: BLOCK, num_blocks: Some(blocks), max_seq_len: 512, ..Default::default() };
+    d.load(dir, &LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let req = WarmupRequest {
+        block_size: BLOCK,
+        num_blocks: Some(blocks),
+        max_seq_len: 512,
+        ..Default::default()
+    };
     d.warmup(&req).unwrap();
     d
 }
@@ -69,12 +76,23 @@ struct Run {
 
 impl Run {
     fn new(id: u64, prompt: &[u32], blocks: Vec<u32>) -> Run {
-        Run { id, tokens: prompt.to_vec(), prompt_len: prompt.len(), done: 0, blocks, out: vec![] }
+        Run {
+            id,
+            tokens: prompt.to_vec(),
+            prompt_len: prompt.len(),
+            done: 0,
+            blocks,
+            out: vec![],
+        }
     }
 
     /// The next piece of work: up to `chunk` prompt tokens, or the one decode token.
     fn next_step(&self, chunk: usize) -> SeqStep {
-        let end = if self.done < self.prompt_len { (self.done + chunk).min(self.prompt_len) } else { self.done + 1 };
+        let end = if self.done < self.prompt_len {
+            (self.done + chunk).min(self.prompt_len)
+        } else {
+            self.done + 1
+        };
         SeqStep {
             seq_id: self.id,
             tokens: self.tokens[self.done..end].to_vec(),
@@ -86,20 +104,33 @@ impl Run {
 }
 
 /// Runs all prompts together, each with its own prefill chunk size, until each has `n` tokens.
-fn generate_together(d: &mut CpuDevice, prompts: &[&[u32]], chunks: &[usize], n: usize) -> Vec<Vec<u32>> {
+fn generate_together(
+    d: &mut CpuDevice,
+    prompts: &[&[u32]],
+    chunks: &[usize],
+    n: usize,
+) -> Vec<Vec<u32>> {
     let per_seq = (prompts.iter().map(|p| p.len()).max().unwrap() + n).div_ceil(BLOCK);
     let mut runs: Vec<Run> = prompts
         .iter()
         .enumerate()
         .map(|(i, p)| {
             // Interleave blocks of different sequences, in reverse, to exercise the block table.
-            let blocks = (0..per_seq).rev().map(|b| (b * prompts.len() + i) as u32).collect();
+            let blocks = (0..per_seq)
+                .rev()
+                .map(|b| (b * prompts.len() + i) as u32)
+                .collect();
             Run::new(i as u64, p, blocks)
         })
         .collect();
     while runs.iter().any(|r| r.out.len() < n) {
         let active: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].out.len() < n).collect();
-        let batch = StepBatch { seqs: active.iter().map(|&i| runs[i].next_step(chunks[i])).collect() };
+        let batch = StepBatch {
+            seqs: active
+                .iter()
+                .map(|&i| runs[i].next_step(chunks[i]))
+                .collect(),
+        };
         let out = d.step(&batch).unwrap();
         let mut results = out.results.into_iter();
         for (&i, s) in active.iter().zip(&batch.seqs) {
@@ -136,7 +167,12 @@ fn golden_greedy_ids_alone_exact() {
     for dir in model_dirs() {
         let mut d = device(&dir, 256);
         for (ci, case) in cases(&dir).iter().enumerate() {
-            let got = generate_together(&mut d, &[&case.prompt_ids], &[usize::MAX], case.greedy_ids.len());
+            let got = generate_together(
+                &mut d,
+                &[&case.prompt_ids],
+                &[usize::MAX],
+                case.greedy_ids.len(),
+            );
             assert_eq!(got[0], case.greedy_ids, "{} case {ci}", dir.display());
         }
     }
@@ -159,7 +195,11 @@ fn golden_logits_within_1e4() {
             };
             let logits = d.logits(&batch).unwrap();
             for (i, (a, b)) in logits.iter().zip(&case.logits_head).enumerate() {
-                assert!((a - b).abs() < 1e-4, "{} case {ci} logit {i}: {a} vs {b}", dir.display());
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{} case {ci} logit {i}: {a} vs {b}",
+                    dir.display()
+                );
             }
         }
     }
@@ -176,7 +216,13 @@ fn golden_ids_in_mixed_batches_with_chunked_prefill() {
             let got = generate_together(&mut d, &prompts, &chunks, 48);
             for (ci, case) in cases.iter().enumerate() {
                 // Batched matmuls may round differently from a lone gemv: exact except after a near-tie.
-                assert_ids(&dir, &format!("case {ci} chunks {chunks:?}"), &got[ci], case, 1e-3);
+                assert_ids(
+                    &dir,
+                    &format!("case {ci} chunks {chunks:?}"),
+                    &got[ci],
+                    case,
+                    1e-3,
+                );
             }
         }
     }

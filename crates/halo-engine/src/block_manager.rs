@@ -147,6 +147,18 @@ impl BlockManager {
         }
     }
 
+    /// Forgets every cached prefix: the device lost the contents (it restarted). Evictable blocks
+    /// become plain free blocks; blocks still referenced keep their holders but lose their keys.
+    pub fn forget_cached(&mut self) {
+        for (_, b) in std::mem::take(&mut self.lru) {
+            self.free.push(b);
+        }
+        self.cached.clear();
+        for state in &mut self.blocks {
+            state.key = None;
+        }
+    }
+
     pub fn release_all(&mut self, table: &[BlockId]) {
         for &b in table.iter().rev() {
             self.release(b);

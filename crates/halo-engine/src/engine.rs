@@ -5,9 +5,11 @@
 //! and blocking callers alike hold a cheap [`Engine`] clone and a [`RequestHandle`] per request.
 //!
 //! Failure policy: a fatal device error (lost, out of memory) fails every in-flight request with
-//! `DeviceLost { tokens_sent }`, drops the device, and from then on every submit is refused with
-//! [`SubmitError::DeviceLost`] and health reports `DeviceLost`: recovery is a restart (the server
-//! or its supervisor builds a new engine), never a half-working device. A heartbeat stamped every
+//! `DeviceLost { tokens_sent }`; while the device is down every submit is refused with
+//! [`SubmitError::DeviceLost`] and health reports `DeviceLost`. The loop then asks the device to
+//! [`Device::recover`] with backoff (the Gaudi sidecar restarts itself); once it is back, cached
+//! prefixes are forgotten (their KV is gone) and requests are accepted again. A device that
+//! cannot recover in place is dropped, and recovery is a restart of the worker. A heartbeat stamped every
 //! loop iteration lets [`Engine::health`] report `Stalled` when work is pending and the loop
 //! stopped turning.
 
@@ -20,7 +22,9 @@ use crate::observer::LiveStats;
 use crate::request::GenerateRequest;
 use crate::scheduler::{Output, Scheduler, SchedulerConfig, StepOutcome};
 use crate::validate::validate_request;
-use halo_hal::{Device, DeviceInfo, KvCacheLayout, LoadOptions, ModelInfo, WarmupRequest};
+use halo_hal::{
+    Device, DeviceError, DeviceInfo, KvCacheLayout, LoadOptions, ModelInfo, WarmupRequest,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -84,6 +88,20 @@ struct Inner {
 pub struct Engine {
     inner: Arc<Inner>,
 }
+
+/// How a device loss ended.
+enum Recovery {
+    Recovered,
+    /// The device cannot restart in place.
+    Unsupported,
+    /// Shutdown, or every handle to the engine is gone.
+    Stopped,
+}
+
+/// How long one `Device::recover` call may wait, and the backoff between calls.
+const RECOVERY_WAIT: Duration = Duration::from_secs(2);
+const RECOVERY_BACKOFF_START: Duration = Duration::from_millis(100);
+const RECOVERY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// How long an idle loop sleeps between heartbeats.
 const IDLE_TICK: Duration = Duration::from_millis(50);
@@ -195,6 +213,10 @@ impl Engine {
                     Some(detok_tokenizer),
                     config.observer.clone(),
                 );
+                // Readers see the real pool from the start, not zeros until the first step.
+                if let Ok(mut s) = shared.stats.lock() {
+                    *s = scheduler.stats();
+                }
                 if ready_tx.send(Ok((shared.clone(), info))).is_err() {
                     return;
                 }
@@ -388,9 +410,18 @@ fn run_loop(
             }
             l.flush();
             if fatal {
-                drop(device);
-                l.refuse_until_disconnected(&rx);
-                return;
+                match l.recover(&mut *device, &rx) {
+                    Recovery::Recovered => {
+                        shared.lost.store(false, Ordering::Release);
+                        continue;
+                    }
+                    Recovery::Unsupported => {
+                        drop(device);
+                        l.refuse_until_disconnected(&rx);
+                        return;
+                    }
+                    Recovery::Stopped => break,
+                }
             }
         }
     }
@@ -463,6 +494,47 @@ impl Loop<'_> {
     fn publish(&self) {
         if let Ok(mut s) = self.shared.stats.lock() {
             *s = self.scheduler.stats();
+        }
+    }
+
+    /// After a fatal device error (every request already failed): asks the device to come back,
+    /// with backoff, refusing submits meanwhile. Shutdown or a closed channel ends the wait.
+    fn recover(&mut self, device: &mut dyn Device, rx: &mpsc::Receiver<Command>) -> Recovery {
+        let mut backoff = RECOVERY_BACKOFF_START;
+        loop {
+            self.shared.beat();
+            match device.recover(RECOVERY_WAIT) {
+                Ok(()) => {
+                    self.scheduler.recovered();
+                    self.publish();
+                    tracing::warn!("device recovered; accepting requests again");
+                    return Recovery::Recovered;
+                }
+                Err(DeviceError::Unavailable(reason)) => {
+                    tracing::error!(%reason, "device lost and cannot recover in place");
+                    return Recovery::Unsupported;
+                }
+                Err(e) => tracing::warn!(error = %e, "device not back yet"),
+            }
+            let until = Instant::now() + backoff;
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                self.shared.beat();
+                match rx.recv_timeout(left) {
+                    Ok(Command::Submit { events, .. }) => {
+                        let _ = events.send(refusal(
+                            FailureKind::DeviceLost { tokens_sent: 0 },
+                            &SubmitError::DeviceLost,
+                        ));
+                        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    Ok(Command::Cancel(_)) => {}
+                    Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                        return Recovery::Stopped
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                }
+            }
+            backoff = (backoff * 2).min(RECOVERY_BACKOFF_MAX);
         }
     }
 

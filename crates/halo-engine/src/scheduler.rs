@@ -179,6 +179,13 @@ impl Scheduler {
         true
     }
 
+    /// The device came back after a loss (its KV contents are gone): forget cached prefixes and
+    /// accept submits again. Every request was failed by [`Self::fail_all_lost`] before.
+    pub fn recovered(&mut self) {
+        self.blocks.forget_cached();
+        self.lost = false;
+    }
+
     /// Fails every request in flight with DeviceLost and refuses all further submits.
     pub fn fail_all_lost(&mut self, out: &mut Vec<Output>) {
         self.lost = true;

@@ -48,6 +48,9 @@ pub struct Control {
     pub fail_next_step: Option<DeviceError>,
     /// These sequences get non-finite logits at their next sample.
     pub non_finite: HashSet<u64>,
+    /// After a loss, `recover` fails this many times before it succeeds; `None`: the device
+    /// cannot recover in place (the trait's default answer).
+    pub recover_after: Option<u32>,
     /// Sleep this long in every step (stall and deadline tests).
     pub step_delay: Duration,
     /// One entry per successful step when `record` is set.
@@ -121,6 +124,20 @@ impl ScriptedDevice {
 }
 
 impl Device for ScriptedDevice {
+    fn recover(&mut self, _limit: Duration) -> Result<(), DeviceError> {
+        let mut control = self.control.lock().expect("control lock");
+        match control.recover_after.as_mut() {
+            None => Err(DeviceError::Unavailable(
+                "scripted device without recovery".into(),
+            )),
+            Some(0) => Ok(()),
+            Some(n) => {
+                *n -= 1;
+                Err(DeviceError::Lost("still restarting".into()))
+            }
+        }
+    }
+
     fn info(&self) -> DeviceInfo {
         DeviceInfo {
             kind: DeviceKind::Cpu,

@@ -216,6 +216,46 @@ fn device_loss_fails_in_flight_and_refuses_new_work() {
 }
 
 #[test]
+fn a_device_that_recovers_serves_again_with_every_block_back() {
+    let (engine, control) = start(small());
+    let total = engine.stats().total_blocks;
+    assert!(total > 0, "stats show the pool before the first step");
+    control.lock().unwrap().recover_after = Some(2);
+    let mut h = engine.submit(greedy(prompt(1, 4), 1000)).unwrap();
+    assert!(matches!(h.blocking_next(), Some(Event::Tokens { .. })));
+    control.lock().unwrap().fail_next_step = Some(DeviceError::Lost("injected".into()));
+    let kind = loop {
+        match h.blocking_next() {
+            Some(Event::Tokens { .. }) => {}
+            Some(Event::Failed(f)) => break f.kind,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(matches!(kind, FailureKind::DeviceLost { .. }));
+    // Down until two recovery attempts have failed, then back.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.health() != Health::Serving {
+        assert!(
+            std::time::Instant::now() < until,
+            "never recovered: {:?}",
+            engine.health()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let done = engine.generate_blocking(greedy(prompt(2, 4), 4)).unwrap();
+    assert_eq!(done.token_ids.len(), 4);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while engine.stats().free_blocks != total {
+        assert!(
+            std::time::Instant::now() < until,
+            "blocks leaked: {:?}",
+            engine.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
 fn health_reports_a_stalled_loop_and_shutdown_drains() {
     let (engine, control) = start(EngineConfig {
         stall_timeout: Duration::from_millis(100),

@@ -372,6 +372,12 @@ impl Drop for GaudiDevice {
 }
 
 impl Device for GaudiDevice {
+    /// The supervisor restarts a dead or hung sidecar on its own (with backoff) and re-loads and
+    /// re-warms it; recovering is waiting for that restart.
+    fn recover(&mut self, limit: Duration) -> Result<(), DeviceError> {
+        self.ensure_up(limit)
+    }
+
     fn info(&self) -> DeviceInfo {
         let (name, memory) = match &self.state {
             State::Up(up) if !up.backend.is_empty() => (

@@ -266,7 +266,11 @@ pub struct StepOutput {
 
 impl StepOutput {
     /// Checks a device's answer against the batch it answers (the Gaudi sidecar is untrusted).
-    pub fn validate_against(&self, batch: &StepBatch, vocab_size: usize) -> Result<(), DeviceError> {
+    pub fn validate_against(
+        &self,
+        batch: &StepBatch,
+        vocab_size: usize,
+    ) -> Result<(), DeviceError> {
         let expected: Vec<SeqId> = batch
             .seqs
             .iter()
@@ -353,18 +357,30 @@ mod tests {
     #[test]
     fn valid_mixed_batch_passes() {
         let b = StepBatch {
-            seqs: vec![seq(1, vec![1, 2, 3, 4, 5], 0, vec![0, 1]), seq(2, vec![7], 6, vec![2, 3])],
+            seqs: vec![
+                seq(1, vec![1, 2, 3, 4, 5], 0, vec![0, 1]),
+                seq(2, vec![7], 6, vec![2, 3]),
+            ],
         };
         b.validate(&layout(), 16, 64).unwrap();
     }
 
     #[test]
     fn rejects_uncovered_positions_and_foreign_blocks() {
-        let short = StepBatch { seqs: vec![seq(1, vec![1; 5], 0, vec![0])] };
-        assert!(matches!(short.validate(&layout(), 16, 64), Err(DeviceError::BadBatch(_))));
-        let foreign = StepBatch { seqs: vec![seq(1, vec![1], 0, vec![8])] };
+        let short = StepBatch {
+            seqs: vec![seq(1, vec![1; 5], 0, vec![0])],
+        };
+        assert!(matches!(
+            short.validate(&layout(), 16, 64),
+            Err(DeviceError::BadBatch(_))
+        ));
+        let foreign = StepBatch {
+            seqs: vec![seq(1, vec![1], 0, vec![8])],
+        };
         assert!(foreign.validate(&layout(), 16, 64).is_err());
-        let oov = StepBatch { seqs: vec![seq(1, vec![16], 0, vec![0])] };
+        let oov = StepBatch {
+            seqs: vec![seq(1, vec![16], 0, vec![0])],
+        };
         assert!(oov.validate(&layout(), 16, 64).is_err());
     }
 
@@ -378,17 +394,27 @@ mod tests {
 
     #[test]
     fn output_validation_catches_garbage() {
-        let b = StepBatch { seqs: vec![seq(1, vec![1], 0, vec![0])] };
+        let b = StepBatch {
+            seqs: vec![seq(1, vec![1], 0, vec![0])],
+        };
         let good = StepOutput {
             results: vec![SeqResult {
                 seq_id: 1,
-                outcome: Ok(SampledToken { token: 3, logprob: -0.5, top: vec![] }),
+                outcome: Ok(SampledToken {
+                    token: 3,
+                    logprob: -0.5,
+                    top: vec![],
+                }),
             }],
             timings: StepTimings::default(),
         };
         good.validate_against(&b, 16).unwrap();
         let mut oov = good.clone();
-        oov.results[0].outcome = Ok(SampledToken { token: 99, logprob: -0.5, top: vec![] });
+        oov.results[0].outcome = Ok(SampledToken {
+            token: 99,
+            logprob: -0.5,
+            top: vec![],
+        });
         assert!(oov.validate_against(&b, 16).is_err());
         let mut wrong_id = good.clone();
         wrong_id.results[0].seq_id = 2;

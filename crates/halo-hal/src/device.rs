@@ -4,6 +4,7 @@ use crate::batch::{StepBatch, StepOutput};
 use crate::error::DeviceError;
 use crate::info::{DeviceInfo, KvCacheLayout, LoadOptions, ModelInfo, WarmupRequest};
 use std::path::Path;
+use std::time::Duration;
 
 /// One accelerator driven at the granularity of a model step.
 ///
@@ -24,6 +25,18 @@ pub trait Device: Send {
     /// block table names and returns one result per sequence that asked for a sample, in batch
     /// order.
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, DeviceError>;
+
+    /// After a fatal error ([`DeviceError::Lost`]), brings the device back to where warmup left
+    /// it: the same model and KV layout, the cache contents discarded. Waits at most `limit`; an
+    /// error other than `Unavailable` means "not yet, try again later". Devices that cannot
+    /// restart in place keep this default, and the engine then refuses work until the process
+    /// is restarted.
+    fn recover(&mut self, limit: Duration) -> Result<(), DeviceError> {
+        let _ = limit;
+        Err(DeviceError::Unavailable(
+            "this device cannot recover in place; restart the worker".into(),
+        ))
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -38,5 +51,8 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, DeviceError> {
         (**self).step(batch)
+    }
+    fn recover(&mut self, limit: Duration) -> Result<(), DeviceError> {
+        (**self).recover(limit)
     }
 }

@@ -37,12 +37,19 @@ pub fn sample(logits: &[f32], req: &SampleRequest) -> Result<SampledToken, SeqFa
     let top = if req.top_n > 0 {
         top_indices(logits, req.top_n as usize)
             .into_iter()
-            .map(|t| TopToken { token: t, logprob: (logits[t as usize] as f64 - log_z) as f32 })
+            .map(|t| TopToken {
+                token: t,
+                logprob: (logits[t as usize] as f64 - log_z) as f32,
+            })
             .collect()
     } else {
         Vec::new()
     };
-    Ok(SampledToken { token, logprob: logprob.min(0.0), top })
+    Ok(SampledToken {
+        token,
+        logprob: logprob.min(0.0),
+        top,
+    })
 }
 
 fn choose(logits: &[f32], req: &SampleRequest) -> u32 {
@@ -170,7 +177,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn req(params: SamplingParams) -> SampleRequest {
-        SampleRequest { params, rng_offset: 0, logprobs: true, top_n: 0, penalties: None }
+        SampleRequest {
+            params,
+            rng_offset: 0,
+            logprobs: true,
+            top_n: 0,
+            penalties: None,
+        }
     }
 
     #[test]
@@ -183,7 +196,10 @@ mod tests {
     fn non_finite_fails_the_sequence() {
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let l = [0.0, bad, 1.0];
-            assert_eq!(sample(&l, &req(SamplingParams::greedy())), Err(SeqFailure::NonFiniteLogits));
+            assert_eq!(
+                sample(&l, &req(SamplingParams::greedy())),
+                Err(SeqFailure::NonFiniteLogits)
+            );
         }
     }
 
@@ -195,14 +211,22 @@ mod tests {
         let out = sample(&l, &r).unwrap();
         let z = (1f64.exp() + 2f64.exp() + 1.0).ln();
         assert!((out.logprob as f64 - (2.0 - z)).abs() < 1e-6);
-        assert_eq!(out.top.iter().map(|t| t.token).collect::<Vec<_>>(), vec![1, 0]);
+        assert_eq!(
+            out.top.iter().map(|t| t.token).collect::<Vec<_>>(),
+            vec![1, 0]
+        );
     }
 
     #[test]
     fn top_k_one_is_greedy_whatever_the_seed() {
         let l: Vec<f32> = (0..50).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
         for seed in 0..20 {
-            let p = SamplingParams { temperature: 1.5, top_k: 1, seed, ..Default::default() };
+            let p = SamplingParams {
+                temperature: 1.5,
+                top_k: 1,
+                seed,
+                ..Default::default()
+            };
             assert_eq!(sample(&l, &req(p)).unwrap().token, argmax(&l));
         }
     }
@@ -211,9 +235,19 @@ mod tests {
     fn tiny_top_p_and_large_min_p_keep_only_the_best() {
         let l = [0.0f32, 5.0, 4.9, 1.0];
         for seed in 0..20 {
-            let p = SamplingParams { temperature: 1.0, top_p: 0.01, seed, ..Default::default() };
+            let p = SamplingParams {
+                temperature: 1.0,
+                top_p: 0.01,
+                seed,
+                ..Default::default()
+            };
             assert_eq!(sample(&l, &req(p)).unwrap().token, 1);
-            let p = SamplingParams { temperature: 1.0, min_p: 0.99, seed, ..Default::default() };
+            let p = SamplingParams {
+                temperature: 1.0,
+                min_p: 0.99,
+                seed,
+                ..Default::default()
+            };
             assert_eq!(sample(&l, &req(p)).unwrap().token, 1);
         }
     }
@@ -221,8 +255,14 @@ mod tests {
     #[test]
     fn repetition_penalty_follows_hf() {
         let mut l = vec![2.0f32, -2.0, 1.0];
-        let mut r = req(SamplingParams { repetition_penalty: 2.0, ..Default::default() });
-        r.penalties = Some(PenaltyContext { prompt: vec![0u32].into(), generated: vec![1] });
+        let mut r = req(SamplingParams {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        });
+        r.penalties = Some(PenaltyContext {
+            prompt: vec![0u32].into(),
+            generated: vec![1],
+        });
         apply_penalties(&mut l, &r);
         assert_eq!(l, vec![1.0, -4.0, 1.0]);
     }
@@ -235,7 +275,10 @@ mod tests {
             presence_penalty: 0.25,
             ..Default::default()
         });
-        r.penalties = Some(PenaltyContext { prompt: vec![2u32].into(), generated: vec![0, 0, 1] });
+        r.penalties = Some(PenaltyContext {
+            prompt: vec![2u32].into(),
+            generated: vec![0, 0, 1],
+        });
         apply_penalties(&mut l, &r);
         assert_eq!(l, vec![-1.25, -0.75, 0.0]);
     }
@@ -246,7 +289,11 @@ mod tests {
         let n = 4000;
         let ones = (0..n)
             .filter(|&i| {
-                let mut r = req(SamplingParams { temperature: 1.0, seed: 9, ..Default::default() });
+                let mut r = req(SamplingParams {
+                    temperature: 1.0,
+                    seed: 9,
+                    ..Default::default()
+                });
                 r.rng_offset = i;
                 sample(&l, &r).unwrap().token == 1
             })

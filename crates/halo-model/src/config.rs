@@ -69,7 +69,9 @@ impl ModelConfig {
         let architecture = f.architecture()?;
         let hidden_size = f.usize("hidden_size")?;
         let num_attention_heads = f.usize("num_attention_heads")?;
-        let num_key_value_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
+        let num_key_value_heads = f
+            .opt_usize("num_key_value_heads")?
+            .unwrap_or(num_attention_heads);
         let num_hidden_layers = f.usize("num_hidden_layers")?;
         if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
             return Err(f.invalid(
@@ -88,11 +90,17 @@ impl ModelConfig {
             }
         };
         if head_dim % 2 != 0 {
-            return Err(f.invalid("head_dim", format!("{head_dim} must be even for rotary embeddings")));
+            return Err(f.invalid(
+                "head_dim",
+                format!("{head_dim} must be even for rotary embeddings"),
+            ));
         }
         if let Some(act) = obj.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
-                return Err(f.invalid("hidden_act", format!("'{act}' is not supported (only silu)")));
+                return Err(f.invalid(
+                    "hidden_act",
+                    format!("'{act}' is not supported (only silu)"),
+                ));
             }
         }
 
@@ -150,7 +158,10 @@ impl ModelConfig {
         let kv = self.num_key_value_heads * self.head_dim;
         let i = self.intermediate_size;
         let mut t = vec![
-            ("model.embed_tokens.weight".to_string(), vec![self.vocab_size, h]),
+            (
+                "model.embed_tokens.weight".to_string(),
+                vec![self.vocab_size, h],
+            ),
             ("model.norm.weight".to_string(), vec![h]),
         ];
         if !self.tie_word_embeddings {
@@ -204,8 +215,13 @@ impl ModelConfig {
 
 pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ModelError::MissingFile { path: path.to_path_buf() },
-        _ => ModelError::Io { path: path.to_path_buf(), source: e },
+        std::io::ErrorKind::NotFound => ModelError::MissingFile {
+            path: path.to_path_buf(),
+        },
+        _ => ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
     })?;
     serde_json::from_str(&text).map_err(|e| ModelError::Json {
         path: path.to_path_buf(),
@@ -217,7 +233,11 @@ pub(crate) fn read_json(path: &Path) -> Result<Value> {
 pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|x| x as u32)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -230,7 +250,11 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn invalid(&self, field: &str, msg: String) -> ModelError {
-        ModelError::InvalidConfig { path: PathBuf::from(self.path), field: field.into(), msg }
+        ModelError::InvalidConfig {
+            path: PathBuf::from(self.path),
+            field: field.into(),
+            msg,
+        }
     }
 
     fn present(&self, key: &str) -> Option<&Value> {
@@ -249,7 +273,8 @@ impl Fields<'_> {
     }
 
     fn usize(&self, key: &str) -> Result<usize> {
-        self.opt_usize(key)?.ok_or_else(|| self.invalid(key, "missing".into()))
+        self.opt_usize(key)?
+            .ok_or_else(|| self.invalid(key, "missing".into()))
     }
 
     fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
@@ -319,8 +344,9 @@ impl Fields<'_> {
         let parse = |key: &str| -> Result<RawRope> {
             match self.present(key) {
                 None => Ok(RawRope::default()),
-                Some(v) => serde_json::from_value(v.clone())
-                    .map_err(|e| self.invalid(key, e.to_string())),
+                Some(v) => {
+                    serde_json::from_value(v.clone()).map_err(|e| self.invalid(key, e.to_string()))
+                }
             }
         };
         // The newer layout wins when present; otherwise the classic top-level fields.
@@ -400,11 +426,15 @@ mod tests {
         classic["rope_theta"] = json!(500000.0);
         classic["rope_scaling"] = json!({"rope_type": "linear", "factor": 2.0});
         let mut newer = base();
-        newer["rope_parameters"] = json!({"rope_theta": 500000.0, "rope_type": "linear", "factor": 2.0});
+        newer["rope_parameters"] =
+            json!({"rope_theta": 500000.0, "rope_type": "linear", "factor": 2.0});
         assert_eq!(parse(classic).unwrap().rope, parse(newer).unwrap().rope);
         let mut legacy = base();
         legacy["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
-        assert_eq!(parse(legacy).unwrap().rope.scaling, RopeScaling::Linear { factor: 2.0 });
+        assert_eq!(
+            parse(legacy).unwrap().rope.scaling,
+            RopeScaling::Linear { factor: 2.0 }
+        );
     }
 
     #[test]
@@ -439,7 +469,10 @@ mod tests {
         assert_eq!(parse(v).unwrap().eos_token_ids, vec![1, 2]);
         let mut v = base();
         v["architectures"] = json!(["GPT2LMHeadModel"]);
-        assert!(matches!(parse(v), Err(ModelError::UnknownArchitecture { .. })));
+        assert!(matches!(
+            parse(v),
+            Err(ModelError::UnknownArchitecture { .. })
+        ));
     }
 
     #[test]

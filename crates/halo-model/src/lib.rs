@@ -33,7 +33,9 @@ impl Model {
     /// them ([`Weights::load_f32`]), or all at once by [`Model::check_tensors`].
     pub fn open(dir: &Path) -> Result<Model> {
         if !dir.is_dir() {
-            return Err(ModelError::MissingFile { path: dir.to_path_buf() });
+            return Err(ModelError::MissingFile {
+                path: dir.to_path_buf(),
+            });
         }
         let config = ModelConfig::from_dir(dir)?;
         let weights = Weights::open(dir)?;
@@ -57,7 +59,12 @@ impl Model {
                 ),
             });
         }
-        Ok(Model { dir: dir.to_path_buf(), config, weights, tokenizer })
+        Ok(Model {
+            dir: dir.to_path_buf(),
+            config,
+            weights,
+            tokenizer,
+        })
     }
 
     /// Checks that every tensor the architecture needs exists with the right shape and dtype.

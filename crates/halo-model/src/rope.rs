@@ -8,7 +8,9 @@ use serde::Deserialize;
 pub enum RopeScaling {
     Default,
     /// Positions divided by `factor` (inv_freq / factor).
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
     /// Llama 3's wavelength-dependent scaling.
     Llama3 {
         factor: f32,
@@ -72,7 +74,10 @@ impl RawRope {
         if !(theta.is_finite() && theta > 0.0) {
             return Err(format!("rope_theta must be positive, got {theta}"));
         }
-        Ok(RopeConfig { theta: theta as f32, scaling })
+        Ok(RopeConfig {
+            theta: theta as f32,
+            scaling,
+        })
     }
 }
 
@@ -98,7 +103,11 @@ impl RopeConfig {
                 base.into_iter()
                     .map(|f| {
                         let wavelen = 2.0 * std::f32::consts::PI / f;
-                        let scaled = if wavelen > low_freq_wavelen { f / factor } else { f };
+                        let scaled = if wavelen > low_freq_wavelen {
+                            f / factor
+                        } else {
+                            f
+                        };
                         let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
                         if medium {
                             let smooth = (old_ctx / wavelen - low_freq_factor)
@@ -120,7 +129,10 @@ mod tests {
 
     #[test]
     fn default_frequencies_start_at_one_and_fall() {
-        let r = RopeConfig { theta: 10000.0, scaling: RopeScaling::Default };
+        let r = RopeConfig {
+            theta: 10000.0,
+            scaling: RopeScaling::Default,
+        };
         let f = r.inv_freq(32);
         assert_eq!(f.len(), 16);
         assert_eq!(f[0], 1.0);
@@ -130,8 +142,16 @@ mod tests {
 
     #[test]
     fn linear_divides_every_frequency() {
-        let d = RopeConfig { theta: 10000.0, scaling: RopeScaling::Default }.inv_freq(16);
-        let l = RopeConfig { theta: 10000.0, scaling: RopeScaling::Linear { factor: 2.0 } }.inv_freq(16);
+        let d = RopeConfig {
+            theta: 10000.0,
+            scaling: RopeScaling::Default,
+        }
+        .inv_freq(16);
+        let l = RopeConfig {
+            theta: 10000.0,
+            scaling: RopeScaling::Linear { factor: 2.0 },
+        }
+        .inv_freq(16);
         for (a, b) in d.iter().zip(&l) {
             assert_eq!(a / 2.0, *b);
         }
@@ -145,15 +165,26 @@ mod tests {
             high_freq_factor: 4.0,
             original_max_position_embeddings: 64,
         };
-        let d = RopeConfig { theta: 10000.0, scaling: RopeScaling::Default }.inv_freq(32);
-        let s = RopeConfig { theta: 10000.0, scaling }.inv_freq(32);
+        let d = RopeConfig {
+            theta: 10000.0,
+            scaling: RopeScaling::Default,
+        }
+        .inv_freq(32);
+        let s = RopeConfig {
+            theta: 10000.0,
+            scaling,
+        }
+        .inv_freq(32);
         assert_eq!(d[0], s[0]);
         assert!((s[15] - d[15] / 8.0).abs() < 1e-12);
     }
 
     #[test]
     fn unknown_rope_type_is_an_error() {
-        let raw = RawRope { rope_type: Some("yarn".into()), ..Default::default() };
+        let raw = RawRope {
+            rope_type: Some("yarn".into()),
+            ..Default::default()
+        };
         assert!(raw.resolve(10000.0).unwrap_err().contains("yarn"));
     }
 }

@@ -22,14 +22,22 @@ impl Tokenizer {
         if !path.is_file() {
             return Err(ModelError::MissingFile { path });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| ModelError::Tokenizer { path: path.clone(), msg: e.to_string() })?;
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
 
         let tc_path = dir.join("tokenizer_config.json");
-        let tc = if tc_path.is_file() { Some(read_json(&tc_path)?) } else { None };
+        let tc = if tc_path.is_file() {
+            Some(read_json(&tc_path)?)
+        } else {
+            None
+        };
         let special = |key: &str| -> Option<u32> {
             let v = tc.as_ref()?.get(key)?;
-            let s = v.as_str().or_else(|| v.get("content").and_then(Value::as_str))?;
+            let s = v
+                .as_str()
+                .or_else(|| v.get("content").and_then(Value::as_str))?;
             inner.token_to_id(s)
         };
         let bos_token_id = config.bos_token_id.or_else(|| special("bos_token"));
@@ -45,19 +53,33 @@ impl Tokenizer {
         } else {
             Vec::new()
         };
-        for id in config.eos_token_ids.iter().copied().chain(special("eos_token")) {
+        for id in config
+            .eos_token_ids
+            .iter()
+            .copied()
+            .chain(special("eos_token"))
+        {
             if !eos_token_ids.contains(&id) {
                 eos_token_ids.push(id);
             }
         }
-        Ok(Tokenizer { inner, path, bos_token_id, eos_token_ids, add_bos_token })
+        Ok(Tokenizer {
+            inner,
+            path,
+            bos_token_id,
+            eos_token_ids,
+            add_bos_token,
+        })
     }
 
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, add_special_tokens)
-            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), msg: e.to_string() })?;
+        let enc =
+            self.inner
+                .encode(text, add_special_tokens)
+                .map_err(|e| ModelError::Tokenizer {
+                    path: self.path.clone(),
+                    msg: e.to_string(),
+                })?;
         let mut ids = enc.get_ids().to_vec();
         if add_special_tokens && self.add_bos_token {
             if let Some(bos) = self.bos_token_id {
@@ -72,7 +94,10 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner
             .decode(ids, skip_special_tokens)
-            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), msg: e.to_string() })
+            .map_err(|e| ModelError::Tokenizer {
+                path: self.path.clone(),
+                msg: e.to_string(),
+            })
     }
 
     pub fn inner(&self) -> &tokenizers::Tokenizer {

@@ -85,7 +85,10 @@ impl Weights {
         } else {
             return Err(ModelError::MissingFile { path: single });
         };
-        let mut w = Weights { files: Vec::new(), entries: HashMap::new() };
+        let mut w = Weights {
+            files: Vec::new(),
+            entries: HashMap::new(),
+        };
         for path in paths {
             w.map_file(path)?;
         }
@@ -95,30 +98,52 @@ impl Weights {
     fn map_file(&mut self, path: PathBuf) -> Result<()> {
         let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => ModelError::MissingFile { path: path.clone() },
-            _ => ModelError::Io { path: path.clone(), source: e },
+            _ => ModelError::Io {
+                path: path.clone(),
+                source: e,
+            },
         })?;
         // SAFETY: the file is opened read-only; a model directory is not expected to change
         // while it is served (the same assumption every mmap-based loader makes).
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::Io { path: path.clone(), source: e })?;
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
         let (header_len, metadata) = match SafeTensors::read_metadata(&mmap[..]) {
             Ok(parsed) => parsed,
             Err(e) => {
-                return Err(find_truncation(&path, &mmap).unwrap_or(ModelError::Safetensors {
-                    path: path.clone(),
-                    msg: e.to_string(),
-                }))
+                return Err(
+                    find_truncation(&path, &mmap).unwrap_or(ModelError::Safetensors {
+                        path: path.clone(),
+                        msg: e.to_string(),
+                    }),
+                )
             }
         };
         let data_start = 8 + header_len;
         let file_idx = self.files.len();
         for (name, info) in metadata.tensors() {
-            let (start, end) = (data_start + info.data_offsets.0, data_start + info.data_offsets.1);
+            let (start, end) = (
+                data_start + info.data_offsets.0,
+                data_start + info.data_offsets.1,
+            );
             if end > mmap.len() {
-                return Err(ModelError::Truncated { path, name, needed: end, len: mmap.len() });
+                return Err(ModelError::Truncated {
+                    path,
+                    name,
+                    needed: end,
+                    len: mmap.len(),
+                });
             }
             self.entries.insert(
                 name,
-                Entry { file: file_idx, dtype: info.dtype, shape: info.shape.clone(), start, end },
+                Entry {
+                    file: file_idx,
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    start,
+                    end,
+                },
             );
         }
         self.files.push((path, mmap));
@@ -135,14 +160,20 @@ impl Weights {
 
     /// Where a missing tensor would have been looked for (for error messages).
     fn primary_path(&self) -> PathBuf {
-        self.files.first().map(|(p, _)| p.clone()).unwrap_or_default()
+        self.files
+            .first()
+            .map(|(p, _)| p.clone())
+            .unwrap_or_default()
     }
 
     pub fn get(&self, name: &str) -> Result<TensorView<'_>> {
-        let e = self.entries.get(name).ok_or_else(|| ModelError::MissingTensor {
-            path: self.primary_path(),
-            name: name.into(),
-        })?;
+        let e = self
+            .entries
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.primary_path(),
+                name: name.into(),
+            })?;
         let (path, mmap) = &self.files[e.file];
         let dtype = match e.dtype {
             Dtype::F32 => StoredDType::F32,
@@ -168,7 +199,12 @@ impl Weights {
                 ),
             });
         }
-        Ok(TensorView { file: path.clone(), dtype, shape: e.shape.clone(), bytes: &mmap[e.start..e.end] })
+        Ok(TensorView {
+            file: path.clone(),
+            dtype,
+            shape: e.shape.clone(),
+            bytes: &mmap[e.start..e.end],
+        })
     }
 
     /// Checks that a tensor exists with the expected shape and a supported dtype.
@@ -211,7 +247,8 @@ impl Weights {
 /// past the end (a download that stopped early is the usual cause).
 fn find_truncation(path: &Path, bytes: &[u8]) -> Option<ModelError> {
     let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let header: serde_json::Value =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
     let (name, end) = header
         .as_object()?
         .iter()
@@ -231,19 +268,31 @@ fn shard_paths(dir: &Path, index: &Path) -> Result<Vec<PathBuf>> {
     let map = value
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .ok_or_else(|| ModelError::Json { path: index.to_path_buf(), msg: "no 'weight_map' object".into() })?;
-    let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        .ok_or_else(|| ModelError::Json {
+            path: index.to_path_buf(),
+            msg: "no 'weight_map' object".into(),
+        })?;
+    let mut files: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
     files.sort();
     files.dedup();
     if files.is_empty() {
-        return Err(ModelError::Json { path: index.to_path_buf(), msg: "'weight_map' names no files".into() });
+        return Err(ModelError::Json {
+            path: index.to_path_buf(),
+            msg: "'weight_map' names no files".into(),
+        });
     }
     files
         .into_iter()
         .map(|f| {
             // Shard names come from a file: never let them escape the model directory.
             if f.contains('/') || f.contains('\\') || f.starts_with('.') {
-                Err(ModelError::Json { path: index.to_path_buf(), msg: format!("shard name '{f}' is not a plain file name") })
+                Err(ModelError::Json {
+                    path: index.to_path_buf(),
+                    msg: format!("shard name '{f}' is not a plain file name"),
+                })
             } else {
                 Ok(dir.join(f))
             }

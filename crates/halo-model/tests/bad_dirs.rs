@@ -29,13 +29,17 @@ fn copy_model() -> tempfile::TempDir {
 
 fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     f(&mut v);
     fs::write(path, serde_json::to_string(&v).unwrap()).unwrap();
 }
 
 fn open_err(dir: &Path) -> (ModelError, String) {
-    let e = Model::open(dir).and_then(|m| m.check_tensors().map(|_| m)).err().expect("must fail");
+    let e = Model::open(dir)
+        .and_then(|m| m.check_tensors().map(|_| m))
+        .err()
+        .expect("must fail");
     let msg = e.to_string();
     (e, msg)
 }
@@ -47,9 +51,13 @@ fn the_shared_model_opens_and_checks() {
     assert_eq!(m.config.vocab_size, 512);
     assert_eq!(m.tokenizer.eos_token_ids(), &[1]);
     let golden: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(shared_model().join("golden.json")).unwrap()).unwrap();
+        serde_json::from_str(&fs::read_to_string(shared_model().join("golden.json")).unwrap())
+            .unwrap();
     for case in golden["cases"].as_array().unwrap() {
-        let ids = m.tokenizer.encode(case["prompt"].as_str().unwrap(), true).unwrap();
+        let ids = m
+            .tokenizer
+            .encode(case["prompt"].as_str().unwrap(), true)
+            .unwrap();
         let want: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
         assert_eq!(ids, want);
     }
@@ -58,7 +66,10 @@ fn the_shared_model_opens_and_checks() {
 #[test]
 fn missing_directory_and_missing_files() {
     let (e, msg) = open_err(Path::new("/nonexistent/model"));
-    assert!(matches!(e, ModelError::MissingFile { .. }) && msg.contains("/nonexistent/model"), "{msg}");
+    assert!(
+        matches!(e, ModelError::MissingFile { .. }) && msg.contains("/nonexistent/model"),
+        "{msg}"
+    );
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
         let dir = copy_model();
         fs::remove_file(dir.path().join(file)).unwrap();
@@ -71,29 +82,44 @@ fn missing_directory_and_missing_files() {
 #[test]
 fn unknown_architecture() {
     let dir = copy_model();
-    edit_config(dir.path(), |v| v["architectures"] = serde_json::json!(["FalconForCausalLM"]));
+    edit_config(dir.path(), |v| {
+        v["architectures"] = serde_json::json!(["FalconForCausalLM"])
+    });
     let (e, msg) = open_err(dir.path());
     assert!(matches!(e, ModelError::UnknownArchitecture { .. }), "{msg}");
-    assert!(msg.contains("FalconForCausalLM") && msg.contains("config.json"), "{msg}");
+    assert!(
+        msg.contains("FalconForCausalLM") && msg.contains("config.json"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn missing_tensor_names_it() {
     let dir = copy_model();
     // Claiming a bias the file lacks makes q_proj.bias a missing tensor.
-    edit_config(dir.path(), |v| v["attention_bias"] = serde_json::json!(true));
+    edit_config(dir.path(), |v| {
+        v["attention_bias"] = serde_json::json!(true)
+    });
     let (e, msg) = open_err(dir.path());
     assert!(matches!(e, ModelError::MissingTensor { .. }), "{msg}");
-    assert!(msg.contains("model.layers.0.self_attn.q_proj.bias"), "{msg}");
+    assert!(
+        msg.contains("model.layers.0.self_attn.q_proj.bias"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn misshaped_tensor_names_both_shapes() {
     let dir = copy_model();
-    edit_config(dir.path(), |v| v["intermediate_size"] = serde_json::json!(300));
+    edit_config(dir.path(), |v| {
+        v["intermediate_size"] = serde_json::json!(300)
+    });
     let (e, msg) = open_err(dir.path());
     assert!(matches!(e, ModelError::TensorShape { .. }), "{msg}");
-    assert!(msg.contains("mlp") && msg.contains("300") && msg.contains("344"), "{msg}");
+    assert!(
+        msg.contains("mlp") && msg.contains("300") && msg.contains("344"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -117,7 +143,10 @@ fn vocab_size_disagreeing_with_the_embedding() {
     edit_config(dir.path(), |v| v["vocab_size"] = serde_json::json!(1000));
     let (e, msg) = open_err(dir.path());
     assert!(matches!(e, ModelError::VocabMismatch { .. }), "{msg}");
-    assert!(msg.contains("1000") && msg.contains("512") && msg.contains("embed_tokens"), "{msg}");
+    assert!(
+        msg.contains("1000") && msg.contains("512") && msg.contains("embed_tokens"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -125,22 +154,39 @@ fn invalid_json_and_bad_field() {
     let dir = copy_model();
     fs::write(dir.path().join("config.json"), "{not json").unwrap();
     let (e, msg) = open_err(dir.path());
-    assert!(matches!(e, ModelError::Json { .. }) && msg.contains("config.json"), "{msg}");
+    assert!(
+        matches!(e, ModelError::Json { .. }) && msg.contains("config.json"),
+        "{msg}"
+    );
     let dir = copy_model();
-    edit_config(dir.path(), |v| v["num_key_value_heads"] = serde_json::json!(3));
+    edit_config(dir.path(), |v| {
+        v["num_key_value_heads"] = serde_json::json!(3)
+    });
     let (e, msg) = open_err(dir.path());
-    assert!(matches!(e, ModelError::InvalidConfig { .. }) && msg.contains("num_key_value_heads"), "{msg}");
+    assert!(
+        matches!(e, ModelError::InvalidConfig { .. }) && msg.contains("num_key_value_heads"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn sharded_index_loads_and_bad_shard_names_are_refused() {
     let dir = copy_model();
-    fs::rename(dir.path().join("model.safetensors"), dir.path().join("model-00001-of-00001.safetensors")).unwrap();
+    fs::rename(
+        dir.path().join("model.safetensors"),
+        dir.path().join("model-00001-of-00001.safetensors"),
+    )
+    .unwrap();
     let m = Model::open(&shared_model()).unwrap();
     let map: serde_json::Map<String, serde_json::Value> = m
         .weights
         .names()
-        .map(|n| (n.to_string(), serde_json::json!("model-00001-of-00001.safetensors")))
+        .map(|n| {
+            (
+                n.to_string(),
+                serde_json::json!("model-00001-of-00001.safetensors"),
+            )
+        })
         .collect();
     fs::write(
         dir.path().join("model.safetensors.index.json"),
