@@ -17,7 +17,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .file_descriptor_set_path(out_dir.join("halo_worker_descriptor.bin"))
-        .compile_with_config(config, std::slice::from_ref(&worker), std::slice::from_ref(&proto_root))?;
+        .compile_with_config(
+            config,
+            std::slice::from_ref(&worker),
+            std::slice::from_ref(&proto_root),
+        )?;
 
     println!("cargo:rerun-if-changed={}", worker.display());
     Ok(())

@@ -16,8 +16,8 @@ use crate::weights::{self, DevBuf, ModelWeights};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{result, CudaContext, CudaGraph, CudaStream, DeviceRepr};
 use halo_hal::{
-    DType, Device, DeviceError, DeviceInfo, KvCacheLayout, LoadOptions, ModelInfo, StepBatch, StepOutput,
-    StepTimings, WarmupRequest,
+    DType, Device, DeviceError, DeviceInfo, KvCacheLayout, LoadOptions, ModelInfo, StepBatch,
+    StepOutput, StepTimings, WarmupRequest,
 };
 use halo_model::{Model, ModelConfig};
 use std::collections::BTreeMap;
@@ -66,12 +66,32 @@ impl CudaDevice {
         unsafe { ctx.disable_event_tracking() };
         let (major, minor) = ctx.compute_capability().map_err(CudaError::from)?;
         let stream = ctx.default_stream();
-        Ok(CudaDevice { info, ctx, stream, arch: Arch { major: major as u32, minor: minor as u32 }, loaded: None, ready: None })
+        Ok(CudaDevice {
+            info,
+            ctx,
+            stream,
+            arch: Arch {
+                major: major as u32,
+                minor: minor as u32,
+            },
+            loaded: None,
+            ready: None,
+        })
     }
 
     fn net(&self) -> Result<Net<'_>, DeviceError> {
-        let l = self.loaded.as_ref().ok_or_else(|| DeviceError::NotReady("no model loaded".into()))?;
-        Ok(Net { stream: &self.stream, kernels: &l.kernels, gemm: &l.gemm, w: &l.weights, c: &l.config, dtype: l.dtype })
+        let l = self
+            .loaded
+            .as_ref()
+            .ok_or_else(|| DeviceError::NotReady("no model loaded".into()))?;
+        Ok(Net {
+            stream: &self.stream,
+            kernels: &l.kernels,
+            gemm: &l.gemm,
+            w: &l.weights,
+            c: &l.config,
+            dtype: l.dtype,
+        })
     }
 
     fn htod<T: DeviceRepr>(&self, dst: &DevBuf, src: &[T]) -> Result<(), CudaError> {
@@ -84,7 +104,11 @@ impl CudaDevice {
         Ok(())
     }
 
-    fn dtoh<T: DeviceRepr + Default + Clone>(&self, src: &DevBuf, n: usize) -> Result<Vec<T>, CudaError> {
+    fn dtoh<T: DeviceRepr + Default + Clone>(
+        &self,
+        src: &DevBuf,
+        n: usize,
+    ) -> Result<Vec<T>, CudaError> {
         let mut v = vec![T::default(); n];
         if n > 0 {
             // SAFETY: `src` holds at least `n` elements; the stream is synchronized below.
@@ -103,15 +127,20 @@ impl CudaDevice {
     }
 
     fn check_logits_config(config: &ModelConfig) -> Result<(), DeviceError> {
-        if config.head_dim > geometry::ATTN_MAX_HEAD_DIM || config.head_dim % 2 != 0 {
+        if config.head_dim > geometry::ATTN_MAX_HEAD_DIM || !config.head_dim.is_multiple_of(2) {
             return Err(DeviceError::Load(format!(
                 "head_dim {} is not supported by the CUDA attention kernel (even, at most {})",
                 config.head_dim,
                 geometry::ATTN_MAX_HEAD_DIM
             )));
         }
-        if config.num_attention_heads % config.num_key_value_heads != 0 {
-            return Err(DeviceError::Load("attention heads are not a multiple of KV heads".into()));
+        if !config
+            .num_attention_heads
+            .is_multiple_of(config.num_key_value_heads)
+        {
+            return Err(DeviceError::Load(
+                "attention heads are not a multiple of KV heads".into(),
+            ));
         }
         Ok(())
     }
@@ -146,7 +175,13 @@ impl Device for CudaDevice {
             weight_bytes: weights.bytes_read,
         };
         self.ready = None;
-        self.loaded = Some(Loaded { config: model.config, dtype, kernels, gemm, weights });
+        self.loaded = Some(Loaded {
+            config: model.config,
+            dtype,
+            kernels,
+            gemm,
+            weights,
+        });
         Ok(info)
     }
 
@@ -154,16 +189,31 @@ impl Device for CudaDevice {
         let t0 = Instant::now();
         self.ready = None;
         let (config, dtype) = {
-            let l = self.loaded.as_ref().ok_or_else(|| DeviceError::NotReady("warmup before load".into()))?;
+            let l = self
+                .loaded
+                .as_ref()
+                .ok_or_else(|| DeviceError::NotReady("warmup before load".into()))?;
             (l.config.clone(), l.dtype)
         };
         if req.block_size == 0 || req.max_batch_seqs == 0 || req.max_batch_tokens == 0 {
-            return Err(DeviceError::BadBatch("warmup limits must be positive".into()));
+            return Err(DeviceError::BadBatch(
+                "warmup limits must be positive".into(),
+            ));
         }
         let rows = req.max_batch_tokens.max(req.max_batch_seqs);
         let width = req.max_seq_len.div_ceil(req.block_size);
-        let buffers = Buffers::new(&self.stream, &config, dtype, rows, req.max_batch_seqs, width)?;
-        let bytes_per_block = (2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim
+        let buffers = Buffers::new(
+            &self.stream,
+            &config,
+            dtype,
+            rows,
+            req.max_batch_seqs,
+            width,
+        )?;
+        let bytes_per_block = (2
+            * config.num_hidden_layers
+            * config.num_key_value_heads
+            * config.head_dim
             * dtype.size_in_bytes()
             * req.block_size) as u64;
         // The largest step once, on a one-block scratch cache, so cuBLAS's and the driver's
@@ -171,8 +221,14 @@ impl Device for CudaDevice {
         let scratch_kv = KvCache {
             layers: (0..config.num_hidden_layers)
                 .map(|_| {
-                    let n = req.block_size * config.num_key_value_heads * config.head_dim * dtype.size_in_bytes();
-                    Ok((DevBuf::zeros(&self.stream, n)?, DevBuf::zeros(&self.stream, n)?))
+                    let n = req.block_size
+                        * config.num_key_value_heads
+                        * config.head_dim
+                        * dtype.size_in_bytes();
+                    Ok((
+                        DevBuf::zeros(&self.stream, n)?,
+                        DevBuf::zeros(&self.stream, n)?,
+                    ))
                 })
                 .collect::<Result<_, CudaError>>()?,
             block_size: req.block_size,
@@ -180,15 +236,25 @@ impl Device for CudaDevice {
         // Rows all point at sequence -1 / slot -1 (buffers are zeroed: set tok_seq and slots).
         self.htod(&buffers.tok_seq, &vec![-1i32; rows])?;
         self.htod(&buffers.slots, &vec![-1i64; rows])?;
-        self.net()?.forward(&buffers, &scratch_kv, rows, req.max_batch_seqs)?;
+        self.net()?
+            .forward(&buffers, &scratch_kv, rows, req.max_batch_seqs)?;
         self.stream.synchronize().map_err(CudaError::from)?;
         drop(scratch_kv);
         let (free, total) = result::mem_get_info().map_err(CudaError::from)?;
         let num_blocks = sizing::kv_pool_blocks(req, free as u64, total as u64, bytes_per_block)?;
-        let per_layer = num_blocks * req.block_size * config.num_key_value_heads * config.head_dim * dtype.size_in_bytes();
+        let per_layer = num_blocks
+            * req.block_size
+            * config.num_key_value_heads
+            * config.head_dim
+            * dtype.size_in_bytes();
         let kv = KvCache {
             layers: (0..config.num_hidden_layers)
-                .map(|_| Ok((DevBuf::zeros(&self.stream, per_layer)?, DevBuf::zeros(&self.stream, per_layer)?)))
+                .map(|_| {
+                    Ok((
+                        DevBuf::zeros(&self.stream, per_layer)?,
+                        DevBuf::zeros(&self.stream, per_layer)?,
+                    ))
+                })
                 .collect::<Result<_, CudaError>>()?,
             block_size: req.block_size,
         };
@@ -197,11 +263,17 @@ impl Device for CudaDevice {
         let mut warmed = Vec::new();
         for bucket in sizing::graph_buckets(req.max_batch_seqs) {
             self.net()?.forward(&buffers, &kv, bucket, bucket)?; // eager first: lazy init outside capture
-            self.stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(CudaError::from)?;
+            self.stream
+                .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                .map_err(CudaError::from)?;
             let captured = self.net()?.forward(&buffers, &kv, bucket, bucket);
-            let graph = self.stream.end_capture(CUgraphInstantiate_flags(0)).map_err(CudaError::from)?;
+            let graph = self
+                .stream
+                .end_capture(CUgraphInstantiate_flags(0))
+                .map_err(CudaError::from)?;
             captured?;
-            let graph = graph.ok_or_else(|| DeviceError::Backend("stream capture produced no graph".into()))?;
+            let graph = graph
+                .ok_or_else(|| DeviceError::Backend("stream capture produced no graph".into()))?;
             graph.upload().map_err(CudaError::from)?;
             graphs.insert(bucket, graph);
             warmed.push(format!("decode-graph:{bucket}"));
@@ -214,33 +286,61 @@ impl Device for CudaDevice {
             warmed_shapes: warmed,
             warmup_ms: t0.elapsed().as_millis() as u64,
         };
-        self.ready = Some(Ready { layout: layout.clone(), max_seq_len: req.max_seq_len, buffers, kv, graphs });
+        self.ready = Some(Ready {
+            layout: layout.clone(),
+            max_seq_len: req.max_seq_len,
+            buffers,
+            kv,
+            graphs,
+        });
         Ok(layout)
     }
 
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, DeviceError> {
         let t0 = Instant::now();
-        let ready = self.ready.as_ref().ok_or_else(|| DeviceError::NotReady("step before warmup".into()))?;
-        let vocab = self.loaded.as_ref().map(|l| l.config.vocab_size).unwrap_or(0);
+        let ready = self
+            .ready
+            .as_ref()
+            .ok_or_else(|| DeviceError::NotReady("step before warmup".into()))?;
+        let vocab = self
+            .loaded
+            .as_ref()
+            .map(|l| l.config.vocab_size)
+            .unwrap_or(0);
         batch.validate(&ready.layout, vocab, ready.max_seq_len)?;
         self.ctx.bind_to_thread().map_err(CudaError::from)?;
         let b = &ready.buffers;
         let bucket = if StepPlan::is_decode(batch) && batch.num_samples() == batch.seqs.len() {
-            sizing::choose_bucket(&ready.graphs.keys().copied().collect::<Vec<_>>(), batch.seqs.len())
+            sizing::choose_bucket(
+                &ready.graphs.keys().copied().collect::<Vec<_>>(),
+                batch.seqs.len(),
+            )
         } else {
             None
         };
         let plan = match bucket {
             Some(g) => StepPlan::build(batch, ready.layout.block_size, b.width, g, g, g)?,
-            None => StepPlan::build(batch, ready.layout.block_size, b.width, batch.num_tokens(), batch.seqs.len(), batch.num_samples())?,
+            None => StepPlan::build(
+                batch,
+                ready.layout.block_size,
+                b.width,
+                batch.num_tokens(),
+                batch.seqs.len(),
+                batch.num_samples(),
+            )?,
         };
         if plan.rows > b.rows || plan.block_tables.len() > b.seqs * b.width {
-            return Err(DeviceError::BadBatch(format!("{} tokens exceed the warmed-up step of {}", plan.rows, b.rows)));
+            return Err(DeviceError::BadBatch(format!(
+                "{} tokens exceed the warmed-up step of {}",
+                plan.rows, b.rows
+            )));
         }
         self.upload_plan(b, &plan)?;
         match bucket {
             Some(g) => ready.graphs[&g].launch().map_err(CudaError::from)?,
-            None => self.net()?.forward(b, &ready.kv, plan.rows, plan.sampled.len())?,
+            None => self
+                .net()?
+                .forward(b, &ready.kv, plan.rows, plan.sampled.len())?,
         }
         let n = plan.sampled.len();
         let mut results = Vec::new();

@@ -22,7 +22,11 @@ pub enum CudaError {
     #[error("GPU architecture {0} is older than sm_80, the oldest halo's kernels support")]
     UnsupportedArch(String),
     #[error("kernel source {file} failed to compile for {arch}:\n{log}")]
-    Compile { file: &'static str, arch: String, log: String },
+    Compile {
+        file: &'static str,
+        arch: String,
+        log: String,
+    },
     // The code's name, not cudarc's Display: that asks libcuda for a string and panics
     // where no driver is loaded.
     #[error("CUDA driver: {:?}", .0 .0)]
@@ -105,11 +109,14 @@ mod tests {
 
     #[test]
     fn result_codes_map_to_engine_outcomes() {
-        let oom: DeviceError = CudaError::Driver(DriverError(CUresult::CUDA_ERROR_OUT_OF_MEMORY)).into();
+        let oom: DeviceError =
+            CudaError::Driver(DriverError(CUresult::CUDA_ERROR_OUT_OF_MEMORY)).into();
         assert!(matches!(oom, DeviceError::OutOfMemory(_)));
-        let lost: DeviceError = CudaError::Driver(DriverError(CUresult::CUDA_ERROR_ILLEGAL_ADDRESS)).into();
+        let lost: DeviceError =
+            CudaError::Driver(DriverError(CUresult::CUDA_ERROR_ILLEGAL_ADDRESS)).into();
         assert!(matches!(lost, DeviceError::Lost(_)) && lost.is_fatal());
-        let other: DeviceError = CudaError::Driver(DriverError(CUresult::CUDA_ERROR_INVALID_VALUE)).into();
+        let other: DeviceError =
+            CudaError::Driver(DriverError(CUresult::CUDA_ERROR_INVALID_VALUE)).into();
         assert!(matches!(other, DeviceError::Backend(_)));
         let none: DeviceError = CudaError::NoDriver.into();
         assert!(matches!(none, DeviceError::Unavailable(ref m) if m.contains("no CUDA driver")));

@@ -29,7 +29,9 @@ impl Kernels {
     pub(crate) fn load(stream: &Arc<CudaStream>, arch: Arch) -> Result<Kernels, CudaError> {
         let mut funcs = HashMap::new();
         for source in KernelSource::ALL {
-            let module = stream.context().load_module(kernels::compile(source, arch)?)?;
+            let module = stream
+                .context()
+                .load_module(kernels::compile(source, arch)?)?;
             for k in source.kernels() {
                 for sym in k.all_symbols() {
                     funcs.insert(sym.clone(), module.load_function(&sym)?);
@@ -56,7 +58,11 @@ impl Kernels {
                 Arg::F(v) => b.arg(v),
             };
         }
-        let cfg = LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: block,
+            shared_mem_bytes: 0,
+        };
         // SAFETY: argument lists match the kernels' signatures in kernels/*.cu, and every
         // pointer addresses a buffer sized for the launch's rows (see Buffers::new).
         unsafe { b.launch(cfg) }?;
@@ -154,55 +160,230 @@ pub(crate) struct Net<'a> {
 }
 
 impl Net<'_> {
-    fn run(&self, id: KernelId, geo: ((u32, u32, u32), (u32, u32, u32)), args: &[Arg]) -> Result<(), CudaError> {
+    fn run(
+        &self,
+        id: KernelId,
+        geo: ((u32, u32, u32), (u32, u32, u32)),
+        args: &[Arg],
+    ) -> Result<(), CudaError> {
         self.kernels.launch(self.stream, id, self.dtype, geo, args)
     }
 
-    fn linear(&self, x: u64, w: u64, y: u64, n: usize, k: usize, m: usize, bias: Option<&DevBuf>) -> Result<(), CudaError> {
+    // The three device pointers and the three GEMM dimensions are the call; a struct for them
+    // would only be unpacked again on the next line.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &self,
+        x: u64,
+        w: u64,
+        y: u64,
+        n: usize,
+        k: usize,
+        m: usize,
+        bias: Option<&DevBuf>,
+    ) -> Result<(), CudaError> {
         // SAFETY: buffers are sized for `n` rows of the model's widths (Buffers::new).
         unsafe { self.gemm.linear(x, w, y, n, k, m, self.dtype, self.dtype) }?;
         if let Some(b) = bias {
-            self.run(KernelId::AddBias, geometry::elementwise(n * m), &[Arg::P(y), Arg::P(b.ptr), Arg::I(n as i32), Arg::I(m as i32)])?;
+            self.run(
+                KernelId::AddBias,
+                geometry::elementwise(n * m),
+                &[Arg::P(y), Arg::P(b.ptr), Arg::I(n as i32), Arg::I(m as i32)],
+            )?;
         }
         Ok(())
     }
 
     /// Embedding through the logits of `samples` gathered rows, over `n` token rows.
-    pub(crate) fn forward(&self, b: &Buffers, kv: &KvCache, n: usize, samples: usize) -> Result<(), CudaError> {
+    pub(crate) fn forward(
+        &self,
+        b: &Buffers,
+        kv: &KvCache,
+        n: usize,
+        samples: usize,
+    ) -> Result<(), CudaError> {
         let c = self.c;
-        let (h, hd, nh, nkv, inter) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
+        let (h, hd, nh, nkv, inter) = (
+            c.hidden_size,
+            c.head_dim,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.intermediate_size,
+        );
         let qkv_w = (nh + 2 * nkv) * hd;
         let eps = c.rms_norm_eps as f32;
         let scale = 1.0 / (hd as f32).sqrt();
-        self.run(KernelId::Embed, geometry::rows(n, h), &[Arg::P(b.residual.ptr), Arg::P(self.w.embed.ptr), Arg::P(b.ids.ptr), Arg::I(h as i32), Arg::I(c.vocab_size as i32)])?;
+        self.run(
+            KernelId::Embed,
+            geometry::rows(n, h),
+            &[
+                Arg::P(b.residual.ptr),
+                Arg::P(self.w.embed.ptr),
+                Arg::P(b.ids.ptr),
+                Arg::I(h as i32),
+                Arg::I(c.vocab_size as i32),
+            ],
+        )?;
         for (l, lw) in self.w.layers.iter().enumerate() {
             let delta = if l == 0 { 0 } else { b.delta.ptr };
-            self.run(KernelId::AddRmsNorm, geometry::rows(n, h), &[Arg::P(b.residual.ptr), Arg::P(delta), Arg::P(lw.input_norm.ptr), Arg::P(b.normed.ptr), Arg::I(h as i32), Arg::F(eps)])?;
-            self.linear(b.normed.ptr, lw.qkv.ptr, b.qkv.ptr, n, h, qkv_w, lw.qkv_bias.as_ref())?;
-            self.run(KernelId::Rope, geometry::rows(n, (nh + nkv) * hd / 2), &[Arg::P(b.qkv.ptr), Arg::P(b.positions.ptr), Arg::P(self.w.inv_freq.ptr), Arg::I(nh as i32), Arg::I(nkv as i32), Arg::I(hd as i32)])?;
+            self.run(
+                KernelId::AddRmsNorm,
+                geometry::rows(n, h),
+                &[
+                    Arg::P(b.residual.ptr),
+                    Arg::P(delta),
+                    Arg::P(lw.input_norm.ptr),
+                    Arg::P(b.normed.ptr),
+                    Arg::I(h as i32),
+                    Arg::F(eps),
+                ],
+            )?;
+            self.linear(
+                b.normed.ptr,
+                lw.qkv.ptr,
+                b.qkv.ptr,
+                n,
+                h,
+                qkv_w,
+                lw.qkv_bias.as_ref(),
+            )?;
+            self.run(
+                KernelId::Rope,
+                geometry::rows(n, (nh + nkv) * hd / 2),
+                &[
+                    Arg::P(b.qkv.ptr),
+                    Arg::P(b.positions.ptr),
+                    Arg::P(self.w.inv_freq.ptr),
+                    Arg::I(nh as i32),
+                    Arg::I(nkv as i32),
+                    Arg::I(hd as i32),
+                ],
+            )?;
             let (kc, vc) = &kv.layers[l];
-            self.run(KernelId::KvWrite, geometry::rows(n, nkv * hd), &[Arg::P(kc.ptr), Arg::P(vc.ptr), Arg::P(b.qkv.ptr), Arg::P(b.slots.ptr), Arg::I(nh as i32), Arg::I(nkv as i32), Arg::I(hd as i32)])?;
+            self.run(
+                KernelId::KvWrite,
+                geometry::rows(n, nkv * hd),
+                &[
+                    Arg::P(kc.ptr),
+                    Arg::P(vc.ptr),
+                    Arg::P(b.qkv.ptr),
+                    Arg::P(b.slots.ptr),
+                    Arg::I(nh as i32),
+                    Arg::I(nkv as i32),
+                    Arg::I(hd as i32),
+                ],
+            )?;
             self.run(
                 KernelId::PagedAttention,
                 geometry::attention(n, nh),
                 &[
-                    Arg::P(b.attn.ptr), Arg::P(b.qkv.ptr), Arg::P(kc.ptr), Arg::P(vc.ptr), Arg::P(b.tok_seq.ptr), Arg::P(b.positions.ptr),
-                    Arg::P(b.tables.ptr), Arg::I(b.width as i32), Arg::I(kv.block_size as i32), Arg::I(nh as i32), Arg::I(nkv as i32),
-                    Arg::I(hd as i32), Arg::F(scale), Arg::I(lw.window),
+                    Arg::P(b.attn.ptr),
+                    Arg::P(b.qkv.ptr),
+                    Arg::P(kc.ptr),
+                    Arg::P(vc.ptr),
+                    Arg::P(b.tok_seq.ptr),
+                    Arg::P(b.positions.ptr),
+                    Arg::P(b.tables.ptr),
+                    Arg::I(b.width as i32),
+                    Arg::I(kv.block_size as i32),
+                    Arg::I(nh as i32),
+                    Arg::I(nkv as i32),
+                    Arg::I(hd as i32),
+                    Arg::F(scale),
+                    Arg::I(lw.window),
                 ],
             )?;
-            self.linear(b.attn.ptr, lw.o.ptr, b.delta.ptr, n, nh * hd, h, lw.o_bias.as_ref())?;
-            self.run(KernelId::AddRmsNorm, geometry::rows(n, h), &[Arg::P(b.residual.ptr), Arg::P(b.delta.ptr), Arg::P(lw.post_norm.ptr), Arg::P(b.normed.ptr), Arg::I(h as i32), Arg::F(eps)])?;
-            self.linear(b.normed.ptr, lw.gate_up.ptr, b.gate_up.ptr, n, h, 2 * inter, lw.gate_up_bias.as_ref())?;
-            self.run(KernelId::SiluMul, geometry::elementwise(n * inter), &[Arg::P(b.act.ptr), Arg::P(b.gate_up.ptr), Arg::I(n as i32), Arg::I(inter as i32)])?;
-            self.linear(b.act.ptr, lw.down.ptr, b.delta.ptr, n, inter, h, lw.down_bias.as_ref())?;
+            self.linear(
+                b.attn.ptr,
+                lw.o.ptr,
+                b.delta.ptr,
+                n,
+                nh * hd,
+                h,
+                lw.o_bias.as_ref(),
+            )?;
+            self.run(
+                KernelId::AddRmsNorm,
+                geometry::rows(n, h),
+                &[
+                    Arg::P(b.residual.ptr),
+                    Arg::P(b.delta.ptr),
+                    Arg::P(lw.post_norm.ptr),
+                    Arg::P(b.normed.ptr),
+                    Arg::I(h as i32),
+                    Arg::F(eps),
+                ],
+            )?;
+            self.linear(
+                b.normed.ptr,
+                lw.gate_up.ptr,
+                b.gate_up.ptr,
+                n,
+                h,
+                2 * inter,
+                lw.gate_up_bias.as_ref(),
+            )?;
+            self.run(
+                KernelId::SiluMul,
+                geometry::elementwise(n * inter),
+                &[
+                    Arg::P(b.act.ptr),
+                    Arg::P(b.gate_up.ptr),
+                    Arg::I(n as i32),
+                    Arg::I(inter as i32),
+                ],
+            )?;
+            self.linear(
+                b.act.ptr,
+                lw.down.ptr,
+                b.delta.ptr,
+                n,
+                inter,
+                h,
+                lw.down_bias.as_ref(),
+            )?;
         }
-        let delta = if self.w.layers.is_empty() { 0 } else { b.delta.ptr };
-        self.run(KernelId::AddRmsNorm, geometry::rows(n, h), &[Arg::P(b.residual.ptr), Arg::P(delta), Arg::P(self.w.final_norm.ptr), Arg::P(b.normed.ptr), Arg::I(h as i32), Arg::F(eps)])?;
+        let delta = if self.w.layers.is_empty() {
+            0
+        } else {
+            b.delta.ptr
+        };
+        self.run(
+            KernelId::AddRmsNorm,
+            geometry::rows(n, h),
+            &[
+                Arg::P(b.residual.ptr),
+                Arg::P(delta),
+                Arg::P(self.w.final_norm.ptr),
+                Arg::P(b.normed.ptr),
+                Arg::I(h as i32),
+                Arg::F(eps),
+            ],
+        )?;
         if samples > 0 {
-            self.run(KernelId::GatherRows, geometry::rows(samples, h), &[Arg::P(b.gathered.ptr), Arg::P(b.normed.ptr), Arg::P(b.sample_rows.ptr), Arg::I(h as i32)])?;
+            self.run(
+                KernelId::GatherRows,
+                geometry::rows(samples, h),
+                &[
+                    Arg::P(b.gathered.ptr),
+                    Arg::P(b.normed.ptr),
+                    Arg::P(b.sample_rows.ptr),
+                    Arg::I(h as i32),
+                ],
+            )?;
             // SAFETY: `gathered` holds `samples` rows, `logits` `samples` f32 rows of the vocab.
-            unsafe { self.gemm.linear(b.gathered.ptr, self.w.lm_head_ptr(), b.logits.ptr, samples, h, c.vocab_size, self.dtype, DType::F32) }?;
+            unsafe {
+                self.gemm.linear(
+                    b.gathered.ptr,
+                    self.w.lm_head_ptr(),
+                    b.logits.ptr,
+                    samples,
+                    h,
+                    c.vocab_size,
+                    self.dtype,
+                    DType::F32,
+                )
+            }?;
         }
         Ok(())
     }
@@ -215,8 +396,16 @@ impl Net<'_> {
             self.dtype,
             geometry::sampling(samples),
             &[
-                Arg::P(b.logits.ptr), Arg::I(self.c.vocab_size as i32), Arg::P(b.params.ptr), Arg::P(b.pens.ptr), Arg::P(b.work.ptr),
-                Arg::P(b.e.ptr), Arg::P(b.outs.ptr), Arg::P(b.top_tokens.ptr), Arg::P(b.top_logprobs.ptr), Arg::I(MAX_TOP_N as i32),
+                Arg::P(b.logits.ptr),
+                Arg::I(self.c.vocab_size as i32),
+                Arg::P(b.params.ptr),
+                Arg::P(b.pens.ptr),
+                Arg::P(b.work.ptr),
+                Arg::P(b.e.ptr),
+                Arg::P(b.outs.ptr),
+                Arg::P(b.top_tokens.ptr),
+                Arg::P(b.top_logprobs.ptr),
+                Arg::I(MAX_TOP_N as i32),
             ],
         )
     }

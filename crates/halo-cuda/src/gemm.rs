@@ -5,7 +5,9 @@
 
 use crate::error::CudaError;
 use cudarc::cublas::result as blas;
-use cudarc::cublas::sys::{self as bsys, cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
+use cudarc::cublas::sys::{
+    self as bsys, cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType,
+};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use halo_hal::DType;
@@ -38,7 +40,10 @@ impl Gemm {
         // SAFETY: the workspace outlives the handle (both live in `Gemm`).
         unsafe { bsys::cublasSetWorkspace_v2(*blas.handle(), ptr as *mut _, WORKSPACE_BYTES) }
             .result()?;
-        Ok(Gemm { blas, _workspace: workspace })
+        Ok(Gemm {
+            blas,
+            _workspace: workspace,
+        })
     }
 
     /// y = x · Wᵀ; `x` is [n, k] in `in_type`, `w` is [m, k] in `in_type`, `y` is [n, m] in

@@ -71,7 +71,9 @@ impl KernelSource {
 
     /// The kernels this file defines.
     pub fn kernels(self) -> impl Iterator<Item = KernelId> {
-        KernelId::ALL.into_iter().filter(move |k| k.source() == self)
+        KernelId::ALL
+            .into_iter()
+            .filter(move |k| k.source() == self)
     }
 }
 
@@ -145,7 +147,10 @@ impl KernelId {
     /// Every symbol of this kernel, for every dtype.
     pub fn all_symbols(self) -> Vec<String> {
         if self.is_typed() {
-            [DType::F32, DType::F16, DType::BF16].iter().map(|&d| self.symbol(d)).collect()
+            [DType::F32, DType::F16, DType::BF16]
+                .iter()
+                .map(|&d| self.symbol(d))
+                .collect()
         } else {
             vec![self.base_name().to_string()]
         }
@@ -179,7 +184,10 @@ fn options(arch: Arch, name: &str) -> CompileOptions {
         prec_div: Some(true),
         prec_sqrt: Some(true),
         ftz: Some(false),
-        options: vec![format!("--gpu-architecture={}", arch.nvrtc_name()), "-std=c++17".into()],
+        options: vec![
+            format!("--gpu-architecture={}", arch.nvrtc_name()),
+            "-std=c++17".into(),
+        ],
         name: Some(name.to_string()),
         ..Default::default()
     }
@@ -228,16 +236,32 @@ mod tests {
             let base = k.base_name();
             if k.is_typed() {
                 // Typed kernels are instantiated by a macro that pastes `base_##NAME`.
-                assert!(src.contains(&format!("{base}_##NAME")), "{base} in {}", k.source().file_name());
+                assert!(
+                    src.contains(&format!("{base}_##NAME")),
+                    "{base} in {}",
+                    k.source().file_name()
+                );
             } else {
                 assert!(src.contains(&format!("{base}(")), "{base}");
             }
         }
         for s in KernelSource::ALL {
-            assert!(s.kernels().count() > 0, "{} defines no kernel", s.file_name());
+            assert!(
+                s.kernels().count() > 0,
+                "{} defines no kernel",
+                s.file_name()
+            );
             let tu = s.translation_unit();
-            assert!(!tu.contains(INCLUDE_LINE), "header not spliced into {}", s.file_name());
-            assert!(!tu.contains("#include <"), "{} includes a system header", s.file_name());
+            assert!(
+                !tu.contains(INCLUDE_LINE),
+                "header not spliced into {}",
+                s.file_name()
+            );
+            assert!(
+                !tu.contains("#include <"),
+                "{} includes a system header",
+                s.file_name()
+            );
         }
     }
 

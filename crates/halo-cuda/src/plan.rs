@@ -42,7 +42,9 @@ impl StepPlan {
     ) -> Result<StepPlan, DeviceError> {
         let num_tokens = batch.num_tokens();
         let too_big = |what: &str, have: usize, cap: usize| {
-            Err(DeviceError::BadBatch(format!("{what}: {have} exceeds the warmed-up maximum of {cap}")))
+            Err(DeviceError::BadBatch(format!(
+                "{what}: {have} exceeds the warmed-up maximum of {cap}"
+            )))
         };
         if num_tokens > rows {
             return too_big("tokens in the step", num_tokens, rows);
@@ -175,17 +177,34 @@ mod tests {
 
     #[test]
     fn over_capacity_is_a_bad_batch() {
-        let b = StepBatch { seqs: vec![seq(1, vec![1; 9], 0, vec![0, 1, 2], true)] };
-        assert!(matches!(StepPlan::build(&b, 4, 3, 8, 4, 4), Err(DeviceError::BadBatch(_))));
-        let b = StepBatch { seqs: vec![seq(1, vec![1; 2], 10, vec![0, 1, 2], true)] };
-        assert!(StepPlan::build(&b, 4, 2, 8, 4, 4).is_err(), "needs 3 blocks, table holds 2");
+        let b = StepBatch {
+            seqs: vec![seq(1, vec![1; 9], 0, vec![0, 1, 2], true)],
+        };
+        assert!(matches!(
+            StepPlan::build(&b, 4, 3, 8, 4, 4),
+            Err(DeviceError::BadBatch(_))
+        ));
+        let b = StepBatch {
+            seqs: vec![seq(1, vec![1; 2], 10, vec![0, 1, 2], true)],
+        };
+        assert!(
+            StepPlan::build(&b, 4, 2, 8, 4, 4).is_err(),
+            "needs 3 blocks, table holds 2"
+        );
     }
 
     #[test]
     fn decode_shape_detection() {
-        let d = StepBatch { seqs: vec![seq(1, vec![1], 3, vec![0], true), seq(2, vec![2], 0, vec![1], true)] };
+        let d = StepBatch {
+            seqs: vec![
+                seq(1, vec![1], 3, vec![0], true),
+                seq(2, vec![2], 0, vec![1], true),
+            ],
+        };
         assert!(StepPlan::is_decode(&d));
-        let m = StepBatch { seqs: vec![seq(1, vec![1, 2], 0, vec![0], true)] };
+        let m = StepBatch {
+            seqs: vec![seq(1, vec![1, 2], 0, vec![0], true)],
+        };
         assert!(!StepPlan::is_decode(&m));
     }
 
@@ -210,6 +229,9 @@ mod tests {
             geometry::ATTN_MAX_HEAD_DIM / 32
         )));
         let samp = crate::kernels::KernelSource::Sampling.raw();
-        assert!(samp.contains(&format!("#define SAMPLE_THREADS {}", geometry::SAMPLE_THREADS)));
+        assert!(samp.contains(&format!(
+            "#define SAMPLE_THREADS {}",
+            geometry::SAMPLE_THREADS
+        )));
     }
 }

@@ -80,7 +80,10 @@ mod tests {
             return; // a machine with a driver answers with its GPU instead
         }
         let e = probe().unwrap_err();
-        assert!(matches!(e, DeviceError::Unavailable(ref m) if m.contains("no CUDA driver found")), "{e}");
+        assert!(
+            matches!(e, DeviceError::Unavailable(ref m) if m.contains("no CUDA driver found")),
+            "{e}"
+        );
     }
 
     #[test]

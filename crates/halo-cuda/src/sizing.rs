@@ -81,7 +81,11 @@ mod tests {
     const GIB: u64 = 1 << 30;
 
     fn req() -> WarmupRequest {
-        WarmupRequest { block_size: 16, max_seq_len: 2048, ..Default::default() }
+        WarmupRequest {
+            block_size: 16,
+            max_seq_len: 2048,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -97,26 +101,41 @@ mod tests {
     fn explicit_requests_win_but_must_fit() {
         let mut r = req();
         r.num_blocks = Some(200);
-        assert_eq!(kv_pool_blocks(&r, 60 * GIB, 80 * GIB, 1 << 20).unwrap(), 200);
+        assert_eq!(
+            kv_pool_blocks(&r, 60 * GIB, 80 * GIB, 1 << 20).unwrap(),
+            200
+        );
         r.num_blocks = None;
         r.kv_cache_bytes = Some(GIB);
-        assert_eq!(kv_pool_blocks(&r, 60 * GIB, 80 * GIB, 1 << 20).unwrap(), 1024);
+        assert_eq!(
+            kv_pool_blocks(&r, 60 * GIB, 80 * GIB, 1 << 20).unwrap(),
+            1024
+        );
         r.kv_cache_bytes = Some(70 * GIB);
-        assert!(matches!(kv_pool_blocks(&r, 60 * GIB, 80 * GIB, 1 << 20), Err(DeviceError::OutOfMemory(_))));
+        assert!(matches!(
+            kv_pool_blocks(&r, 60 * GIB, 80 * GIB, 1 << 20),
+            Err(DeviceError::OutOfMemory(_))
+        ));
     }
 
     #[test]
     fn a_pool_smaller_than_one_sequence_is_out_of_memory() {
         // 128 blocks needed for 2048 tokens; only ~100 fit.
         let free = headroom_bytes(8 * GIB) + 100 * (1 << 20);
-        assert!(matches!(kv_pool_blocks(&req(), free, 8 * GIB, 1 << 20), Err(DeviceError::OutOfMemory(_))));
+        assert!(matches!(
+            kv_pool_blocks(&req(), free, 8 * GIB, 1 << 20),
+            Err(DeviceError::OutOfMemory(_))
+        ));
     }
 
     #[test]
     fn buckets_cover_every_batch_size() {
         assert_eq!(graph_buckets(1), vec![1]);
         assert_eq!(graph_buckets(6), vec![1, 2, 4, 6]);
-        assert_eq!(graph_buckets(64), vec![1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64]);
+        assert_eq!(
+            graph_buckets(64),
+            vec![1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64]
+        );
         assert_eq!(*graph_buckets(100).last().unwrap(), 100);
         assert_eq!(choose_bucket(&graph_buckets(64), 9), Some(16));
         assert_eq!(choose_bucket(&graph_buckets(64), 65), None);

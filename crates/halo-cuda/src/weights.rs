@@ -31,8 +31,14 @@ impl DevBuf {
 pub(crate) fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
     match dtype {
         DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
-        DType::BF16 => values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
+        DType::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        DType::BF16 => values
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
     }
 }
 
@@ -69,7 +75,11 @@ impl ModelWeights {
     }
 }
 
-pub(crate) fn upload(model: &Model, dtype: DType, stream: &Arc<CudaStream>) -> Result<ModelWeights, DeviceError> {
+pub(crate) fn upload(
+    model: &Model,
+    dtype: DType,
+    stream: &Arc<CudaStream>,
+) -> Result<ModelWeights, DeviceError> {
     let c = &model.config;
     let (h, hd, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
     let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
@@ -77,7 +87,12 @@ pub(crate) fn upload(model: &Model, dtype: DType, stream: &Arc<CudaStream>) -> R
     let mut put = |names: &[(&str, Vec<usize>)]| -> Result<DevBuf, DeviceError> {
         let mut all = Vec::new();
         for (name, shape) in names {
-            all.extend(model.weights.load_f32(name, shape).map_err(|e| DeviceError::Load(e.to_string()))?);
+            all.extend(
+                model
+                    .weights
+                    .load_f32(name, shape)
+                    .map_err(|e| DeviceError::Load(e.to_string()))?,
+            );
         }
         let bytes = encode(&all, dtype);
         bytes_read += bytes.len() as u64;
@@ -93,23 +108,57 @@ pub(crate) fn upload(model: &Model, dtype: DType, stream: &Arc<CudaStream>) -> R
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for l in 0..c.num_hidden_layers {
         let n = |s: &str| format!("model.layers.{l}.{s}");
-        let (qw, kw, vw) = (n("self_attn.q_proj.weight"), n("self_attn.k_proj.weight"), n("self_attn.v_proj.weight"));
-        let (qb, kb, vb) = (n("self_attn.q_proj.bias"), n("self_attn.k_proj.bias"), n("self_attn.v_proj.bias"));
-        let (gw, uw, dw) = (n("mlp.gate_proj.weight"), n("mlp.up_proj.weight"), n("mlp.down_proj.weight"));
-        let (gb, ub, db) = (n("mlp.gate_proj.bias"), n("mlp.up_proj.bias"), n("mlp.down_proj.bias"));
+        let (qw, kw, vw) = (
+            n("self_attn.q_proj.weight"),
+            n("self_attn.k_proj.weight"),
+            n("self_attn.v_proj.weight"),
+        );
+        let (qb, kb, vb) = (
+            n("self_attn.q_proj.bias"),
+            n("self_attn.k_proj.bias"),
+            n("self_attn.v_proj.bias"),
+        );
+        let (gw, uw, dw) = (
+            n("mlp.gate_proj.weight"),
+            n("mlp.up_proj.weight"),
+            n("mlp.down_proj.weight"),
+        );
+        let (gb, ub, db) = (
+            n("mlp.gate_proj.bias"),
+            n("mlp.up_proj.bias"),
+            n("mlp.down_proj.bias"),
+        );
         let (ow, ob) = (n("self_attn.o_proj.weight"), n("self_attn.o_proj.bias"));
         layers.push(LayerWeights {
             input_norm: put(&[(&n("input_layernorm.weight"), vec![h])])?,
             post_norm: put(&[(&n("post_attention_layernorm.weight"), vec![h])])?,
             qkv: put(&[(&qw, vec![q, h]), (&kw, vec![kv, h]), (&vw, vec![kv, h])])?,
-            qkv_bias: if c.qkv_bias { Some(put(&[(&qb, vec![q]), (&kb, vec![kv]), (&vb, vec![kv])])?) } else { None },
+            qkv_bias: if c.qkv_bias {
+                Some(put(&[(&qb, vec![q]), (&kb, vec![kv]), (&vb, vec![kv])])?)
+            } else {
+                None
+            },
             o: put(&[(&ow, vec![h, q])])?,
-            o_bias: if c.o_bias { Some(put(&[(&ob, vec![h])])?) } else { None },
+            o_bias: if c.o_bias {
+                Some(put(&[(&ob, vec![h])])?)
+            } else {
+                None
+            },
             gate_up: put(&[(&gw, vec![i, h]), (&uw, vec![i, h])])?,
-            gate_up_bias: if c.mlp_bias { Some(put(&[(&gb, vec![i]), (&ub, vec![i])])?) } else { None },
+            gate_up_bias: if c.mlp_bias {
+                Some(put(&[(&gb, vec![i]), (&ub, vec![i])])?)
+            } else {
+                None
+            },
             down: put(&[(&dw, vec![h, i])])?,
-            down_bias: if c.mlp_bias { Some(put(&[(&db, vec![h])])?) } else { None },
-            window: c.window_for_layer(l).map_or(0, |w| w.min(i32::MAX as usize) as i32),
+            down_bias: if c.mlp_bias {
+                Some(put(&[(&db, vec![h])])?)
+            } else {
+                None
+            },
+            window: c
+                .window_for_layer(l)
+                .map_or(0, |w| w.min(i32::MAX as usize) as i32),
         });
     }
     if c.tie_word_embeddings {
@@ -117,7 +166,14 @@ pub(crate) fn upload(model: &Model, dtype: DType, stream: &Arc<CudaStream>) -> R
     }
     let inv_freq = c.rope.inv_freq(hd);
     let inv_freq = DevBuf::from_bytes(stream, &encode(&inv_freq, DType::F32))?;
-    Ok(ModelWeights { embed, final_norm, lm_head, layers, inv_freq, bytes_read })
+    Ok(ModelWeights {
+        embed,
+        final_norm,
+        lm_head,
+        layers,
+        inv_freq,
+        bytes_read,
+    })
 }
 
 #[cfg(test)]

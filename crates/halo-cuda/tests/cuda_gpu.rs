@@ -8,30 +8,59 @@ use halo_hal::{DType, Device, LoadOptions, SampleRequest, SeqStep, StepBatch, Wa
 use std::path::PathBuf;
 
 fn model_dir() -> PathBuf {
-    std::env::var("HALO_TINY_MHA").map(PathBuf::from).unwrap_or_else(|_| "/work/shared/models/tiny-mha".into())
+    std::env::var("HALO_TINY_MHA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| "/work/shared/models/tiny-mha".into())
 }
 
 fn golden() -> Vec<(Vec<u32>, Vec<u32>)> {
     let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model_dir().join("golden.json")).unwrap()).unwrap();
-    let ids = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
-    g["cases"].as_array().unwrap().iter().map(|c| (ids(&c["prompt_ids"]), ids(&c["greedy_ids"]))).collect()
+        serde_json::from_str(&std::fs::read_to_string(model_dir().join("golden.json")).unwrap())
+            .unwrap();
+    let ids = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    g["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (ids(&c["prompt_ids"]), ids(&c["greedy_ids"])))
+        .collect()
 }
 
 fn device(dtype: DType) -> (CudaDevice, usize) {
     let mut d = CudaDevice::new(0).expect("a CUDA GPU");
-    d.load(&model_dir(), &LoadOptions { dtype: Some(dtype) }).unwrap();
+    d.load(&model_dir(), &LoadOptions { dtype: Some(dtype) })
+        .unwrap();
     let layout = d
-        .warmup(&WarmupRequest { block_size: 16, max_batch_tokens: 256, max_batch_seqs: 8, max_seq_len: 512, num_blocks: Some(256), kv_cache_bytes: None })
+        .warmup(&WarmupRequest {
+            block_size: 16,
+            max_batch_tokens: 256,
+            max_batch_seqs: 8,
+            max_seq_len: 512,
+            num_blocks: Some(256),
+            kv_cache_bytes: None,
+        })
         .unwrap();
     assert_eq!(layout.num_blocks, 256);
     (d, layout.block_size)
 }
 
 /// Greedy generation of several prompts in one batch (prefill together, then decode together).
-fn generate(d: &mut CudaDevice, block_size: usize, prompts: &[Vec<u32>], new: usize) -> Vec<Vec<u32>> {
+fn generate(
+    d: &mut CudaDevice,
+    block_size: usize,
+    prompts: &[Vec<u32>],
+    new: usize,
+) -> Vec<Vec<u32>> {
     let per_seq = 512 / block_size;
-    let tables: Vec<Vec<u32>> = (0..prompts.len()).map(|i| ((i * per_seq) as u32..((i + 1) * per_seq) as u32).collect()).collect();
+    let tables: Vec<Vec<u32>> = (0..prompts.len())
+        .map(|i| ((i * per_seq) as u32..((i + 1) * per_seq) as u32).collect())
+        .collect();
     let mut out = vec![Vec::new(); prompts.len()];
     let mut last: Vec<u32> = Vec::new();
     for step in 0..new {
@@ -39,12 +68,26 @@ fn generate(d: &mut CudaDevice, block_size: usize, prompts: &[Vec<u32>], new: us
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let (tokens, start) = if step == 0 { (p.clone(), 0) } else { (vec![last[i]], p.len() + step - 1) };
-                SeqStep { seq_id: i as u64, tokens, start_pos: start, block_table: tables[i].clone(), sample: Some(SampleRequest::greedy()) }
+                let (tokens, start) = if step == 0 {
+                    (p.clone(), 0)
+                } else {
+                    (vec![last[i]], p.len() + step - 1)
+                };
+                SeqStep {
+                    seq_id: i as u64,
+                    tokens,
+                    start_pos: start,
+                    block_table: tables[i].clone(),
+                    sample: Some(SampleRequest::greedy()),
+                }
             })
             .collect();
         let r = d.step(&StepBatch { seqs }).unwrap();
-        last = r.results.iter().map(|r| r.outcome.as_ref().unwrap().token).collect();
+        last = r
+            .results
+            .iter()
+            .map(|r| r.outcome.as_ref().unwrap().token)
+            .collect();
         for (o, t) in out.iter_mut().zip(&last) {
             o.push(*t);
         }

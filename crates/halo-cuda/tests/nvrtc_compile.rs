@@ -15,9 +15,7 @@ fn nvrtc_or_skip() -> bool {
         "HALO_REQUIRE_NVRTC=1 but libnvrtc could not be loaded (LD_LIBRARY_PATH={:?})",
         std::env::var("LD_LIBRARY_PATH").ok()
     );
-    eprintln!(
-        "SKIPPED: NVRTC not found (libnvrtc.so.13); run ci/nvrtc.sh to compile the kernels"
-    );
+    eprintln!("SKIPPED: NVRTC not found (libnvrtc.so.13); run ci/nvrtc.sh to compile the kernels");
     false
 }
 
@@ -28,8 +26,9 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
     }
     for arch in [Arch { major: 8, minor: 0 }, Arch { major: 9, minor: 0 }] {
         for source in KernelSource::ALL {
-            let ptx = kernels::compile(source, arch)
-                .unwrap_or_else(|e| panic!("{} for {}: {e}", source.file_name(), arch.nvrtc_name()));
+            let ptx = kernels::compile(source, arch).unwrap_or_else(|e| {
+                panic!("{} for {}: {e}", source.file_name(), arch.nvrtc_name())
+            });
             let text = ptx.to_src();
             assert!(
                 text.contains(&format!(".target {}", arch.nvrtc_name())),

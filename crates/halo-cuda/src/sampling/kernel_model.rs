@@ -9,7 +9,11 @@ use proptest::prelude::*;
 fn sort_key(l: f32, id: u32) -> u64 {
     let l = if l == 0.0 { 0.0 } else { l };
     let mut b = l.to_bits();
-    b = if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 };
+    b = if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    };
     ((b as u64) << 32) | (0xFFFF_FFFF - id) as u64
 }
 
@@ -39,7 +43,11 @@ fn model_choose(raw: &[f32], req: &SampleRequest) -> Result<u32, SeqFailure> {
     if req.params.uses_penalties() {
         sampling::apply_penalties(&mut w, req);
     }
-    let keys: Vec<u64> = w.iter().enumerate().map(|(i, &l)| sort_key(l, i as u32)).collect();
+    let keys: Vec<u64> = w
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| sort_key(l, i as u32))
+        .collect();
     let top_key = *keys.iter().max().unwrap();
     let p = &req.params;
     if p.temperature == 0.0 {
@@ -47,15 +55,31 @@ fn model_choose(raw: &[f32], req: &SampleRequest) -> Result<u32, SeqFailure> {
     }
     let inv_t = 1.0 / p.temperature as f64;
     let shift = w[key_id(top_key) as usize] as f64 * inv_t;
-    let e: Vec<f64> = w.iter().map(|&l| (l as f64 * inv_t - shift).exp()).collect();
+    let e: Vec<f64> = w
+        .iter()
+        .map(|&l| (l as f64 * inv_t - shift).exp())
+        .collect();
     let min_key = *keys.iter().min().unwrap();
     let vocab = w.len();
     let mut lo = min_key;
     if p.top_k > 0 && (p.top_k as usize) < vocab {
-        lo = bisect(min_key, top_key, |k| keys.iter().filter(|&&x| x >= k).count() >= p.top_k as usize);
+        lo = bisect(min_key, top_key, |k| {
+            keys.iter().filter(|&&x| x >= k).count() >= p.top_k as usize
+        });
     }
-    let total: f64 = keys.iter().zip(&e).filter(|(&k, _)| k >= lo).map(|(_, e)| e).sum();
-    let mass = |k: u64| -> f64 { keys.iter().zip(&e).filter(|(&x, _)| x >= k).map(|(_, e)| e / total).sum() };
+    let total: f64 = keys
+        .iter()
+        .zip(&e)
+        .filter(|(&k, _)| k >= lo)
+        .map(|(_, e)| e)
+        .sum();
+    let mass = |k: u64| -> f64 {
+        keys.iter()
+            .zip(&e)
+            .filter(|(&x, _)| x >= k)
+            .map(|(_, e)| e / total)
+            .sum()
+    };
     if p.top_p < 1.0 && mass(lo) >= p.top_p as f64 {
         lo = bisect(lo, top_key, |k| mass(k) >= p.top_p as f64);
     }
@@ -71,12 +95,26 @@ fn model_choose(raw: &[f32], req: &SampleRequest) -> Result<u32, SeqFailure> {
     }
     let m = mass(lo);
     let target = rng::uniform(p.seed, req.rng_offset) * m;
-    let a = if m > target { bisect(lo, top_key, |k| mass(k) > target) } else { lo };
+    let a = if m > target {
+        bisect(lo, top_key, |k| mass(k) > target)
+    } else {
+        lo
+    };
     Ok(key_id(*keys.iter().filter(|&&k| k >= a).min().unwrap()))
 }
 
-fn request(params: SamplingParams, offset: u64, penalties: Option<PenaltyContext>) -> SampleRequest {
-    SampleRequest { params, rng_offset: offset, logprobs: true, top_n: 0, penalties }
+fn request(
+    params: SamplingParams,
+    offset: u64,
+    penalties: Option<PenaltyContext>,
+) -> SampleRequest {
+    SampleRequest {
+        params,
+        rng_offset: offset,
+        logprobs: true,
+        top_n: 0,
+        penalties,
+    }
 }
 
 #[test]
@@ -91,9 +129,15 @@ fn keys_order_like_the_reference() {
 #[test]
 fn greedy_ties_and_zero_signs() {
     let l = [0.0f32, -0.0, 0.0];
-    assert_eq!(model_choose(&l, &request(SamplingParams::greedy(), 0, None)), Ok(0));
+    assert_eq!(
+        model_choose(&l, &request(SamplingParams::greedy(), 0, None)),
+        Ok(0)
+    );
     let l = [-0.0f32, 0.0];
-    assert_eq!(model_choose(&l, &request(SamplingParams::greedy(), 0, None)), Ok(0));
+    assert_eq!(
+        model_choose(&l, &request(SamplingParams::greedy(), 0, None)),
+        Ok(0)
+    );
 }
 
 proptest! {

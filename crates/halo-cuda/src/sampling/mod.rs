@@ -76,7 +76,10 @@ pub fn pack(batch: &StepBatch, sampled: &[usize], vocab: usize) -> Result<Sample
     for (row, &si) in sampled.iter().enumerate() {
         let s = &batch.seqs[si];
         let req = s.sample.as_ref().ok_or_else(|| {
-            DeviceError::BadBatch(format!("sequence {} listed as sampling without a request", s.seq_id))
+            DeviceError::BadBatch(format!(
+                "sequence {} listed as sampling without a request",
+                s.seq_id
+            ))
         })?;
         if req.top_n as usize > MAX_TOP_N {
             return Err(DeviceError::BadBatch(format!(
@@ -111,13 +114,24 @@ pub fn pack(batch: &StepBatch, sampled: &[usize], vocab: usize) -> Result<Sample
 
 /// One entry per distinct in-vocabulary token of the history (the reference skips the rest).
 fn penalty_entries(req: &SampleRequest, vocab: usize) -> Vec<PenaltyEntry> {
-    let Some(ctx) = &req.penalties else { return Vec::new() };
+    let Some(ctx) = &req.penalties else {
+        return Vec::new();
+    };
     let mut by_token: BTreeMap<u32, PenaltyEntry> = BTreeMap::new();
     for &t in ctx.prompt.iter().filter(|&&t| (t as usize) < vocab) {
-        by_token.entry(t).or_insert(PenaltyEntry { token: t, ..Default::default() }).seen = 1;
+        by_token
+            .entry(t)
+            .or_insert(PenaltyEntry {
+                token: t,
+                ..Default::default()
+            })
+            .seen = 1;
     }
     for &t in ctx.generated.iter().filter(|&&t| (t as usize) < vocab) {
-        let e = by_token.entry(t).or_insert(PenaltyEntry { token: t, ..Default::default() });
+        let e = by_token.entry(t).or_insert(PenaltyEntry {
+            token: t,
+            ..Default::default()
+        });
         e.seen = 1;
         e.generated_count += 1;
     }
@@ -139,7 +153,10 @@ pub fn unpack(
         let outcome = match o.status {
             0 => {
                 if o.token < 0 || o.token as usize >= vocab {
-                    return Err(DeviceError::Backend(format!("sampler returned token {}", o.token)));
+                    return Err(DeviceError::Backend(format!(
+                        "sampler returned token {}",
+                        o.token
+                    )));
                 }
                 let n = (o.n_top.max(0) as usize).min(MAX_TOP_N);
                 let top = (0..n)
@@ -148,12 +165,19 @@ pub fn unpack(
                         logprob: top_logprobs[i * MAX_TOP_N + j],
                     })
                     .collect();
-                Ok(SampledToken { token: o.token as u32, logprob: o.logprob, top })
+                Ok(SampledToken {
+                    token: o.token as u32,
+                    logprob: o.logprob,
+                    top,
+                })
             }
             1 => Err(SeqFailure::NonFiniteLogits),
             other => return Err(DeviceError::Backend(format!("sampler status {other}"))),
         };
-        results.push(SeqResult { seq_id: batch.seqs[si].seq_id, outcome });
+        results.push(SeqResult {
+            seq_id: batch.seqs[si].seq_id,
+            outcome,
+        });
     }
     Ok(results)
 }
@@ -167,7 +191,13 @@ mod tests {
     use halo_hal::{PenaltyContext, SamplingParams, SeqStep};
 
     fn step(id: u64, sample: Option<SampleRequest>) -> SeqStep {
-        SeqStep { seq_id: id, tokens: vec![1], start_pos: 0, block_table: vec![0], sample }
+        SeqStep {
+            seq_id: id,
+            tokens: vec![1],
+            start_pos: 0,
+            block_table: vec![0],
+            sample,
+        }
     }
 
     #[test]
@@ -176,19 +206,42 @@ mod tests {
         assert_eq!(std::mem::size_of::<PenaltyEntry>(), 16);
         assert_eq!(std::mem::size_of::<SampleOut>(), 16);
         let src = crate::kernels::KernelSource::Sampling.raw();
-        assert!(src.contains(&format!("#define SAMPLE_THREADS {}", crate::plan::geometry::SAMPLE_THREADS)));
+        assert!(src.contains(&format!(
+            "#define SAMPLE_THREADS {}",
+            crate::plan::geometry::SAMPLE_THREADS
+        )));
     }
 
     #[test]
     fn packs_penalty_history_as_distinct_tokens() {
         let mut req = SampleRequest::greedy();
-        req.params = SamplingParams { repetition_penalty: 1.3, frequency_penalty: 0.5, ..Default::default() };
-        req.penalties = Some(PenaltyContext { prompt: vec![4u32, 4, 9, 999].into(), generated: vec![9, 2, 9] });
-        let b = StepBatch { seqs: vec![step(1, None), step(2, Some(req))] };
+        req.params = SamplingParams {
+            repetition_penalty: 1.3,
+            frequency_penalty: 0.5,
+            ..Default::default()
+        };
+        req.penalties = Some(PenaltyContext {
+            prompt: vec![4u32, 4, 9, 999].into(),
+            generated: vec![9, 2, 9],
+        });
+        let b = StepBatch {
+            seqs: vec![step(1, None), step(2, Some(req))],
+        };
         let p = pack(&b, &[1], 16).unwrap();
         assert_eq!(p.params.len(), 1);
-        assert_eq!((p.params[0].pen_start, p.params[0].pen_len, p.params[0].use_penalties), (0, 3, 1));
-        let e: Vec<(u32, u32, u32)> = p.penalties.iter().map(|e| (e.token, e.seen, e.generated_count)).collect();
+        assert_eq!(
+            (
+                p.params[0].pen_start,
+                p.params[0].pen_len,
+                p.params[0].use_penalties
+            ),
+            (0, 3, 1)
+        );
+        let e: Vec<(u32, u32, u32)> = p
+            .penalties
+            .iter()
+            .map(|e| (e.token, e.seen, e.generated_count))
+            .collect();
         assert_eq!(e, vec![(2, 1, 1), (4, 1, 0), (9, 1, 2)]);
     }
 
@@ -196,16 +249,33 @@ mod tests {
     fn rejects_top_n_beyond_the_buffer() {
         let mut req = SampleRequest::greedy();
         req.top_n = MAX_TOP_N as u32 + 1;
-        let b = StepBatch { seqs: vec![step(1, Some(req))] };
+        let b = StepBatch {
+            seqs: vec![step(1, Some(req))],
+        };
         assert!(matches!(pack(&b, &[0], 16), Err(DeviceError::BadBatch(_))));
     }
 
     #[test]
     fn unpacks_failures_and_alternatives() {
-        let b = StepBatch { seqs: vec![step(7, Some(SampleRequest::greedy())), step(8, Some(SampleRequest::greedy()))] };
+        let b = StepBatch {
+            seqs: vec![
+                step(7, Some(SampleRequest::greedy())),
+                step(8, Some(SampleRequest::greedy())),
+            ],
+        };
         let outs = [
-            SampleOut { token: 3, logprob: -0.25, status: 0, n_top: 1 },
-            SampleOut { token: 0, logprob: 0.0, status: 1, n_top: 0 },
+            SampleOut {
+                token: 3,
+                logprob: -0.25,
+                status: 0,
+                n_top: 1,
+            },
+            SampleOut {
+                token: 0,
+                logprob: 0.0,
+                status: 1,
+                n_top: 0,
+            },
         ];
         let mut tt = vec![0i32; 2 * MAX_TOP_N];
         let mut tl = vec![0f32; 2 * MAX_TOP_N];
@@ -213,9 +283,21 @@ mod tests {
         tl[0] = -0.25;
         let r = unpack(&b, &[0, 1], &outs, &tt, &tl, 16).unwrap();
         assert_eq!(r[0].seq_id, 7);
-        assert_eq!(r[0].outcome.as_ref().unwrap().top, vec![TopToken { token: 3, logprob: -0.25 }]);
+        assert_eq!(
+            r[0].outcome.as_ref().unwrap().top,
+            vec![TopToken {
+                token: 3,
+                logprob: -0.25
+            }]
+        );
         assert_eq!(r[1].outcome, Err(SeqFailure::NonFiniteLogits));
-        let bad = [SampleOut { token: 99, ..Default::default() }, outs[1]];
+        let bad = [
+            SampleOut {
+                token: 99,
+                ..Default::default()
+            },
+            outs[1],
+        ];
         assert!(unpack(&b, &[0, 1], &bad, &tt, &tl, 16).is_err());
     }
 }
