@@ -173,54 +173,19 @@ fn bad_arguments_and_bad_model_directories_exit_2() {
         "/nonexistent",
     );
     assert_usage_error(&["generate", "--model", model], "--prompt");
-    assert_usage_error(
-        &[
-            "generate", "--model", model, "--prompt", "x", "--device", "tpu",
-        ],
-        "tpu",
-    );
-    assert_usage_error(
-        &[
-            "generate",
-            "--model",
-            model,
-            "--prompt",
-            "x",
-            "--temperature",
-            "NaN",
-        ],
-        "temperature",
-    );
-    assert_usage_error(
-        &[
-            "generate", "--model", model, "--prompt", "x", "--top-p", "1.5",
-        ],
-        "top_p",
-    );
-    assert_usage_error(
-        &[
-            "generate",
-            "--model",
-            model,
-            "--prompt",
-            "x",
-            "--max-new-tokens",
-            "0",
-        ],
-        "max_new_tokens",
-    );
-    assert_usage_error(
-        &[
-            "generate",
-            "--model",
-            model,
-            "--prompt",
-            "x",
-            "--max-new-tokens",
-            "abc",
-        ],
-        "max-new-tokens",
-    );
+    // (extra flags after a valid model and prompt, what the one-line error must name)
+    let cases: [(&[&str], &str); 5] = [
+        (&["--device", "tpu"], "tpu"),
+        (&["--temperature", "NaN"], "temperature"),
+        (&["--top-p", "1.5"], "top_p"),
+        (&["--max-new-tokens", "0"], "max_new_tokens"),
+        (&["--max-new-tokens", "abc"], "max-new-tokens"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["generate", "--model", model, "--prompt", "x"];
+        args.extend_from_slice(extra);
+        assert_usage_error(&args, needle);
+    }
 
     let broken = tempfile::tempdir().unwrap();
     for f in [

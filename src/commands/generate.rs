@@ -71,20 +71,8 @@ pub struct GenerateArgs {
     /// Print one JSON object per prompt.
     #[arg(long)]
     json: bool,
-    /// Exact number of KV blocks.
-    #[arg(long)]
-    num_blocks: Option<usize>,
-    /// KV cache budget in MiB.
-    #[arg(long)]
-    kv_cache_mb: Option<u64>,
-    #[arg(long, default_value_t = 16)]
-    block_size: usize,
-    /// Token budget of one step (chunked prefill).
-    #[arg(long, default_value_t = 512)]
-    max_batch_tokens: usize,
-    /// Most sequences in one step.
-    #[arg(long, default_value_t = 64)]
-    max_batch_seqs: usize,
+    #[command(flatten)]
+    engine: super::engine_args::EngineArgs,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
@@ -103,14 +91,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         )));
     }
     let config = EngineConfig {
-        block_size: args.block_size,
-        num_blocks: args.num_blocks,
-        kv_cache_bytes: args.kv_cache_mb.map(|mb| mb << 20),
-        max_batch_tokens: args.max_batch_tokens,
-        max_batch_seqs: args.max_batch_seqs,
-        max_concurrent_requests: prompts.len().max(args.max_batch_seqs),
+        max_concurrent_requests: prompts.len().max(args.engine.max_batch_seqs),
         max_new_tokens_cap: args.max_new_tokens.max(1),
-        ..EngineConfig::default()
+        ..args.engine.config()
     };
     let dev = device::open(kind)?;
     let engine = Engine::start(dev, &args.model, LoadOptions { dtype }, config).map_err(usage)?;

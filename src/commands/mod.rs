@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod device;
+pub mod engine_args;
 pub mod generate;
 pub mod info;
 pub mod make_model;

@@ -38,21 +38,8 @@ pub struct ServeArgs {
     /// Requests waiting + running; beyond it new ones get RESOURCE_EXHAUSTED (QUEUE_FULL).
     #[arg(long, default_value_t = 256)]
     max_concurrent: usize,
-    /// Exact number of KV blocks (overrides --kv-cache-mb).
-    #[arg(long)]
-    num_blocks: Option<usize>,
-    /// KV cache budget in MiB (default: the device decides).
-    #[arg(long)]
-    kv_cache_mb: Option<u64>,
-    /// Tokens per KV block.
-    #[arg(long, default_value_t = 16)]
-    block_size: usize,
-    /// Token budget of one step (chunked prefill).
-    #[arg(long, default_value_t = 512)]
-    max_batch_tokens: usize,
-    /// Most sequences in one step.
-    #[arg(long, default_value_t = 64)]
-    max_batch_seqs: usize,
+    #[command(flatten)]
+    engine: super::engine_args::EngineArgs,
     /// Longest prompt (default: derived from the context and the KV pool).
     #[arg(long)]
     max_input_tokens: Option<usize>,
@@ -65,9 +52,6 @@ pub struct ServeArgs {
     /// Largest gRPC message in bytes (default 4 MiB).
     #[arg(long, default_value_t = halo_server::options::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
-    /// Turn off prefix caching.
-    #[arg(long)]
-    no_prefix_caching: bool,
     /// A file holding the bearer token clients must send (else $HALO_AUTH_TOKEN; else no auth).
     #[arg(long)]
     auth_token_file: Option<PathBuf>,
@@ -95,19 +79,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tls = tls_options(&args)?;
     let metrics = Arc::new(Metrics::new());
     let config = EngineConfig {
-        block_size: args.block_size,
-        num_blocks: args.num_blocks,
-        kv_cache_bytes: args.kv_cache_mb.map(|mb| mb * 1024 * 1024),
-        max_batch_tokens: args.max_batch_tokens,
-        max_batch_seqs: args.max_batch_seqs,
         max_concurrent_requests: args.max_concurrent,
         max_input_tokens: args.max_input_tokens,
         max_total_tokens: args.max_total_tokens,
         max_new_tokens_cap: args.max_new_tokens,
-        enable_prefix_caching: !args.no_prefix_caching,
         stall_timeout: Duration::from_secs(args.stall_timeout_secs.max(1)),
         observer: Some(metrics.clone()),
-        ..EngineConfig::default()
+        ..args.engine.config()
     };
     config.validate().map_err(super::usage)?;
 
