@@ -13,6 +13,11 @@ if [ ! -d ../shared/models/tiny-mha ] && [ -z "${HALO_SHARED_DIR:-}" ]; then
   exit 2
 fi
 
+# The TLS test makes its certificates with the openssl command.
+if ! command -v openssl >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq openssl) >&2
+fi
+
 echo "== sidecar environment" >&2
 HALO_SIDECAR_PYTHON=$(bash ci/sidecar-venv.sh | tail -n 1)
 export HALO_SIDECAR_PYTHON
