@@ -10,6 +10,7 @@
 mod attention;
 mod device;
 mod kv_cache;
+pub mod matmul;
 mod model;
 mod ops;
 
