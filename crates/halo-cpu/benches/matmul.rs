@@ -69,7 +69,7 @@ fn bench(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
     group.throughput(Throughput::Bytes(bytes as u64));
-    for m in [1usize, 4, 16, 32] {
+    for m in [1usize, 4, 16, 32, 64] {
         let inputs: Vec<Vec<f32>> = shapes
             .iter()
             .map(|&(_, k)| fill(99 + k as u32, m * k))
@@ -98,7 +98,7 @@ fn bench(c: &mut Criterion) {
         .map(|(&(n, k), w)| Tensor::from_slice(w, (n, k), &Device::Cpu).unwrap())
         .collect();
     drop(weights);
-    for m in [1usize, 4, 16, 32] {
+    for m in [1usize, 4, 16, 32, 64] {
         let inputs: Vec<Tensor> = shapes
             .iter()
             .map(|&(_, k)| {
