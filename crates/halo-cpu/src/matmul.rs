@@ -135,10 +135,17 @@ pub fn matmul_t_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usiz
             });
     }
     if m > 1 {
-        for (j, col) in transposed.chunks_exact(m).enumerate() {
-            for (i, v) in col.iter().enumerate() {
-                y[i * n + j] = *v;
+        // Back to [m, n]: each output row gathers its column of yᵀ, rows split over the pool so
+        // every write is contiguous (a serial strided scatter here showed at prefill sizes).
+        let gather = |(i, row): (usize, &mut [f32])| {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = transposed[j * m + i];
             }
+        };
+        if tasks == 1 {
+            y.chunks_exact_mut(n).enumerate().for_each(gather);
+        } else {
+            y.par_chunks_exact_mut(n).enumerate().for_each(gather);
         }
     }
 }
