@@ -92,20 +92,8 @@ impl Device for CpuDevice {
             .check_tensors()
             .map_err(|e| DeviceError::Load(e.to_string()))?;
         let cpu = CpuModel::load(&model)?;
-        let c = &model.config;
-        let info = ModelInfo {
-            name: model.name(),
-            architecture: c.architecture.hf_name().to_string(),
-            dtype: DType::F32,
-            vocab_size: c.vocab_size,
-            context_length: c.max_position_embeddings,
-            num_layers: c.num_hidden_layers,
-            hidden_size: c.hidden_size,
-            num_kv_heads: c.num_key_value_heads,
-            head_dim: c.head_dim,
-            param_count: c.param_count(),
-            weight_bytes: c.param_count() * 4,
-        };
+        // f32 compute: every stored parameter is read once per step as 4 bytes.
+        let info = ModelInfo::describe(&model, DType::F32, model.config.param_count() * 4);
         self.model = Some(cpu);
         self.model_info = Some(info.clone());
         self.cache = None;

@@ -160,20 +160,7 @@ impl Device for CudaDevice {
         let gemm = Gemm::new(&self.stream)?;
         let weights = weights::upload(&model, dtype, &self.stream)?;
         self.stream.synchronize().map_err(CudaError::from)?;
-        let c = &model.config;
-        let info = ModelInfo {
-            name: model.name(),
-            architecture: c.architecture.hf_name().to_string(),
-            dtype,
-            vocab_size: c.vocab_size,
-            context_length: c.max_position_embeddings,
-            num_layers: c.num_hidden_layers,
-            hidden_size: c.hidden_size,
-            num_kv_heads: c.num_key_value_heads,
-            head_dim: c.head_dim,
-            param_count: c.param_count(),
-            weight_bytes: weights.bytes_read,
-        };
+        let info = ModelInfo::describe(&model, dtype, weights.bytes_read);
         self.ready = None;
         self.loaded = Some(Loaded {
             config: model.config,

@@ -194,6 +194,30 @@ impl Net<'_> {
         Ok(())
     }
 
+    /// `residual += delta` (none when `delta` is 0, before the first layer), then
+    /// `normed = rmsnorm(residual) * weight`, over `n` rows.
+    fn add_rms_norm(
+        &self,
+        b: &Buffers,
+        delta: u64,
+        weight: u64,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let h = self.c.hidden_size;
+        self.run(
+            KernelId::AddRmsNorm,
+            geometry::rows(n, h),
+            &[
+                Arg::P(b.residual.ptr),
+                Arg::P(delta),
+                Arg::P(weight),
+                Arg::P(b.normed.ptr),
+                Arg::I(h as i32),
+                Arg::F(self.c.rms_norm_eps as f32),
+            ],
+        )
+    }
+
     /// Embedding through the logits of `samples` gathered rows, over `n` token rows.
     pub(crate) fn forward(
         &self,
@@ -211,7 +235,6 @@ impl Net<'_> {
             c.intermediate_size,
         );
         let qkv_w = (nh + 2 * nkv) * hd;
-        let eps = c.rms_norm_eps as f32;
         let scale = 1.0 / (hd as f32).sqrt();
         self.run(
             KernelId::Embed,
@@ -226,18 +249,7 @@ impl Net<'_> {
         )?;
         for (l, lw) in self.w.layers.iter().enumerate() {
             let delta = if l == 0 { 0 } else { b.delta.ptr };
-            self.run(
-                KernelId::AddRmsNorm,
-                geometry::rows(n, h),
-                &[
-                    Arg::P(b.residual.ptr),
-                    Arg::P(delta),
-                    Arg::P(lw.input_norm.ptr),
-                    Arg::P(b.normed.ptr),
-                    Arg::I(h as i32),
-                    Arg::F(eps),
-                ],
-            )?;
+            self.add_rms_norm(b, delta, lw.input_norm.ptr, n)?;
             self.linear(
                 b.normed.ptr,
                 lw.qkv.ptr,
@@ -302,18 +314,7 @@ impl Net<'_> {
                 h,
                 lw.o_bias.as_ref(),
             )?;
-            self.run(
-                KernelId::AddRmsNorm,
-                geometry::rows(n, h),
-                &[
-                    Arg::P(b.residual.ptr),
-                    Arg::P(b.delta.ptr),
-                    Arg::P(lw.post_norm.ptr),
-                    Arg::P(b.normed.ptr),
-                    Arg::I(h as i32),
-                    Arg::F(eps),
-                ],
-            )?;
+            self.add_rms_norm(b, b.delta.ptr, lw.post_norm.ptr, n)?;
             self.linear(
                 b.normed.ptr,
                 lw.gate_up.ptr,
@@ -348,18 +349,7 @@ impl Net<'_> {
         } else {
             b.delta.ptr
         };
-        self.run(
-            KernelId::AddRmsNorm,
-            geometry::rows(n, h),
-            &[
-                Arg::P(b.residual.ptr),
-                Arg::P(delta),
-                Arg::P(self.w.final_norm.ptr),
-                Arg::P(b.normed.ptr),
-                Arg::I(h as i32),
-                Arg::F(eps),
-            ],
-        )?;
+        self.add_rms_norm(b, delta, self.w.final_norm.ptr, n)?;
         if samples > 0 {
             self.run(
                 KernelId::GatherRows,

@@ -127,6 +127,25 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// What a backend reports after loading `model` to compute in `dtype`, reading
+    /// `weight_bytes` of weights per forward pass.
+    pub fn describe(model: &halo_model::Model, dtype: DType, weight_bytes: u64) -> ModelInfo {
+        let c = &model.config;
+        ModelInfo {
+            name: model.name(),
+            architecture: c.architecture.hf_name().to_string(),
+            dtype,
+            vocab_size: c.vocab_size,
+            context_length: c.max_position_embeddings,
+            num_layers: c.num_hidden_layers,
+            hidden_size: c.hidden_size,
+            num_kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            param_count: c.param_count(),
+            weight_bytes,
+        }
+    }
+
     /// Bytes of KV cache one token occupies across all layers in `dtype`.
     pub fn kv_bytes_per_token(&self, dtype: DType) -> u64 {
         (2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype.size_in_bytes()) as u64

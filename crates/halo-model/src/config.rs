@@ -196,7 +196,7 @@ impl ModelConfig {
         t
     }
 
-    /// Parameters read per forward pass (a tied head is read twice but stored once).
+    /// Parameters stored (a tied head shares the embedding's and is counted once).
     pub fn param_count(&self) -> u64 {
         self.expected_tensors()
             .iter()
