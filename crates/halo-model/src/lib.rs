@@ -5,7 +5,9 @@
 //! Nothing here computes: backends read the [`ModelConfig`] and pull tensors from [`Weights`].
 
 pub mod config;
+pub mod dtype;
 pub mod error;
+pub mod quant;
 pub mod rope;
 pub mod synth;
 pub mod tokenizer;

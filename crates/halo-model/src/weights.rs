@@ -3,30 +3,13 @@
 //! every failure names the file and the tensor.
 
 use crate::config::read_json;
+pub use crate::dtype::StoredDType;
 use crate::error::{ModelError, Result};
-use half::{bf16, f16};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-
-/// The element type a tensor is stored in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoredDType {
-    F32,
-    F16,
-    BF16,
-}
-
-impl StoredDType {
-    pub fn size_in_bytes(self) -> usize {
-        match self {
-            StoredDType::F32 => 4,
-            StoredDType::F16 | StoredDType::BF16 => 2,
-        }
-    }
-}
 
 /// A tensor inside a mapped file: its dtype, shape and raw little-endian bytes.
 pub struct TensorView<'a> {
@@ -37,25 +20,12 @@ pub struct TensorView<'a> {
 }
 
 impl TensorView<'_> {
-    /// The elements as f32 (f16 and bf16 widen exactly).
+    /// The elements as f32 (f16 and bf16 widen exactly; block types dequantize as ggml does).
     pub fn to_f32(&self) -> Vec<f32> {
-        match self.dtype {
-            StoredDType::F32 => self
-                .bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            StoredDType::F16 => self
-                .bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            StoredDType::BF16 => self
-                .bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-        }
+        let elems = self.bytes.len() / self.dtype.block_bytes() * self.dtype.block_elems();
+        let mut out = vec![0.0f32; elems];
+        crate::quant::dequantize(self.dtype, self.bytes, &mut out);
+        out
     }
 }
 
