@@ -96,7 +96,16 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         ..args.engine.config()
     };
     let dev = device::open(kind)?;
-    let engine = Engine::start(dev, &args.model, LoadOptions { dtype }, config).map_err(usage)?;
+    let engine = Engine::start(
+        dev,
+        &args.model,
+        LoadOptions {
+            dtype,
+            ..Default::default()
+        },
+        config,
+    )
+    .map_err(usage)?;
 
     let tokenizer = engine.tokenizer();
     let mut requests = Vec::with_capacity(prompts.len());

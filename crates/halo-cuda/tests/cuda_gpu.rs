@@ -34,8 +34,14 @@ fn golden() -> Vec<(Vec<u32>, Vec<u32>)> {
 
 fn device(dtype: DType) -> (CudaDevice, usize) {
     let mut d = CudaDevice::new(0).expect("a CUDA GPU");
-    d.load(&model_dir(), &LoadOptions { dtype: Some(dtype) })
-        .unwrap();
+    d.load(
+        &model_dir(),
+        &LoadOptions {
+            dtype: Some(dtype),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let layout = d
         .warmup(&WarmupRequest {
             block_size: 16,

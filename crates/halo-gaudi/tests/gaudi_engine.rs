@@ -22,6 +22,7 @@ fn golden_ids_through_the_engine_under_preemption() {
     };
     let load = LoadOptions {
         dtype: Some(DType::F32),
+        ..Default::default()
     };
     let engine = Engine::start(Box::new(dev), &model_dir(), load, config).expect("engine starts");
     let cases = golden();

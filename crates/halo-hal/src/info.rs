@@ -107,6 +107,9 @@ pub struct DeviceInfo {
 pub struct LoadOptions {
     /// The compute dtype; `None` lets the backend choose (CPU: f32).
     pub dtype: Option<DType>,
+    /// Quantize float weights to this block type at load (`--quantize`); backends that cannot
+    /// compute with it refuse.
+    pub quantize: Option<halo_model::StoredDType>,
 }
 
 /// What was loaded.

@@ -99,6 +99,7 @@ pub fn ready_device(opts: GaudiOptions) -> GaudiDevice {
             &model_dir(),
             &LoadOptions {
                 dtype: Some(DType::F32),
+                ..Default::default()
             },
         )
         .expect("model loads");
