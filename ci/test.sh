@@ -18,6 +18,8 @@ if ! command -v openssl >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq openssl) >&2
 fi
 
+HALO_DEPLOY_PYTHON=$(bash ci/deploy-check.sh | tail -n 1); export HALO_DEPLOY_PYTHON  # deploy/: lint, render, validate
+
 echo "== sidecar environment" >&2
 HALO_SIDECAR_PYTHON=$(bash ci/sidecar-venv.sh | tail -n 1)
 export HALO_SIDECAR_PYTHON
