@@ -14,15 +14,21 @@ Files (all little-endian), for each type T (lower case):
   T.dequant.f32       gguf-py's dequantization of T.blocks.bin
   T.quant_src.f32     f32 rows handed to gguf-py's quantizer (Q8_0, Q4_0, F16, BF16 only)
   T.quant.bin         gguf-py's quantization of T.quant_src.f32
+  k.quant_src.f32     f32 super-blocks of assorted distributions, for the K-quant quantizers
+  T.ggml_quant.bin    ggml's own `quantize_row_T_ref` of k.quant_src.f32 (Q4_K, Q5_K, Q6_K),
+                      called from a libggml-base built from the same llama.cpp sources: gguf-py
+                      has no K-quant quantizers, so halo's are held to ggml's error, not its bits
   manifest.json       seed, gguf-py version, counts
 
-Usage (any Python with numpy and gguf-py; the llama.cpp sources vendor gguf-py):
+Usage (any Python with numpy and gguf-py; the llama.cpp sources vendor gguf-py, and a cmake
+build of them has libggml-base.so):
   PYTHONPATH=/root/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp/gguf-py \
-      python3 ci/oracle/quant_fixture.py tests/fixtures/quant
+      python3 ci/oracle/quant_fixture.py tests/fixtures/quant /root/llamacpp/build/bin/libggml-base.so
 The output is a pure function of the seed and gguf-py's arithmetic: rerunning it must leave the
 committed files unchanged.
 """
 
+import ctypes
 import json
 import sys
 from pathlib import Path
@@ -99,6 +105,36 @@ def quant_rows(rng: np.random.Generator, qtype: T) -> np.ndarray:
     return rows.astype(np.float32)
 
 
+def k_quant_rows(rng: np.random.Generator) -> np.ndarray:
+    """Super-blocks the K-quant fits find hard in different ways, one per 256 values."""
+    n = 256
+    blocks = [
+        rng.standard_normal(n),  # weights-like
+        rng.laplace(size=n) * 0.05,  # heavy tails at a small scale
+        rng.uniform(-1, 1, n),
+        np.where(np.arange(n) % 37 == 0, 8.0, 1.0) * rng.standard_normal(n),  # outliers
+        np.abs(rng.standard_normal(n)) + 0.5,  # all positive: the min is clamped at 0
+        -np.abs(rng.standard_normal(n)) - 2.0,  # all negative
+        rng.standard_normal(n) * np.repeat(np.exp(rng.uniform(-6, 1, 16)), 16),  # scale per sub-block
+        np.concatenate([np.zeros(128), rng.standard_normal(128) * 1e-3]),  # half zero, tiny
+    ]
+    return np.concatenate(blocks).astype(np.float32)
+
+
+def ggml_k_quants(lib_path: str, src: np.ndarray) -> dict[T, bytes]:
+    lib = ctypes.CDLL(lib_path)
+    out = {}
+    for qtype, fn in ((T.Q4_K, "quantize_row_q4_K_ref"), (T.Q5_K, "quantize_row_q5_K_ref"), (T.Q6_K, "quantize_row_q6_K_ref")):
+        f = getattr(lib, fn)
+        f.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        f.restype = None
+        _, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        buf = np.zeros(src.size // 256 * type_size, np.uint8)
+        f(src.ctypes.data, buf.ctypes.data, src.size)
+        out[qtype] = buf.tobytes()
+    return out
+
+
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/quant")
     out.mkdir(parents=True, exist_ok=True)
@@ -121,6 +157,14 @@ def main() -> None:
         entry = manifest["types"].setdefault(qtype.name, {})
         entry["quant_rows"] = int(rows.shape[0])
         entry["quant_cols"] = int(rows.shape[1])
+    ksrc = k_quant_rows(rng)
+    (out / "k.quant_src.f32").write_bytes(ksrc.astype("<f4").tobytes())
+    manifest["k_quant_src_blocks"] = ksrc.size // 256
+    if len(sys.argv) > 2:
+        for qtype, blob in ggml_k_quants(sys.argv[2], ksrc).items():
+            (out / f"{qtype.name.lower()}.ggml_quant.bin").write_bytes(blob)
+    else:
+        print("no libggml-base given: kept the existing *.ggml_quant.bin", file=sys.stderr)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 

@@ -104,3 +104,62 @@ fn quantizers_match_gguf_py_bit_for_bit() {
         }
     }
 }
+
+fn k_quantized(dtype: StoredDType, src: &[f32]) -> (Vec<u8>, Vec<u8>) {
+    let theirs = read(&format!("{}.ggml_quant.bin", dtype.name().to_lowercase()));
+    let mut ours = vec![0u8; theirs.len()];
+    quantize(dtype, src, &mut ours);
+    (ours, theirs)
+}
+
+const K_TYPES: [StoredDType; 3] = [StoredDType::Q4_K, StoredDType::Q5_K, StoredDType::Q6_K];
+
+/// gguf-py has no K-quant quantizers, so halo's are compared with ggml's own
+/// `quantize_row_*_ref` on assorted super-blocks. The contract: each block's squared
+/// reconstruction error is no worse than ggml's (2% slack for summation-order noise in the fits).
+#[test]
+fn k_quantizers_are_as_accurate_as_ggml() {
+    let src = read_f32("k.quant_src.f32");
+    let sq = |a: &[f32], b: &[f32]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+            .sum()
+    };
+    for dtype in K_TYPES {
+        let (ours, theirs) = k_quantized(dtype, &src);
+        let mut ours_f = vec![0.0f32; src.len()];
+        let mut theirs_f = vec![0.0f32; src.len()];
+        dequantize(dtype, &ours, &mut ours_f);
+        dequantize(dtype, &theirs, &mut theirs_f);
+        for b in 0..src.len() / 256 {
+            let r = b * 256..(b + 1) * 256;
+            let e_ours = sq(&src[r.clone()], &ours_f[r.clone()]);
+            let e_ggml = sq(&src[r.clone()], &theirs_f[r]);
+            assert!(
+                e_ours <= e_ggml * 1.02 + 1e-30,
+                "{dtype} block {b}: squared error {e_ours:e}, ggml's {e_ggml:e}"
+            );
+        }
+    }
+}
+
+/// Stronger than promised: the K-quant quantizers make the same bytes as ggml's reference
+/// (fixture from a -march=native build of libggml-base). Since halo mirrors ggml's f32
+/// operations in order, `halo make-model --quant` then writes what `llama-quantize` (without an
+/// importance matrix) would. Should a ggml build with other float contraction ever disagree in
+/// a last bit, the error test above is the contract.
+#[test]
+fn k_quantizers_make_ggml_bytes() {
+    let src = read_f32("k.quant_src.f32");
+    for dtype in K_TYPES {
+        let (ours, theirs) = k_quantized(dtype, &src);
+        for (b, (o, t)) in ours
+            .chunks(dtype.block_bytes())
+            .zip(theirs.chunks(dtype.block_bytes()))
+            .enumerate()
+        {
+            assert_eq!(o, t, "{dtype} block {b}");
+        }
+    }
+}

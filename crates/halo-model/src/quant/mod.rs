@@ -5,8 +5,12 @@
 //!
 //! Dequantization is bit-exact with ggml's reference code (and gguf-py's `gguf.quants`, which
 //! matches it): the same f32 operations in the same order, no fused multiply-adds. The Q8_0 and
-//! Q4_0 quantizers are bit-exact with ggml's reference quantizers too; the K-quant quantizers
-//! follow the same ideas (per-sub-block least-squares fits) but are not promised bit-identical.
+//! Q4_0 quantizers are bit-exact with ggml's `quantize_row_*_ref` (tested against gguf-py). The
+//! K-quant quantizers follow the same ideas (per-sub-block least-squares fits of scale and min
+//! over a sweep of step sizes, then 6- or 8-bit quantized sub-block scales); their contract is
+//! ggml's accuracy, but as they do the same f32 operations in the same order they also make
+//! ggml's bytes on the tested blocks, so a file halo quantizes matches `llama-quantize`'s without
+//! an importance matrix.
 //!
 //! # Block layouts
 //!

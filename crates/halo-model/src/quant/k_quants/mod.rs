@@ -129,7 +129,7 @@ pub(crate) fn quantize_affine(x: &[f32; QK_K], sweep: &Sweep) -> AffineBlock {
 ///
 /// The levels depend on the step, and the best step on the levels, so the fit tries a sweep of
 /// step sizes around `range / nmax`, assigns levels for each, solves the 2×2 normal equations
-/// for that assignment and keeps the assignment of least weighted squared error.
+/// for that assignment and keeps the line of least weighted squared error.
 fn fit_affine(x: &[f32; 32], w: &[f32; 32], sweep: &Sweep) -> (f32, f32) {
     let nmax = f32::from(sweep.nmax);
     let lo = x.iter().fold(0.0f32, |a, &b| a.min(b));
@@ -138,7 +138,6 @@ fn fit_affine(x: &[f32; 32], w: &[f32; 32], sweep: &Sweep) -> (f32, f32) {
         // Constant (non-positive) or all zero: the offset alone represents it.
         return (0.0, -lo);
     }
-    let range = hi - lo;
     let sum_w: f32 = w.iter().sum();
     let sum_wx: f32 = w.iter().zip(x).map(|(w, x)| w * x).sum();
     let assign = |inv_step: f32, lo: f32| -> [f32; 32] {
@@ -154,14 +153,16 @@ fn fit_affine(x: &[f32; 32], w: &[f32; 32], sweep: &Sweep) -> (f32, f32) {
     };
 
     // The plain min/max mapping is the starting point.
-    let mut best_scale = range / nmax;
+    let mut best_scale = (hi - lo) / nmax;
     let mut best_lo = lo;
-    let first = assign(nmax / range, lo);
+    let first = assign(nmax / (hi - lo), lo);
     let mut best_err = error(&first, best_scale, best_lo);
 
     for k in 0..=sweep.steps {
-        let inv_step = (sweep.rmin + sweep.rdelta * k as f32 + nmax) / range;
-        let l = assign(inv_step, lo);
+        // Each candidate grid starts at the best offset found so far (not the raw minimum), so
+        // the sweep refines the line as it goes.
+        let inv_step = (sweep.rmin + sweep.rdelta * k as f32 + nmax) / (hi - best_lo);
+        let l = assign(inv_step, best_lo);
         let (mut sl, mut sl2, mut sxl) = (0.0f32, 0.0f32, 0.0f32);
         for i in 0..32 {
             sl += w[i] * l[i];
@@ -192,8 +193,9 @@ fn fit_affine(x: &[f32; 32], w: &[f32; 32], sweep: &Sweep) -> (f32, f32) {
 /// Weighted least-squares fit of `x ≈ scale · l` with integer `l` in `−nmax..nmax` (one more
 /// level below zero than above, as Q6_K stores them), weighting each value by `x²`. Returns the
 /// scale, negative when the largest-magnitude value is positive (it goes to the −nmax end, which
-/// is the longer side).
-pub(crate) fn fit_symmetric(x: &[f32; 16], nmax: i32) -> f32 {
+/// is the longer side), and writes the chosen levels, offset by `nmax`, to `levels` (all 0 for
+/// an all-zero input).
+pub(crate) fn fit_symmetric(x: &[f32; 16], nmax: i32, levels: &mut [u8; 16]) -> f32 {
     let mut amax = 0.0f32;
     let mut max = 0.0f32;
     for &v in x {
@@ -202,14 +204,16 @@ pub(crate) fn fit_symmetric(x: &[f32; 16], nmax: i32) -> f32 {
             max = v;
         }
     }
+    levels.fill(0);
     if amax < 1e-15 {
         return 0.0;
     }
+    let level = |inv_step: f32, v: f32| nearest_int(inv_step * v).clamp(-nmax, nmax - 1);
     // Σ w·x·l and Σ w·l² for the levels a given inverse step assigns.
     let sums = |inv_step: f32| -> (f32, f32) {
         let (mut sxl, mut sl2) = (0.0f32, 0.0f32);
         for &v in x {
-            let l = nearest_int(inv_step * v).clamp(-nmax, nmax - 1) as f32;
+            let l = level(inv_step, v) as f32;
             let w = v * v;
             sxl += w * v * l;
             sl2 += w * l * l;
@@ -217,16 +221,22 @@ pub(crate) fn fit_symmetric(x: &[f32; 16], nmax: i32) -> f32 {
         (sxl, sl2)
     };
     let nmax_f = nmax as f32;
-    let (sxl, sl2) = sums(-nmax_f / max);
+    let mut best_inv = -nmax_f / max;
+    let (sxl, sl2) = sums(best_inv);
     let mut scale = if sl2 != 0.0 { sxl / sl2 } else { 0.0 };
     // With the least-squares scale, the error is Σw·x² − sxl²/sl2: maximize sxl²/sl2.
     let mut best = scale * sxl;
     for k in (-9..=9).filter(|&k| k != 0) {
-        let (sxl, sl2) = sums(-(nmax_f + 0.1 * k as f32) / max);
+        let inv = -(nmax_f + 0.1 * k as f32) / max;
+        let (sxl, sl2) = sums(inv);
         if sl2 > 0.0 && sxl * sxl > best * sl2 {
             scale = sxl / sl2;
             best = scale * sxl;
+            best_inv = inv;
         }
+    }
+    for (l, &v) in levels.iter_mut().zip(x) {
+        *l = (level(best_inv, v) + nmax) as u8;
     }
     scale
 }

@@ -36,7 +36,12 @@ pub fn dequantize_block(block: &[u8; BLOCK_BYTES], out: &mut [f32; BLOCK_ELEMS])
 /// sizes), quantizes the scales to 8 bits against the largest, then re-quantizes every value.
 pub fn quantize_block(x: &[f32; BLOCK_ELEMS], out: &mut [u8; BLOCK_BYTES]) {
     let (subs, _) = x.as_chunks::<16>();
-    let scales: [f32; 16] = std::array::from_fn(|j| fit_symmetric(&subs[j], 32));
+    // The fit's levels are kept where a sub-block's scale rounds to 0 (they decode to 0 anyway,
+    // but the bytes then match ggml's).
+    let mut levels = [0u8; QK_K];
+    let (fit_levels, _) = levels.as_chunks_mut::<16>();
+    let scales: [f32; 16] =
+        std::array::from_fn(|j| fit_symmetric(&subs[j], 32, &mut fit_levels[j]));
     let mut max_abs = 0.0f32;
     let mut max = 0.0f32;
     for &s in &scales {
@@ -55,13 +60,12 @@ pub fn quantize_block(x: &[f32; BLOCK_ELEMS], out: &mut [u8; BLOCK_BYTES]) {
     let inv = -128.0 / max;
     let (dh, d) = to_f16(1.0 / inv);
     out[208..210].copy_from_slice(&dh);
-    let mut levels = [32u8; QK_K];
     for (j, sub) in subs.iter().enumerate() {
         let sc = nearest_int(inv * scales[j]).clamp(-128, 127) as i8;
         out[192 + j] = sc as u8;
         let step = d * f32::from(sc);
         if step == 0.0 {
-            continue; // decodes to 0 whatever the level; 32 is the zero level
+            continue;
         }
         for (k, &v) in sub.iter().enumerate() {
             levels[16 * j + k] = (nearest_int(v / step).clamp(-32, 31) + 32) as u8;
