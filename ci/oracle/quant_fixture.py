@@ -117,6 +117,11 @@ def k_quant_rows(rng: np.random.Generator) -> np.ndarray:
         -np.abs(rng.standard_normal(n)) - 2.0,  # all negative
         rng.standard_normal(n) * np.repeat(np.exp(rng.uniform(-6, 1, 16)), 16),  # scale per sub-block
         np.concatenate([np.zeros(128), rng.standard_normal(128) * 1e-3]),  # half zero, tiny
+        # Sub-block scales spanning e^-12..e^6: most sub-blocks' 6-bit scales round to 0, where
+        # ggml keeps the levels of the fit.
+        rng.standard_normal(n) * np.repeat(np.exp(rng.uniform(-12, 6, 8)), 32),
+        np.round(rng.standard_normal(n) * 4) / 4,  # on a quarter grid: ties in every comparison
+        np.where(rng.random(n) < 0.5, -0.0, 0.0),  # signed zeros: the sign of d and dmin
     ]
     return np.concatenate(blocks).astype(np.float32)
 

@@ -145,7 +145,8 @@ fn k_quantizers_are_as_accurate_as_ggml() {
 }
 
 /// Stronger than promised: the K-quant quantizers make the same bytes as ggml's reference
-/// (fixture from a -march=native build of libggml-base). Since halo mirrors ggml's f32
+/// (libggml-base built from the vendored sources, without -march=native), including the
+/// don't-care levels of sub-blocks whose scale rounds to 0 and the sign of zero scales. Since halo mirrors ggml's f32
 /// operations in order, `halo make-model --quant` then writes what `llama-quantize` (without an
 /// importance matrix) would. Should a ggml build with other float contraction ever disagree in
 /// a last bit, the error test above is the contract.

@@ -12,6 +12,12 @@
 //! ggml's bytes on the tested blocks, so a file halo quantizes matches `llama-quantize`'s without
 //! an importance matrix.
 //!
+//! Every product in these formulas is exact in f32 (an f16 scale has 11 significant bits, a
+//! sub-block scale at most 8 and a quant at most 6, so no product needs more than 24), so the
+//! order of the multiplications does not matter; the one rounding is Q4_K/Q5_K's final
+//! subtraction, so fast kernels get identical values as long as they compute `(d·sc)·q` exactly
+//! and subtract `dmin·m` once (an FMA is fine too: the product it fuses is exact).
+//!
 //! # Block layouts
 //!
 //! A row of `cols` values is `cols / block_elems` blocks laid end to end, with no padding and

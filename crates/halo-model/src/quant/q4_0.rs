@@ -26,7 +26,9 @@ pub fn dequantize_block(block: &[u8; BLOCK_BYTES], out: &mut [f32; BLOCK_ELEMS])
 /// (−8..=7), so the value of largest magnitude, sign included, is put on the −8 end:
 /// `d = max / −8`, which uses the full range on the side that has it. The first of several
 /// equally large values decides the sign. Quants are `trunc(x / d + 8.5)` capped at 15 (round
-/// half up), computed with the f32 reciprocal of the unrounded `d`.
+/// half up), computed with the f32 reciprocal of the unrounded `d`. An all-zero block stores
+/// `d = −0.0` as ggml does (gguf-py stores +0.0 when the block's first value is −0.0; both
+/// decode to zeros).
 pub fn quantize_block(x: &[f32; BLOCK_ELEMS], out: &mut [u8; BLOCK_BYTES]) {
     let mut amax = 0.0f32;
     let mut max = 0.0f32;

@@ -76,19 +76,21 @@ pub(crate) fn quantize_affine(x: &[f32; QK_K], sweep: &Sweep) -> AffineBlock {
     let mut levels = [0u8; QK_K];
     let mut scales = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
+    let (fit_levels, _) = levels.as_chunks_mut::<32>();
     for (j, sub) in subs.iter().enumerate() {
         // Weight each value by the sub-block's RMS plus its own size: large values matter more
         // (they carry more of the dot products), but small ones are not ignored.
         let rms = (sub.iter().map(|v| v * v).sum::<f32>() / 32.0).sqrt();
         let weights = sub.map(|v| rms + v.abs());
-        let (scale, min) = fit_affine(sub, &weights, sweep);
+        let (scale, min) = fit_affine(sub, &weights, sweep, &mut fit_levels[j]);
         scales[j] = scale;
         mins[j] = min;
     }
     // Both scales and mins are ≥ 0 (the min is stored as a positive offset), so each is
     // quantized to 6 bits against its maximum over the super-block.
-    let max_scale = scales.iter().fold(0.0f32, |a, &b| a.max(b));
-    let max_min = mins.iter().fold(0.0f32, |a, &b| a.max(b));
+    // Plain comparisons rather than f32::max, so that the sign of a zero is ggml's.
+    let largest = |v: &[f32; 8]| v.iter().fold(0.0f32, |a, &b| if b > a { b } else { a });
+    let (max_scale, max_min) = (largest(&scales), largest(&mins));
     let inv_scale = if max_scale > 0.0 {
         63.0 / max_scale
     } else {
@@ -108,7 +110,8 @@ pub(crate) fn quantize_affine(x: &[f32; QK_K], sweep: &Sweep) -> AffineBlock {
         let step = d_f * f32::from(sc[j]);
         let offset = dmin_f * f32::from(m[j]);
         if step == 0.0 {
-            // Every value of the sub-block decodes to −offset whatever its level.
+            // Every value of the sub-block decodes to −offset whatever its level; the fit's
+            // levels stay (so the bytes match ggml's).
             continue;
         }
         for (li, &v) in l.iter_mut().zip(sub) {
@@ -125,17 +128,20 @@ pub(crate) fn quantize_affine(x: &[f32; QK_K], sweep: &Sweep) -> AffineBlock {
 
 /// Weighted least-squares fit of `x ≈ scale · l + lo` with integer `l` in `0..=nmax` and
 /// `lo ≤ 0` (the format stores the min as a non-negative offset subtracted). Returns
-/// `(scale, −lo)`.
+/// `(scale, −lo)` and writes the levels of the chosen line to `levels`.
 ///
 /// The levels depend on the step, and the best step on the levels, so the fit tries a sweep of
 /// step sizes around `range / nmax`, assigns levels for each, solves the 2×2 normal equations
 /// for that assignment and keeps the line of least weighted squared error.
-fn fit_affine(x: &[f32; 32], w: &[f32; 32], sweep: &Sweep) -> (f32, f32) {
+fn fit_affine(x: &[f32; 32], w: &[f32; 32], sweep: &Sweep, levels: &mut [u8; 32]) -> (f32, f32) {
     let nmax = f32::from(sweep.nmax);
-    let lo = x.iter().fold(0.0f32, |a, &b| a.min(b));
-    let hi = x.iter().fold(x[0], |a, &b| a.max(b));
+    // Plain comparisons rather than f32::min/max, so that the sign of a zero is ggml's.
+    let lo = x.iter().fold(x[0], |a, &b| if b < a { b } else { a });
+    let lo = if lo > 0.0 { 0.0 } else { lo };
+    let hi = x.iter().fold(x[0], |a, &b| if b > a { b } else { a });
     if hi == lo {
         // Constant (non-positive) or all zero: the offset alone represents it.
+        levels.fill(0);
         return (0.0, -lo);
     }
     let sum_w: f32 = w.iter().sum();
@@ -147,16 +153,18 @@ fn fit_affine(x: &[f32; 32], w: &[f32; 32], sweep: &Sweep) -> (f32, f32) {
         let mut e = 0.0f32;
         for i in 0..32 {
             let diff = scale * l[i] + lo - x[i];
-            e += w[i] * diff * diff;
+            e += w[i] * (diff * diff);
         }
         e
     };
 
     // The plain min/max mapping is the starting point.
-    let mut best_scale = (hi - lo) / nmax;
+    let inv_step = nmax / (hi - lo);
+    let mut best_scale = 1.0 / inv_step;
     let mut best_lo = lo;
-    let first = assign(nmax / (hi - lo), lo);
+    let first = assign(inv_step, lo);
     let mut best_err = error(&first, best_scale, best_lo);
+    let mut best_levels = first;
 
     for k in 0..=sweep.steps {
         // Each candidate grid starts at the best offset found so far (not the raw minimum), so
@@ -185,8 +193,10 @@ fn fit_affine(x: &[f32; 32], w: &[f32; 32], sweep: &Sweep) -> (f32, f32) {
             best_err = err;
             best_scale = scale;
             best_lo = off;
+            best_levels = l;
         }
     }
+    *levels = best_levels.map(|l| l as u8);
     (best_scale, -best_lo)
 }
 
