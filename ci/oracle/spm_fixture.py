@@ -13,6 +13,9 @@ Writes into OUT_DIR (default tests/fixtures/gguf-spm):
   BOS 1, EOS 2, UNK 0, add_bos_token true, add_space_prefix true.
 - `spm-noprefix.gguf`: the same vocabulary with `tokenizer.ggml.add_space_prefix = false` and
   add_bos_token false.
+- `spm-phi3.gguf`: `general.name = "Phi-3 tiny test"` (llama.cpp then strips the whitespace after
+  special tokens but <unk>, <s> and <|endoftext|>), with three more tokens: `<|user|>` and
+  `<|endoftext|>` CONTROL, and `<|im_end|>` NORMAL (llama.cpp makes it CONTROL by its text).
 - `spm.json`: for each file and each prompt, the ids `llama-tokenize --ids` prints (special tokens
   parsed, BOS added when the file asks for it: what llama-server's /tokenize gives with
   add_special).
@@ -82,6 +85,10 @@ PROMPTS = [
     ("▁already▁escaped", "literal ▁ in the input"),
     ("mixed 123 4567 89", "digits"),
     ("\u0000nul and \u007f del", "control characters"),
+    ("<|user|>\nHi there<|end|>\n<|assistant|>", "chat turn: Phi-3 strips the newline after specials"),
+    ("<|user|> \t\n x</s> y<s> z<unk> w", "whitespace after each kind of special"),
+    ("<|endoftext|>  after", "<|endoftext|> keeps its whitespace"),
+    ("say <|im_end|> now", "<|im_end|>: control by its text where it is a token"),
 ]
 
 
@@ -142,8 +149,15 @@ def vocab_from(sp):
     return tokens, scores, types
 
 
-def write_gguf(path, tokens, scores, types, add_space_prefix, add_bos):
+def write_gguf(path, tokens, scores, types, add_space_prefix, add_bos, name=None, extra=()):
+    tokens, scores, types = list(tokens), list(scores), list(types)
+    for text, t in extra:
+        tokens.append(text.encode("utf-8"))
+        scores.append(-1000.0)
+        types.append(int(t))
     w = gguf.GGUFWriter(path, "llama")
+    if name is not None:
+        w.add_name(name)
     w.add_context_length(128)
     w.add_embedding_length(64)
     w.add_block_count(1)
@@ -186,7 +200,7 @@ def llama_ids(tool, model, text, workdir):
 def dump(fixture):
     """JSON with one line per case, so diffs of the fixture read prompt by prompt."""
     j = lambda v: json.dumps(v, ensure_ascii=False)
-    out = ['{', f' "vocab_size": {fixture["vocab_size"]},', ' "files": {']
+    out = ["{", f' "vocab_size": {fixture["vocab_size"]},', ' "files": {']
     names = list(fixture["files"])
     for n, name in enumerate(names):
         f = fixture["files"][name]
@@ -218,6 +232,16 @@ def main():
         files = {
             "spm.gguf": dict(add_space_prefix=True, add_bos=True),
             "spm-noprefix.gguf": dict(add_space_prefix=False, add_bos=False),
+            "spm-phi3.gguf": dict(
+                add_space_prefix=True,
+                add_bos=True,
+                name="Phi-3 tiny test",
+                extra=(
+                    ("<|user|>", gguf.TokenType.CONTROL),
+                    ("<|endoftext|>", gguf.TokenType.CONTROL),
+                    ("<|im_end|>", gguf.TokenType.NORMAL),
+                ),
+            ),
         }
         fixture = {"vocab_size": len(tokens), "files": {}}
         for name, opts in files.items():
@@ -226,12 +250,18 @@ def main():
             cases = []
             for text, why in PROMPTS:
                 cases.append({"text": text, "why": why, "ids": llama_ids(args.llama_tokenize, path, text, work)})
-            fixture["files"][name] = {**opts, "cases": cases}
+            fixture["files"][name] = {
+                "add_space_prefix": opts["add_space_prefix"],
+                "add_bos": opts["add_bos"],
+                "cases": cases,
+            }
         # Where the fixture exercises what it claims to.
         byte_ids = {i for i, t in enumerate(types) if t == int(gguf.TokenType.BYTE)}
         used = {i for f in fixture["files"].values() for c in f["cases"] for i in c["ids"]}
         assert used & byte_ids, "no prompt fell back to bytes"
         assert len(tokens) - 2 in used and len(tokens) - 1 in used, "added tokens unused"
+        phi3 = fixture["files"]["spm-phi3.gguf"]["cases"]
+        assert all(i in {c2 for c in phi3 for c2 in c["ids"]} for i in (642, 643, 644)), "phi3"
     with open(os.path.join(args.out_dir, "spm.json"), "w", encoding="utf-8") as f:
         f.write(dump(fixture))
     print(f"wrote {args.out_dir}: {len(tokens)} tokens, {len(PROMPTS)} prompts", file=sys.stderr)

@@ -11,7 +11,7 @@
 mod spm;
 
 use serde_json::Value;
-use spm::{spm_tokenizer, token_type, SpmError, SpmOptions};
+use spm::{effective_token_types, spm_tokenizer, token_type, SpmError, SpmOptions};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -126,6 +126,8 @@ struct Vocab {
     tokens: Vec<String>,
     scores: Vec<f32>,
     types: Vec<i32>,
+    /// `types` as llama.cpp corrects them by text.
+    effective_types: Vec<i32>,
     options: SpmOptions,
 }
 
@@ -157,8 +159,13 @@ fn load(name: &str) -> Vocab {
         eos_token_id: id("eos_token_id"),
         add_bos_token: flag("add_bos_token", true),
         add_eos_token: flag("add_eos_token", false),
+        general_name: match meta.get("general.name") {
+            Some(Meta::Str(s)) => Some(s.clone()),
+            _ => None,
+        },
     };
     Vocab {
+        effective_types: effective_token_types(&tokens, &types),
         tokens,
         scores,
         types,
@@ -181,7 +188,7 @@ fn llama_cpp_ids_for_every_prompt() {
     let mut checked = 0;
     for (name, file) in fx["files"].as_object().unwrap() {
         let v = load(name);
-        assert_eq!(v.tokens.len() as u64, fx["vocab_size"].as_u64().unwrap());
+        assert!(v.tokens.len() as u64 >= fx["vocab_size"].as_u64().unwrap());
         assert_eq!(
             v.options.add_space_prefix,
             file["add_space_prefix"].as_bool().unwrap()
@@ -214,7 +221,7 @@ fn llama_cpp_ids_for_every_prompt() {
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
-    assert_eq!(checked, 68);
+    assert_eq!(checked, 3 * 38);
 }
 
 #[test]
@@ -227,7 +234,7 @@ fn decode_gives_the_prompts_back() {
             let text = case["text"].as_str().unwrap();
             // Strings of special tokens come back as those tokens (llama.cpp's detokenizer too
             // keeps the space the prefix puts after them), a literal ▁ comes back as a space.
-            if ["<|end|>", "[[sep]]", "<s>", "</s>", "<unk>", "\u{2581}"]
+            if ["<|", "[[sep]]", "<s>", "</s>", "<unk>", "\u{2581}"]
                 .iter()
                 .any(|s| text.contains(s))
             {
@@ -342,14 +349,21 @@ fn reference_spm(v: &Vocab, text: &str) -> Vec<u32> {
         .enumerate()
         .map(|(i, t)| (t.as_str(), i))
         .collect();
+    let types = &v.effective_types;
     let mut specials: Vec<usize> = (0..v.tokens.len())
         .filter(|&i| {
             matches!(
-                v.types[i],
+                types[i],
                 token_type::CONTROL | token_type::USER_DEFINED | token_type::UNKNOWN
             )
         })
         .collect();
+    let phi3 =
+        v.options.general_name.as_deref().is_some_and(|n| {
+            n.to_lowercase().contains("phi-3") || n.to_lowercase().contains("phi3")
+        });
+    let rstrip =
+        |i: usize| phi3 && !["<unk>", "<s>", "<|endoftext|>"].contains(&v.tokens[i].as_str());
     specials.sort_by_key(|&i| std::cmp::Reverse(v.tokens[i].len()));
     // Fragments: Ok(text) or Err(special id), longest special text first, as llama.cpp.
     let mut frags: Vec<Result<String, usize>> = vec![Ok(text.to_string())];
@@ -366,6 +380,10 @@ fn reference_spm(v: &Vocab, text: &str) -> Vec<u32> {
                         }
                         next.push(Err(s));
                         rest = &rest[p + pat.len()..];
+                        if rstrip(s) {
+                            // C's isspace: space, \t, \n, \v, \f, \r.
+                            rest = rest.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+                        }
                     }
                     if !rest.is_empty() {
                         next.push(Ok(rest.to_string()));
@@ -533,4 +551,65 @@ fn random_strings_match_the_reference_and_round_trip() {
             );
         }
     }
+}
+
+#[test]
+fn random_strings_with_special_tokens_match_the_reference() {
+    const SPECIAL: &[&str] = &[
+        "<|end|>",
+        "[[sep]]",
+        "<s>",
+        "</s>",
+        "<unk>",
+        "<|user|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "<|assistant|>",
+        " ",
+        "\n",
+        "\t",
+        " \n ",
+        "\u{a0}",
+    ];
+    for name in ["spm.gguf", "spm-noprefix.gguf", "spm-phi3.gguf"] {
+        let v = load(name);
+        let tok = build(&v);
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ name.len() as u64);
+        for case in 0..2000 {
+            let mut text = String::new();
+            for _ in 0..rng.below(6) {
+                if rng.below(2) == 0 {
+                    text.push_str(SPECIAL[rng.below(SPECIAL.len())]);
+                } else {
+                    text.push_str(&random_text(&mut rng));
+                }
+            }
+            if name == "spm-phi3.gguf" && unicode_space_after_special(&text) {
+                // tokenizers' rstrip also takes Unicode whitespace, llama.cpp only C's isspace:
+                // a known difference (spm.rs's module doc).
+                continue;
+            }
+            let ids = tok.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+            assert_eq!(
+                ids,
+                reference_spm(&v, &text),
+                "{name} case {case}: {text:?}"
+            );
+        }
+    }
+}
+
+/// Whether a special token's text is followed, after ASCII whitespace, by non-ASCII whitespace.
+fn unicode_space_after_special(text: &str) -> bool {
+    ["<|end|>", "[[sep]]", "</s>", "<|user|>", "<|im_end|>"]
+        .iter()
+        .any(|s| {
+            text.match_indices(s).any(|(i, _)| {
+                text[i + s.len()..]
+                    .trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r'])
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_whitespace() && !c.is_ascii())
+            })
+        })
 }

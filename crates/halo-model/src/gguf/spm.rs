@@ -5,7 +5,10 @@
 //! # What llama.cpp does
 //!
 //! 1. The text is cut at every CONTROL (type 3), USER_DEFINED (4) and UNKNOWN (2) token's text,
-//!    matched literally in the raw text; those pieces become their ids.
+//!    matched literally in the raw text; those pieces become their ids. Types are first corrected
+//!    by text as llama.cpp does ([`effective_token_types`]: e.g. `<|im_end|>` is CONTROL whatever
+//!    the file says), and for Phi-3 models (by `general.name`) the whitespace after a special
+//!    token other than `<unk>`, `<s>`, `<|endoftext|>` is dropped.
 //! 2. Every remaining piece gets a `" "` in front (`add_space_prefix`, default true: every raw
 //!    piece follows either the start or a special token), then each `' '` becomes `▁`.
 //! 3. The piece is split into UTF-8 characters; repeatedly, of all adjacent pairs of symbols whose
@@ -48,7 +51,13 @@
 //!   piece.
 //! - Overlapping special-token texts: llama.cpp cuts the longest special text first, everywhere;
 //!   `tokenizers` matches leftmost-longest.
-//! - Special tokens' LSTRIP/RSTRIP attributes, which llama.cpp sets only for a few named models.
+//! - Phi-3's whitespace after special tokens: `tokenizers` strips Unicode whitespace, llama.cpp
+//!   only C's `isspace` (so a U+00A0 right after `<|user|>` differs). Other models' LSTRIP/RSTRIP
+//!   (jina, nomic-bert, modern-bert) are not SPM.
+//! - llama.cpp corrects the types of the end-of-turn and fill-in-the-middle texts only while
+//!   the file names no such token (`tokenizer.ggml.eot_token_id`, `.fim_pre_token_id`, ...) and
+//!   only for the first such text it meets; here every listed text is corrected. It also makes
+//!   `</s>` normal in Gemma 4 / PLaMo vocabularies, which are not SPM.
 //! - A character whose bytes are not all `<0xNN>` tokens: llama.cpp aborts, here it becomes the
 //!   UNKNOWN token (when there is one).
 
@@ -88,6 +97,9 @@ pub struct SpmOptions {
     pub add_bos_token: bool,
     /// `tokenizer.ggml.add_eos_token`: EOS last when encoding with special tokens.
     pub add_eos_token: bool,
+    /// `general.name`: llama.cpp strips the whitespace after special tokens of Phi-3 models
+    /// (a name containing `phi-3` or `phi3`, any case).
+    pub general_name: Option<String>,
 }
 
 impl Default for SpmOptions {
@@ -98,8 +110,93 @@ impl Default for SpmOptions {
             eos_token_id: Some(2),
             add_bos_token: true,
             add_eos_token: false,
+            general_name: None,
         }
     }
+}
+
+/// Texts llama.cpp makes CONTROL whatever their token type says: the end-of-generation and
+/// fill-in-the-middle tokens it recognises by text (`llama_vocab::impl::load`).
+pub const CONTROL_BY_TEXT: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>",
+    "[e~[",
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<\u{ff5c}fim\u{2581}begin\u{ff5c}>",
+    "<PRE>",
+    "\u{2581}<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<\u{ff5c}fim\u{2581}hole\u{ff5c}>",
+    "<SUF>",
+    "\u{2581}<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<\u{ff5c}fim\u{2581}end\u{ff5c}>",
+    "<MID>",
+    "\u{2581}<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
+    "<|fim_pad|>",
+    "<fim-pad>",
+    "<fim_pad>",
+    "<PAD>",
+    "[PAD]",
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+    "<|file_sep|>",
+];
+
+/// Texts llama.cpp makes USER_DEFINED (shown when decoding) whatever their type says.
+pub const USER_DEFINED_BY_TEXT: &[&str] =
+    &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
+
+/// The token types llama.cpp tokenizes with: the file's, corrected by text as llama.cpp does
+/// ([`CONTROL_BY_TEXT`], [`USER_DEFINED_BY_TEXT`]). Missing types are NORMAL.
+pub fn effective_token_types(tokens: &[String], token_types: &[i32]) -> Vec<i32> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if USER_DEFINED_BY_TEXT.contains(&t.as_str()) {
+                token_type::USER_DEFINED
+            } else if CONTROL_BY_TEXT.contains(&t.as_str()) {
+                token_type::CONTROL
+            } else {
+                token_types.get(i).copied().unwrap_or(token_type::NORMAL)
+            }
+        })
+        .collect()
 }
 
 /// What makes an SPM vocabulary unusable. The caller adds the file name.
@@ -163,7 +260,8 @@ pub fn spm_tokenizer(
         }
     }
     let score = |id: usize| scores.get(id).copied().unwrap_or(0.0);
-    let kind = |id: usize| token_types.get(id).copied().unwrap_or(token_type::NORMAL);
+    let types = effective_token_types(tokens, token_types);
+    let kind = |id: usize| types[id];
 
     // Token texts as llama.cpp keeps them: an empty one is renamed, a repeated one is refused
     // (llama.cpp asserts that every text maps to one id).
@@ -219,11 +317,18 @@ pub fn spm_tokenizer(
     tokenizer.with_decoder(Some(DecoderSequence::new(decoders)));
 
     // Special (skipped by decode with skip_special_tokens) and user-defined tokens, matched on
-    // the raw text. Ids come from the model's vocabulary, where every text is.
+    // the raw text. Ids come from the model's vocabulary, where every text is. Phi-3's swallow
+    // the whitespace after them, but for <unk>, <s> and <|endoftext|>.
+    let phi3 = options.general_name.as_deref().is_some_and(|name| {
+        let name = name.to_lowercase();
+        name.contains("phi-3") || name.contains("phi3")
+    });
     let added = |i: usize, special: bool| {
+        let rstrip = phi3 && !["<unk>", "<s>", "<|endoftext|>"].contains(&texts[i].as_str());
         AddedToken::from(texts[i].clone(), special)
             .normalized(false)
             .special(special)
+            .rstrip(rstrip)
     };
     let special: Vec<AddedToken> = (0..n)
         .filter(|&i| matches!(kind(i), token_type::CONTROL | token_type::UNKNOWN))
