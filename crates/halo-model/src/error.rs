@@ -1,4 +1,4 @@
-//! One error type for everything that can be wrong with a model directory. Every variant names
+//! One error type for everything that can be wrong with a model directory or file. Every variant names
 //! the file, and where it applies the tensor and both shapes, so a user can fix the directory.
 
 use std::path::PathBuf;
@@ -68,6 +68,25 @@ pub enum ModelError {
 
     #[error("{}: {msg}", path.display())]
     Tokenizer { path: PathBuf, msg: String },
+
+    /// A tensor's byte range disagrees with its shape and dtype.
+    #[error("{}: tensor '{name}' of shape {shape:?} in {dtype} spans {bytes} bytes, expected {}", path.display(), expected.map_or_else(|| "a whole number of blocks".to_string(), |e| e.to_string()))]
+    TensorSize {
+        path: PathBuf,
+        name: String,
+        shape: Vec<usize>,
+        dtype: &'static str,
+        bytes: usize,
+        expected: Option<usize>,
+    },
+
+    /// Anything wrong inside a GGUF file; the source names the tensor or key where it applies.
+    #[error("{}: {source}", path.display())]
+    Gguf {
+        path: PathBuf,
+        #[source]
+        source: crate::gguf::GgufError,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

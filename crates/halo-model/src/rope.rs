@@ -18,6 +18,9 @@ pub enum RopeScaling {
         high_freq_factor: f32,
         original_max_position_embeddings: usize,
     },
+    /// Explicit per-frequency divisors (`inv_freq[i] / factors[i]`), one per frequency: how
+    /// llama.cpp's converter stores llama3 scaling in a GGUF (`rope_freqs.weight`).
+    Factors(Vec<f32>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -91,6 +94,13 @@ impl RopeConfig {
         match self.scaling {
             RopeScaling::Default => base,
             RopeScaling::Linear { factor } => base.into_iter().map(|f| f / factor).collect(),
+            // A length mismatch is refused when the config is read; extra frequencies would
+            // keep their base value.
+            RopeScaling::Factors(ref factors) => base
+                .iter()
+                .enumerate()
+                .map(|(i, &f)| factors.get(i).map_or(f, |d| f / d))
+                .collect(),
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
@@ -177,6 +187,21 @@ mod tests {
         .inv_freq(32);
         assert_eq!(d[0], s[0]);
         assert!((s[15] - d[15] / 8.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn explicit_factors_divide_each_frequency() {
+        let d = RopeConfig {
+            theta: 10000.0,
+            scaling: RopeScaling::Default,
+        }
+        .inv_freq(8);
+        let s = RopeConfig {
+            theta: 10000.0,
+            scaling: RopeScaling::Factors(vec![1.0, 2.0, 4.0, 8.0]),
+        }
+        .inv_freq(8);
+        assert_eq!(s, vec![d[0], d[1] / 2.0, d[2] / 4.0, d[3] / 8.0]);
     }
 
     #[test]

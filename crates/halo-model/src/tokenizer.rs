@@ -14,9 +14,31 @@ pub struct Tokenizer {
     eos_token_ids: Vec<u32>,
     /// Prepend BOS when encoding with special tokens and the post-processor did not.
     add_bos_token: bool,
+    /// Append this id when encoding with special tokens (a GGUF's `add_eos_token`).
+    append_eos: Option<u32>,
 }
 
 impl Tokenizer {
+    /// A tokenizer built elsewhere (from a GGUF file's metadata): `path` is named in errors,
+    /// BOS is prepended and `append_eos` appended when encoding with special tokens.
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        path: PathBuf,
+        bos_token_id: Option<u32>,
+        eos_token_ids: Vec<u32>,
+        add_bos_token: bool,
+        append_eos: Option<u32>,
+    ) -> Tokenizer {
+        Tokenizer {
+            inner,
+            path,
+            bos_token_id,
+            eos_token_ids,
+            add_bos_token,
+            append_eos,
+        }
+    }
+
     pub fn from_dir(dir: &Path, config: &ModelConfig) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
@@ -69,6 +91,7 @@ impl Tokenizer {
             bos_token_id,
             eos_token_ids,
             add_bos_token,
+            append_eos: None,
         })
     }
 
@@ -88,6 +111,11 @@ impl Tokenizer {
                 }
             }
         }
+        if let Some(eos) = self.append_eos.filter(|_| add_special_tokens) {
+            if ids.last() != Some(&eos) {
+                ids.push(eos);
+            }
+        }
         Ok(ids)
     }
 
@@ -98,6 +126,11 @@ impl Tokenizer {
                 path: self.path.clone(),
                 msg: e.to_string(),
             })
+    }
+
+    /// The file the tokenizer was read from (named in errors).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn inner(&self) -> &tokenizers::Tokenizer {

@@ -1,22 +1,26 @@
-//! Memory-mapped safetensors weights, single-file or sharded through
-//! `model.safetensors.index.json`. Tensors are read lazily and converted to f32 on request;
-//! every failure names the file and the tensor.
+//! Memory-mapped weights under their Hugging Face names: safetensors, single-file or sharded
+//! through `model.safetensors.index.json`, or a GGUF file (set) mapped by [`crate::gguf`].
+//! Tensors are read lazily in their stored dtype (or converted to f32 on request); every failure
+//! names the file and the tensor.
 
 use crate::config::read_json;
 pub use crate::dtype::StoredDType;
 use crate::error::{ModelError, Result};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// A tensor inside a mapped file: its dtype, shape and raw little-endian bytes.
+/// A tensor inside a mapped file: its dtype, shape (row-major, `[out, in]` for matrices) and
+/// raw little-endian bytes. The bytes borrow the mapping, except for tensors that are reordered
+/// at load (a GGUF `llama` model's Q and K rows), which are owned.
 pub struct TensorView<'a> {
     pub file: PathBuf,
     pub dtype: StoredDType,
     pub shape: Vec<usize>,
-    pub bytes: &'a [u8],
+    pub bytes: Cow<'a, [u8]>,
 }
 
 impl TensorView<'_> {
@@ -24,21 +28,60 @@ impl TensorView<'_> {
     pub fn to_f32(&self) -> Vec<f32> {
         let elems = self.bytes.len() / self.dtype.block_bytes() * self.dtype.block_elems();
         let mut out = vec![0.0f32; elems];
-        crate::quant::dequantize(self.dtype, self.bytes, &mut out);
+        crate::quant::dequantize(self.dtype, &self.bytes, &mut out);
         out
     }
 }
 
-struct Entry {
-    file: usize,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    /// Absolute byte range in the mapped file.
-    start: usize,
-    end: usize,
+/// Bytes a tensor of `shape` takes in `dtype` (quantized blocks run along the last dimension);
+/// `None` when the rows are not whole blocks or the size overflows.
+pub fn tensor_bytes(dtype: StoredDType, shape: &[usize]) -> Option<usize> {
+    let (&cols, rows) = shape.split_last().unwrap_or((&1, &[]));
+    rows.iter()
+        .try_fold(dtype.row_bytes(cols)?, |acc, &r| acc.checked_mul(r))
 }
 
-/// All weight files of a model directory, mapped.
+/// Where a tensor's dtype came from: safetensors names its own (some halo cannot use, refused
+/// only when such a tensor is read), GGUF types are checked when the file is parsed.
+pub(crate) enum EntryDType {
+    Safetensors(Dtype),
+    Stored(StoredDType),
+}
+
+impl EntryDType {
+    fn stored(&self) -> Option<StoredDType> {
+        match *self {
+            EntryDType::Stored(d) => Some(d),
+            EntryDType::Safetensors(Dtype::F32) => Some(StoredDType::F32),
+            EntryDType::Safetensors(Dtype::F16) => Some(StoredDType::F16),
+            EntryDType::Safetensors(Dtype::BF16) => Some(StoredDType::BF16),
+            EntryDType::Safetensors(_) => None,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            EntryDType::Stored(d) => d.to_string(),
+            EntryDType::Safetensors(d) => format!("{d:?}"),
+        }
+    }
+}
+
+pub(crate) struct Entry {
+    pub(crate) file: usize,
+    pub(crate) dtype: EntryDType,
+    pub(crate) shape: Vec<usize>,
+    /// Absolute byte range in the mapped file.
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    /// Rows per head when the rows must be put back in Hugging Face order on read
+    /// ([`crate::gguf::permute`]).
+    pub(crate) unpermute_head_rows: Option<usize>,
+    /// The name in the file, when it differs from the Hugging Face name (for messages).
+    pub(crate) file_name: Option<String>,
+}
+
+/// All weight files of a model, mapped.
 pub struct Weights {
     files: Vec<(PathBuf, Mmap)>,
     entries: HashMap<String, Entry>,
@@ -109,15 +152,25 @@ impl Weights {
                 name,
                 Entry {
                     file: file_idx,
-                    dtype: info.dtype,
+                    dtype: EntryDType::Safetensors(info.dtype),
                     shape: info.shape.clone(),
                     start,
                     end,
+                    unpermute_head_rows: None,
+                    file_name: None,
                 },
             );
         }
         self.files.push((path, mmap));
         Ok(())
+    }
+
+    /// Weights whose files are already mapped and indexed (the GGUF loader builds these).
+    pub(crate) fn from_entries(
+        files: Vec<(PathBuf, Mmap)>,
+        entries: HashMap<String, Entry>,
+    ) -> Weights {
+        Weights { files, entries }
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -142,39 +195,70 @@ impl Weights {
             .get(name)
             .ok_or_else(|| ModelError::MissingTensor {
                 path: self.primary_path(),
-                name: name.into(),
+                name: self.display_name(name),
             })?;
         let (path, mmap) = &self.files[e.file];
-        let dtype = match e.dtype {
-            Dtype::F32 => StoredDType::F32,
-            Dtype::F16 => StoredDType::F16,
-            Dtype::BF16 => StoredDType::BF16,
-            other => {
-                return Err(ModelError::TensorDType {
-                    path: path.clone(),
-                    name: name.into(),
-                    dtype: format!("{other:?}"),
-                })
-            }
-        };
-        let elems: usize = e.shape.iter().product();
-        if elems * dtype.size_in_bytes() != e.end - e.start {
-            return Err(ModelError::Safetensors {
+        let dtype = e.dtype.stored().ok_or_else(|| ModelError::TensorDType {
+            path: path.clone(),
+            name: name.into(),
+            dtype: e.dtype.name(),
+        })?;
+        let expected = tensor_bytes(dtype, &e.shape);
+        if expected != Some(e.end - e.start) {
+            return Err(ModelError::TensorSize {
                 path: path.clone(),
-                msg: format!(
-                    "tensor '{name}' of shape {:?} spans {} bytes, expected {}",
-                    e.shape,
-                    e.end - e.start,
-                    elems * dtype.size_in_bytes()
-                ),
+                name: self.display_name(name),
+                shape: e.shape.clone(),
+                dtype: dtype.name(),
+                bytes: e.end - e.start,
+                expected,
             });
         }
+        let stored = &mmap[e.start..e.end];
+        let bytes = match e.unpermute_head_rows {
+            None => Cow::Borrowed(stored),
+            Some(head_rows) => {
+                let (rows, cols) = match e.shape.as_slice() {
+                    [rows, cols] => (*rows, *cols),
+                    [rows] => (*rows, 1),
+                    _ => (0, 0),
+                };
+                let unpermuted = dtype.row_bytes(cols).and_then(|row_bytes| {
+                    crate::gguf::permute::unpermute_rows(stored, rows, row_bytes, head_rows)
+                });
+                Cow::Owned(unpermuted.ok_or_else(|| ModelError::Gguf {
+                    path: path.clone(),
+                    source: crate::gguf::GgufError::BadTensor {
+                        tensor: self.display_name(name),
+                        msg: format!("shape {:?} is not whole heads of {head_rows} rows", e.shape),
+                    },
+                })?)
+            }
+        };
         Ok(TensorView {
             file: path.clone(),
             dtype,
             shape: e.shape.clone(),
-            bytes: &mmap[e.start..e.end],
+            bytes,
         })
+    }
+
+    /// `name`, with the file's own name for it when that differs (a GGUF's `blk.0.attn_q.weight`).
+    fn display_name(&self, name: &str) -> String {
+        let in_file = match self.entries.get(name) {
+            Some(e) => e.file_name.clone(),
+            None => crate::gguf::names::gguf_name(name).filter(|_| self.is_gguf()),
+        };
+        match in_file {
+            Some(f) => format!("{f}' ('{name}"),
+            None => name.to_owned(),
+        }
+    }
+
+    fn is_gguf(&self) -> bool {
+        self.entries
+            .values()
+            .any(|e| matches!(e.dtype, EntryDType::Stored(_)))
     }
 
     /// Checks that a tensor exists with the expected shape and a supported dtype.
@@ -183,7 +267,7 @@ impl Weights {
         if t.shape != expected {
             return Err(ModelError::TensorShape {
                 path: t.file.clone(),
-                name: name.into(),
+                name: self.display_name(name),
                 expected: expected.to_vec(),
                 found: t.shape.clone(),
             });
@@ -196,20 +280,26 @@ impl Weights {
         Ok(self.check(name, expected)?.to_f32())
     }
 
-    /// The dtype most tensors are stored in (what the model "is").
+    /// The dtype most tensors are stored in (what the model "is"), by bytes.
     pub fn dominant_dtype(&self) -> Option<StoredDType> {
-        let mut bytes = [0usize; 3];
+        self.bytes_by_dtype().first().map(|&(d, _)| d)
+    }
+
+    /// Bytes of the tensors of each stored dtype halo can read, largest first (ties in the
+    /// order of [`crate::dtype::SUPPORTED_DTYPES`]).
+    pub fn bytes_by_dtype(&self) -> Vec<(StoredDType, usize)> {
+        let mut out: Vec<(StoredDType, usize)> = Vec::new();
         for e in self.entries.values() {
-            let slot = match e.dtype {
-                Dtype::F32 => 0,
-                Dtype::F16 => 1,
-                Dtype::BF16 => 2,
-                _ => continue,
-            };
-            bytes[slot] += e.end - e.start;
+            let Some(d) = e.dtype.stored() else { continue };
+            match out.iter_mut().find(|(k, _)| *k == d) {
+                Some((_, n)) => *n += e.end - e.start,
+                None => out.push((d, e.end - e.start)),
+            }
         }
-        let (slot, &n) = bytes.iter().enumerate().max_by_key(|(_, b)| **b)?;
-        (n > 0).then_some([StoredDType::F32, StoredDType::F16, StoredDType::BF16][slot])
+        out.retain(|&(_, n)| n > 0);
+        let order = |d: StoredDType| crate::dtype::SUPPORTED_DTYPES.iter().position(|&x| x == d);
+        out.sort_by(|a, b| b.1.cmp(&a.1).then(order(a.0).cmp(&order(b.0))));
+        out
     }
 }
 
