@@ -19,5 +19,6 @@ mod kv_cache;
 pub mod matmul;
 mod model;
 mod ops;
+pub mod qmatmul;
 
 pub use device::CpuDevice;

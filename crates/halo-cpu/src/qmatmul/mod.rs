@@ -1,0 +1,390 @@
+//! Projections with weights kept in their stored form: `y[M,N] = x[M,K] · W[N,K]^T` where W is
+//! F32, F16, BF16 or one of GGUF's block-quantized types (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K), its rows
+//! laid out exactly as ggml lays them out.
+//!
+//! - F32 weights go to [`crate::matmul`]. F16 and BF16 weights are widened in registers, a
+//!   vector at a time, into the very chain the f32 kernel runs (same lanes, same FMA order, same
+//!   zero padding, same horizontal reduction), so a bf16 model gives the bits of its widened-f32
+//!   twin.
+//! - Quantized weights meet activations quantized once per call, each row on its own: blocks of
+//!   32 int8 values with an f32 scale for Q4_0/Q8_0 weights, blocks of 256 with per-16 sums for
+//!   the K-quants. Each block's dot product is an exact integer (no saturation is possible with
+//!   the value ranges involved), so the only rounding is in how the integer sums meet the scales,
+//!   and that is one fixed sequence per output element:
+//!   - K-quants: per 256-value super-block, in K order, `acc = acc + (d·dx)·(isum as f32)` and
+//!     for Q4_K/Q5_K `acc = acc - (dmin·dx)·(msum as f32)`, unfused. The integer sums are exact,
+//!     so every ISA gives the same bits.
+//!   - Q4_0/Q8_0: the per-block integer partial sums of each vector lane are scaled by `dw·dx`
+//!     and fused into one f32 accumulator vector per output, reduced at the end in a fixed tree;
+//!     the lane layout is the ISA's (8 lanes per block on AVX2, 16 lanes over two blocks on
+//!     AVX-512, a scalar chain on the portable path).
+//!
+//!   Tiles only decide how many of these independent chains run side by side, so an output does
+//!   not depend on M or on where its row sits in the batch.
+//!
+//! The structure is the f32 kernel's: activations are quantized once, N is split over the
+//! caller's rayon pool, each task computes a contiguous block of yᵀ, and each group of weight
+//! rows is read once and met by every activation tile while it is cache-hot. Up to 4 activation
+//! rows the kernel streams one weight row at a time.
+
+mod acts;
+mod half;
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::matmul::{self, Isa};
+use halo_hal::error::DeviceError;
+use halo_model::dtype::StoredDType;
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+pub(crate) use acts::Acts;
+
+/// A weight matrix of `rows × cols` in its stored form: `rows` rows of `dtype.row_bytes(cols)`
+/// bytes, each row a run of ggml blocks (or plain little-endian floats).
+#[derive(Clone, Debug)]
+pub struct QMatrix {
+    dtype: StoredDType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl QMatrix {
+    /// Takes ownership of `data`, checking it holds exactly `rows` rows of `cols` values.
+    /// `cols` must be a whole number of blocks of `dtype`.
+    pub fn new(
+        dtype: StoredDType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> Result<QMatrix, DeviceError> {
+        let row_bytes = dtype.row_bytes(cols).ok_or_else(|| {
+            DeviceError::Load(format!(
+                "{dtype} matrix of {rows}x{cols}: {cols} columns are not a whole number of \
+                 {}-value blocks",
+                dtype.block_elems()
+            ))
+        })?;
+        let total = row_bytes.checked_mul(rows).ok_or_else(|| {
+            DeviceError::Load(format!("{dtype} matrix of {rows}x{cols}: size overflows"))
+        })?;
+        if data.len() != total {
+            return Err(DeviceError::Load(format!(
+                "{dtype} matrix of {rows}x{cols}: expected {total} bytes, got {}",
+                data.len()
+            )));
+        }
+        Ok(QMatrix {
+            dtype,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    pub fn dtype(&self) -> StoredDType {
+        self.dtype
+    }
+
+    /// N: output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// K: input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held (what one pass over the matrix streams).
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// The stored bytes, row-major.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Row `r`'s stored bytes (for embedding lookups).
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.data[r * self.row_bytes..][..self.row_bytes]
+    }
+}
+
+/// Which instruction set runs the integer dot products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QIsa {
+    /// AVX-512 F/BW/VL with VNNI (`vpdpbusd`, `vpdpwssd`), F16C.
+    Avx512Vnni,
+    /// AVX2 + FMA + F16C (`vpmaddubsw` + `vpmaddwd`).
+    Avx2,
+    Portable,
+}
+
+impl QIsa {
+    /// The best one this CPU supports, detected once.
+    pub fn detect() -> QIsa {
+        static ISA: OnceLock<QIsa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            [QIsa::Avx512Vnni, QIsa::Avx2]
+                .into_iter()
+                .find(|i| i.supported())
+                .unwrap_or(QIsa::Portable)
+        })
+    }
+
+    /// Whether this CPU can run it.
+    pub fn supported(self) -> bool {
+        match self {
+            QIsa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            QIsa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            QIsa::Avx512Vnni => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+                    && is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Every ISA this CPU can run (tests exercise them all).
+    pub fn available() -> Vec<QIsa> {
+        [QIsa::Portable, QIsa::Avx2, QIsa::Avx512Vnni]
+            .into_iter()
+            .filter(|i| i.supported())
+            .collect()
+    }
+
+    /// The f32 kernel's ISA whose chain the F16/BF16 path reproduces.
+    pub fn float_isa(self) -> Isa {
+        match self {
+            QIsa::Avx512Vnni => Isa::Avx512,
+            QIsa::Avx2 => Isa::Avx2Fma,
+            QIsa::Portable => Isa::Portable,
+        }
+    }
+
+    /// W rows per tile for `m` activation rows (see [`crate::matmul`]: one row at a time while
+    /// the call streams weights from memory, more when each weight row meets many activations).
+    fn rows_per_tile(self, m: usize) -> usize {
+        match (self, m) {
+            (_, 1..=4) => 1,
+            (QIsa::Avx512Vnni, _) => 4,
+            _ => 2,
+        }
+    }
+}
+
+/// Activation rows per tile.
+pub(crate) const MR: usize = 4;
+
+/// One tile's results: `sums[i][j] = x_i · w_j`.
+pub(crate) type Sums = [[f32; 4]; MR];
+
+/// Below this many multiply-adds a call runs on the calling thread.
+const SERIAL_WORK: usize = 1 << 18;
+
+/// W rows per cache block when several activation tiles share it.
+const ROWS_PER_BLOCK: usize = 16;
+
+/// `y = x · wᵀ` on the ISA detected for this CPU. `x` is `[m, w.cols()]`, `y` is
+/// `[m, w.rows()]`, both row-major. Runs on the current rayon pool.
+pub fn qmatmul_t(x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]) {
+    match w.dtype {
+        // The half types follow the f32 kernel's own ISA choice so their bits match it.
+        StoredDType::F16 | StoredDType::BF16 => half::matmul_t(Isa::detect(), x, m, w, y),
+        _ => qmatmul_t_with(QIsa::detect(), x, m, w, y),
+    }
+}
+
+/// [`qmatmul_t`] on a chosen ISA, which must be [`QIsa::supported`]. F16/BF16 weights run the
+/// f32 chain of [`QIsa::float_isa`].
+pub fn qmatmul_t_with(isa: QIsa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]) {
+    let (n, k) = (w.rows, w.cols);
+    assert!(
+        x.len() == m * k && y.len() == m * n,
+        "qmatmul_t: shape mismatch (x {} for {m}x{k}, y {} for {m}x{n})",
+        x.len(),
+        y.len()
+    );
+    assert!(
+        isa.supported(),
+        "qmatmul_t: {isa:?} is not supported by this CPU"
+    );
+    match w.dtype {
+        StoredDType::F32 => {
+            let mut wf = Vec::new();
+            let wf = f32_view(&w.data, &mut wf);
+            matmul::matmul_t_with(isa.float_isa(), x, m, k, wf, n, y);
+        }
+        StoredDType::F16 | StoredDType::BF16 => half::matmul_t(isa.float_isa(), x, m, w, y),
+        _ => quantized(isa, x, m, w, y),
+    }
+}
+
+/// The bytes as f32s: borrowed when aligned (a `Vec<u8>` from the global allocator is), copied
+/// otherwise.
+fn f32_view<'a>(bytes: &'a [u8], copy: &'a mut Vec<f32>) -> &'a [f32] {
+    // SAFETY: every bit pattern is a valid f32; align_to only yields the aligned middle.
+    let (pre, mid, post) = unsafe { bytes.align_to::<f32>() };
+    if pre.is_empty() && post.is_empty() {
+        mid
+    } else {
+        *copy = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        copy
+    }
+}
+
+fn quantized(isa: QIsa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]) {
+    let (n, k) = (w.rows, w.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let acts = Acts::quantize(w.dtype, x, m, k);
+    let nr = isa.rows_per_tile(m);
+    drive(m, n, k, nr, y, &|m0, mt, n0, nt, sums| {
+        let wb = &w.data[n0 * w.row_bytes..(n0 + nt) * w.row_bytes];
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            QIsa::Avx512Vnni => x86::tile_avx512(w.dtype, &acts, m0, mt, wb, nt, sums),
+            #[cfg(target_arch = "x86_64")]
+            QIsa::Avx2 => x86::tile_avx2(w.dtype, &acts, m0, mt, wb, nt, sums),
+            _ => portable::tile(w.dtype, &acts, m0, mt, wb, nt, sums),
+        }
+    });
+}
+
+/// Splits N over the pool and runs `tile(m0, mt, n0, nt, sums)` over every tile, each task
+/// writing a contiguous block of yᵀ, then transposes into `y` (as [`crate::matmul`] does).
+pub(crate) fn drive(
+    m: usize,
+    n: usize,
+    k: usize,
+    nr: usize,
+    y: &mut [f32],
+    tile: &(dyn Fn(usize, usize, usize, usize, &mut Sums) + Sync),
+) {
+    let mut transposed = Vec::new();
+    let yt: &mut [f32] = if m == 1 {
+        y
+    } else {
+        transposed.resize(n * m, 0.0);
+        &mut transposed
+    };
+    let tasks = if m * n * k < SERIAL_WORK {
+        1
+    } else {
+        rayon::current_num_threads() * 4
+    };
+    let chunk = n.div_ceil(tasks).div_ceil(nr) * nr;
+    let block = |c: usize, out: &mut [f32]| {
+        let rows = out.len() / m;
+        let base = c * chunk;
+        let nb = if m > MR {
+            ROWS_PER_BLOCK.div_ceil(nr) * nr
+        } else {
+            nr
+        };
+        let mut sums = [[0.0f32; 4]; MR];
+        for b0 in (0..rows).step_by(nb) {
+            let b1 = (b0 + nb).min(rows);
+            for m0 in (0..m).step_by(MR) {
+                let mt = MR.min(m - m0);
+                for n0 in (b0..b1).step_by(nr) {
+                    let nt = nr.min(b1 - n0);
+                    tile(m0, mt, base + n0, nt, &mut sums);
+                    for (j, dst) in out[n0 * m..(n0 + nt) * m].chunks_exact_mut(m).enumerate() {
+                        for (i, s) in sums[..mt].iter().enumerate() {
+                            dst[m0 + i] = s[j];
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if tasks == 1 {
+        block(0, yt);
+    } else {
+        yt.par_chunks_mut(chunk * m)
+            .enumerate()
+            .for_each(|(c, out)| block(c, out));
+    }
+    if m > 1 {
+        let gather = |(i, row): (usize, &mut [f32])| {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = transposed[j * m + i];
+            }
+        };
+        if tasks == 1 {
+            y.chunks_exact_mut(n).enumerate().for_each(gather);
+        } else {
+            y.par_chunks_exact_mut(n).enumerate().for_each(gather);
+        }
+    }
+}
+
+/// IEEE half → f32 (exact), for scales.
+#[inline]
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h as u32) & 0x8000) << 16;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = match exp {
+        0 if man == 0 => sign,
+        0 => sign | (man as f32 * (1.0 / 16_777_216.0)).to_bits(),
+        31 => sign | 0x7f80_0000 | (man << 13),
+        _ => sign | ((exp + 112) << 23) | (man << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// The little-endian half at `b[off..off + 2]`.
+#[inline]
+pub(crate) fn half_at(b: &[u8], off: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([b[off], b[off + 1]]))
+}
+
+/// Q4_K / Q5_K: the 8 six-bit scales and 8 six-bit mins packed in 12 bytes.
+#[inline]
+pub(crate) fn kscales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = s[j] & 63;
+        mn[j] = s[j + 4] & 63;
+        sc[j + 4] = (s[j + 8] & 0xF) | ((s[j] >> 6) << 4);
+        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
+    }
+    (sc, mn)
+}
+
+#[cfg(test)]
+mod tests;
