@@ -116,9 +116,8 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
         config.validate().map_err(EngineError::Config)?;
-        let model_config = halo_model::ModelConfig::from_dir(model_dir)
-            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        let tokenizer = halo_model::Tokenizer::from_dir(model_dir, &model_config)
+        // A directory with config.json or a GGUF file (or a directory holding one).
+        let (_, tokenizer) = halo_model::open_config_and_tokenizer(model_dir)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         let detok_tokenizer = Arc::new(tokenizer.inner().clone());
         let eos_ids = tokenizer.eos_token_ids().to_vec();
