@@ -25,6 +25,12 @@ Usage (gguf-py from llama.cpp's tree and `sentencepiece` from PyPI in the venv):
     /root/llamacpp/venv/bin/python ci/oracle/spm_fixture.py \
         --llama-tokenize /root/llamacpp/build/bin/llama-tokenize [OUT_DIR]
 
+`--check GGUF... --cases OUT.json` instead records llama-tokenize's ids, for existing SPM GGUFs
+(e.g. llama.cpp's own models/ggml-vocab-llama-spm.gguf and ggml-vocab-phi-3.gguf, too large to
+commit), for the prompts above, the texts of each file's `.inp` test file when there is one, and
+400 random strings; `HALO_SPM_CASES=OUT.json cargo test -p halo-model --test gguf_spm` then checks
+halo against them.
+
 Pinned: sentencepiece 0.2.x, gguf-py from llama-cpp-python 0.3.36's vendored llama.cpp, whose
 llama-tokenize produced the committed ids.
 """
@@ -35,6 +41,7 @@ import json
 import os
 import subprocess
 import sys
+import random
 import tempfile
 
 import gguf
@@ -220,11 +227,61 @@ def dump(fixture):
     return text
 
 
+RANDOM_PIECES = [
+    "the", " the", "Hello", " world", "license", "ing", "tion", " ", "  ", "   ", "\n", "\n\n",
+    "\t", " \n ", "é", "ß", "café", "über", "日本", "語", "の", "中文", "测试", "，", "😀", "👍🏽",
+    "🇫🇷", "👨\u200d👩\u200d👧", "Ω", "ł", "0", "12", "345", ".", ",", "!", "?", "\"", "(", ")", "-",
+    "x", "q", "Z", "\u00a0", "\u2009", "\u3000", "▁", "<s>", "</s>", "<unk>", "<|user|>",
+    "<|assistant|>", "<|end|>", "<|endoftext|>", "<|system|>", "<", ">", "|", "<0x41>", "[INST]",
+    "Äpfel", "нещо", "Бълг", "ﷺ", "\u0000", "\u007f", "\ufeff",
+]
+
+
+def random_strings(n, seed=11):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randrange(1, 14)):
+            if rng.randrange(6) == 0:
+                cp = rng.choice([rng.randrange(0x20, 0x80), rng.randrange(0xA0, 0x3000), rng.randrange(0x1F300, 0x1FA00)])
+                parts.append(chr(cp))
+            else:
+                parts.append(rng.choice(RANDOM_PIECES))
+        out.append("".join(parts))
+    return out
+
+
+def check_cases(args):
+    """llama-tokenize's ids for existing GGUFs (not committed: see the module doc)."""
+    fixture = {"files": {}}
+    with tempfile.TemporaryDirectory() as work:
+        for path in args.check:
+            texts = [t for t, _ in PROMPTS]
+            inp = path + ".inp"
+            if os.path.isfile(inp):
+                with open(inp, encoding="utf-8") as f:
+                    texts += f.read().split("\n__ggml_vocab_test__\n")
+            texts += random_strings(400)
+            cases = [
+                {"text": t, "why": "check", "ids": llama_ids(args.llama_tokenize, path, t, work)}
+                for t in texts
+            ]
+            fixture["files"][os.path.abspath(path)] = {"cases": cases}
+            print(f"{path}: {len(cases)} cases", file=sys.stderr)
+    with open(args.cases, "w", encoding="utf-8") as f:
+        json.dump(fixture, f, ensure_ascii=False)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-tokenize", required=True)
+    ap.add_argument("--check", nargs="+", metavar="GGUF")
+    ap.add_argument("--cases")
     ap.add_argument("out_dir", nargs="?", default="tests/fixtures/gguf-spm")
     args = ap.parse_args()
+    if args.check:
+        return check_cases(args)
     os.makedirs(args.out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
         sp = train(work)
