@@ -2,6 +2,7 @@
 
 use clap::Args;
 use halo_engine::EngineConfig;
+use halo_model::StoredDType;
 
 #[derive(Args, Debug)]
 pub struct EngineArgs {
@@ -23,6 +24,20 @@ pub struct EngineArgs {
     /// Turn off prefix caching.
     #[arg(long)]
     pub no_prefix_caching: bool,
+    /// Quantize float weights at load: q8_0, q4_0, q4_k, q5_k or q6_k (the CPU backend; the
+    /// embedding and head of a 4- or 5-bit model go to q6_k, as llama.cpp's _M mixes do).
+    #[arg(long, value_parser = parse_quantize)]
+    pub quantize: Option<StoredDType>,
+}
+
+fn parse_quantize(s: &str) -> Result<StoredDType, String> {
+    let t: StoredDType = s.parse()?;
+    if !t.is_quantized() {
+        return Err(format!(
+            "'{s}' is not a block type (choose q8_0, q4_0, q4_k, q5_k or q6_k)"
+        ));
+    }
+    Ok(t)
 }
 
 impl EngineArgs {

@@ -14,7 +14,8 @@ use std::time::Instant;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// Model directory (config.json, model.safetensors, tokenizer.json).
+    /// Model: a directory (config.json, model.safetensors or a sharded index, tokenizer.json),
+    /// a .gguf file, or a directory holding one .gguf (or one split -00001-of-N set).
     #[arg(long)]
     model: PathBuf,
     /// cpu, cuda or gaudi.
@@ -101,7 +102,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         &args.model,
         LoadOptions {
             dtype,
-            ..Default::default()
+            quantize: args.engine.quantize,
         },
         config,
     )

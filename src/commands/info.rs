@@ -3,12 +3,13 @@
 use super::{device, usage};
 use clap::Args;
 use halo_hal::LoadOptions;
+use halo_model::StoredDType;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    /// Model directory to describe (loaded on the device).
+    /// Model to describe (a directory or a .gguf), loaded on the device.
     #[arg(long)]
     model: Option<PathBuf>,
     /// cpu, cuda or gaudi.
@@ -18,20 +19,47 @@ pub struct InfoArgs {
     json: bool,
 }
 
+/// Bytes of stored weights per type, largest first: what the file holds (a Q4_K_M GGUF is
+/// mostly Q4_K with some Q6_K; a safetensors checkpoint is one float type).
+fn stored_types(model: &Path) -> anyhow::Result<Vec<(StoredDType, u64)>> {
+    let m = halo_model::Model::open(model).map_err(usage)?;
+    let mut by: Vec<(StoredDType, u64)> = Vec::new();
+    for name in m.weights.names() {
+        let t = m.weights.get(name).map_err(usage)?;
+        let bytes = t.bytes.len() as u64;
+        match by.iter_mut().find(|(d, _)| *d == t.dtype) {
+            Some(slot) => slot.1 += bytes,
+            None => by.push((t.dtype, bytes)),
+        }
+    }
+    by.sort_by(|a, b| b.1.cmp(&a.1));
+    Ok(by)
+}
+
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     let kind = device::parse_kind(&args.device)?;
-    let (dev_info, model_info) = match &args.model {
-        None => (device::probe(kind)?, None),
-        Some(dir) => {
+    let (dev_info, model_info, types) = match &args.model {
+        None => (device::probe(kind)?, None, Vec::new()),
+        Some(path) => {
+            let types = stored_types(path)?;
             let mut dev = device::open(kind)?;
-            let model = dev.load(dir, &LoadOptions::default()).map_err(usage)?;
-            (dev.info(), Some(model))
+            let model = dev.load(path, &LoadOptions::default()).map_err(usage)?;
+            (dev.info(), Some(model), types)
         }
     };
     if args.json {
+        let types: serde_json::Map<String, serde_json::Value> = types
+            .iter()
+            .map(|(d, b)| (d.name().to_string(), json!(b)))
+            .collect();
         println!(
             "{}",
-            json!({ "version": env!("CARGO_PKG_VERSION"), "device": dev_info, "model": model_info })
+            json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "device": dev_info,
+                "model": model_info,
+                "stored_bytes_by_type": types,
+            })
         );
         return Ok(());
     }
@@ -53,9 +81,19 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
             "  {} layers, hidden {}, {} KV heads x {}, vocab {}, context {}",
             m.num_layers, m.hidden_size, m.num_kv_heads, m.head_dim, m.vocab_size, m.context_length
         );
+        let total: u64 = types.iter().map(|(_, b)| b).sum();
+        let mix: Vec<String> = types
+            .iter()
+            .map(|(d, b)| format!("{d} {:.1} MB", *b as f64 / 1e6))
+            .collect();
         println!(
-            "  {:.1} M parameters, {:.1} MB of weights",
+            "  {:.1} M parameters; stored {:.1} MB ({})",
             m.param_count as f64 / 1e6,
+            total as f64 / 1e6,
+            mix.join(", ")
+        );
+        println!(
+            "  {:.1} MB of weights read per step (embedding rows aside)",
             m.weight_bytes as f64 / 1e6
         );
     }

@@ -20,7 +20,8 @@ const TOKEN_ENV: &str = "HALO_AUTH_TOKEN";
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Model directory (config.json, model.safetensors, tokenizer.json).
+    /// Model: a directory (config.json, model.safetensors or a sharded index, tokenizer.json),
+    /// a .gguf file, or a directory holding one .gguf (or one split -00001-of-N set).
     #[arg(long)]
     model: PathBuf,
     /// cpu, cuda or gaudi.
@@ -111,12 +112,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             )
         };
         let model_dir = args.model.clone();
-        let engine = tokio::task::spawn_blocking(move || {
-            Engine::start(device, &model_dir, LoadOptions::default(), config)
-        })
-        .await
-        .context("the engine start task failed")?
-        .map_err(start_error)?;
+        let load = LoadOptions {
+            quantize: args.engine.quantize,
+            ..LoadOptions::default()
+        };
+        let engine =
+            tokio::task::spawn_blocking(move || Engine::start(device, &model_dir, load, config))
+                .await
+                .context("the engine start task failed")?
+                .map_err(start_error)?;
 
         let addr = listener.local_addr()?;
         let metrics_addr = metrics_listener

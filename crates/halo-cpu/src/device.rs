@@ -1,12 +1,12 @@
 //! [`CpuDevice`]: the Device trait on the host CPU.
 
 use crate::kv_cache::KvCache;
-use crate::model::CpuModel;
+use crate::model::{CpuModel, WeightCast};
 use halo_hal::{
     sampling, DType, Device, DeviceError, DeviceInfo, DeviceKind, KvCacheLayout, LoadOptions,
     ModelInfo, SeqResult, StepBatch, StepOutput, StepTimings, WarmupRequest,
 };
-use halo_model::Model;
+use halo_model::{Model, StoredDType};
 use std::path::Path;
 use std::time::Instant;
 
@@ -82,18 +82,27 @@ impl Device for CpuDevice {
     }
 
     fn load(&mut self, model_dir: &Path, options: &LoadOptions) -> Result<ModelInfo, DeviceError> {
-        if let Some(dtype) = options.dtype.filter(|d| *d != DType::F32) {
-            return Err(DeviceError::Unavailable(format!(
-                "the CPU backend computes in f32, not {dtype}"
-            )));
-        }
+        let cast = match (options.dtype, options.quantize) {
+            (Some(_), Some(_)) => {
+                return Err(DeviceError::Unavailable(
+                    "choose one of a weight dtype and a quantization, not both".into(),
+                ))
+            }
+            (Some(d), None) => WeightCast::Float(match d {
+                DType::F32 => StoredDType::F32,
+                DType::F16 => StoredDType::F16,
+                DType::BF16 => StoredDType::BF16,
+            }),
+            (None, Some(q)) => WeightCast::Quantize(q),
+            (None, None) => WeightCast::Keep,
+        };
         let model = Model::open(model_dir).map_err(|e| DeviceError::Load(e.to_string()))?;
         model
             .check_tensors()
             .map_err(|e| DeviceError::Load(e.to_string()))?;
-        let cpu = CpuModel::load(&model)?;
-        // f32 compute: every stored parameter is read once per step as 4 bytes.
-        let info = ModelInfo::describe(&model, DType::F32, model.config.param_count() * 4);
+        let cpu = CpuModel::load(&model, cast)?;
+        // Activations are f32; the weights a step streams are in their stored types.
+        let info = ModelInfo::describe(&model, DType::F32, cpu.weight_bytes_per_step());
         self.model = Some(cpu);
         self.model_info = Some(info.clone());
         self.cache = None;

@@ -16,6 +16,7 @@
 mod attention;
 mod device;
 mod kv_cache;
+mod linear;
 pub mod matmul;
 mod model;
 mod ops;

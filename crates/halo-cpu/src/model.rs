@@ -1,11 +1,14 @@
 //! The Llama-family network (Llama, Mistral, Qwen2 differ only in config: biases, windows,
-//! rope) in f32, and its forward pass over one mixed step.
+//! rope) and its forward pass over one mixed step: weights in their stored type, activations,
+//! norms, attention and the KV cache in f32.
 
 use crate::attention::{paged_attention, AttentionShape, TokenSite};
 use crate::kv_cache::KvCache;
-use crate::ops::{add_in_place, rms_norm, rope, silu_mul, Linear};
+use crate::linear::{embed_rows, Linear, Part};
+use crate::ops::{add_in_place, rms_norm, rope, silu_mul};
+use crate::qmatmul::QMatrix;
 use halo_hal::{DeviceError, StepBatch};
-use halo_model::{Model, ModelConfig};
+use halo_model::{quant, Model, ModelConfig, StoredDType, Weights};
 
 struct Layer {
     input_norm: Vec<f32>,
@@ -21,7 +24,8 @@ struct Layer {
 
 pub struct CpuModel {
     pub config: ModelConfig,
-    embed: Vec<f32>,
+    /// The embedding table; `None` when the head is tied to it (then the head's matrix is it).
+    embed: Option<QMatrix>,
     layers: Vec<Layer>,
     final_norm: Vec<f32>,
     lm_head: Linear,
@@ -32,8 +36,71 @@ fn load_err(e: halo_model::ModelError) -> DeviceError {
     DeviceError::Load(e.to_string())
 }
 
+/// What load does to each weight's stored type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightCast {
+    /// Keep every weight as stored.
+    Keep,
+    /// Every weight (float or quantized) widened or narrowed to this float type (`--dtype`).
+    Float(StoredDType),
+    /// Float weights quantized to this block type where rows are whole blocks (`--quantize`).
+    Quantize(StoredDType),
+}
+
+impl WeightCast {
+    /// The type a tensor stored as `from` with rows of `cols` values ends up in.
+    fn target(self, from: StoredDType, cols: usize) -> StoredDType {
+        match self {
+            WeightCast::Keep => from,
+            WeightCast::Float(t) => t,
+            WeightCast::Quantize(t) if !from.is_quantized() && t.row_bytes(cols).is_some() => t,
+            WeightCast::Quantize(_) => from,
+        }
+    }
+
+    /// What the embedding and the head get: llama.cpp's `_M` mixes keep these two sensitive
+    /// tensors at 6 bits when the body goes to 4 or 5.
+    fn for_edges(self) -> WeightCast {
+        match self {
+            WeightCast::Quantize(StoredDType::Q4_0 | StoredDType::Q4_K | StoredDType::Q5_K) => {
+                WeightCast::Quantize(StoredDType::Q6_K)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Reads a 2-D weight, in its stored type or cast as `cast` says.
+fn load_part(
+    w: &Weights,
+    name: &str,
+    shape: [usize; 2],
+    cast: WeightCast,
+) -> Result<Part, DeviceError> {
+    let view = w.check(name, &shape).map_err(load_err)?;
+    let [rows, cols] = shape;
+    let dtype = cast.target(view.dtype, cols);
+    let data = if dtype == view.dtype {
+        view.bytes.to_vec()
+    } else {
+        let values = view.to_f32();
+        quant::quantize_to_vec(dtype, &values).ok_or_else(|| {
+            DeviceError::Load(format!(
+                "'{name}' ({rows}x{cols}) cannot be stored as {dtype}: rows are not whole blocks"
+            ))
+        })?
+    };
+    Ok(Part {
+        dtype,
+        rows,
+        cols,
+        data,
+    })
+}
+
 impl CpuModel {
-    pub fn load(model: &Model) -> Result<CpuModel, DeviceError> {
+    /// Builds the network from `model`, each weight in its stored type or cast as `cast` says.
+    pub fn load(model: &Model, cast: WeightCast) -> Result<CpuModel, DeviceError> {
         let c = &model.config;
         let w = &model.weights;
         let (h, hd) = (c.hidden_size, c.head_dim);
@@ -43,13 +110,16 @@ impl CpuModel {
             c.intermediate_size,
         );
         let get = |name: &str, shape: &[usize]| w.load_f32(name, shape).map_err(load_err);
+        let part = |name: &str, rows: usize, cols: usize| load_part(w, name, [rows, cols], cast);
 
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
-            let mut qkv_w = get(&format!("{p}.self_attn.q_proj.weight"), &[q_dim, h])?;
-            qkv_w.extend(get(&format!("{p}.self_attn.k_proj.weight"), &[kv_dim, h])?);
-            qkv_w.extend(get(&format!("{p}.self_attn.v_proj.weight"), &[kv_dim, h])?);
+            let qkv_w = vec![
+                part(&format!("{p}.self_attn.q_proj.weight"), q_dim, h)?,
+                part(&format!("{p}.self_attn.k_proj.weight"), kv_dim, h)?,
+                part(&format!("{p}.self_attn.v_proj.weight"), kv_dim, h)?,
+            ];
             let qkv_b = if c.qkv_bias {
                 let mut b = get(&format!("{p}.self_attn.q_proj.bias"), &[q_dim])?;
                 b.extend(get(&format!("{p}.self_attn.k_proj.bias"), &[kv_dim])?);
@@ -63,8 +133,10 @@ impl CpuModel {
             } else {
                 None
             };
-            let mut gate_up_w = get(&format!("{p}.mlp.gate_proj.weight"), &[inter, h])?;
-            gate_up_w.extend(get(&format!("{p}.mlp.up_proj.weight"), &[inter, h])?);
+            let gate_up_w = vec![
+                part(&format!("{p}.mlp.gate_proj.weight"), inter, h)?,
+                part(&format!("{p}.mlp.up_proj.weight"), inter, h)?,
+            ];
             let (gate_up_b, down_b) = if c.mlp_bias {
                 let mut b = get(&format!("{p}.mlp.gate_proj.bias"), &[inter])?;
                 b.extend(get(&format!("{p}.mlp.up_proj.bias"), &[inter])?);
@@ -78,30 +150,31 @@ impl CpuModel {
             layers.push(Layer {
                 input_norm: get(&format!("{p}.input_layernorm.weight"), &[h])?,
                 post_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
-                qkv: Linear::new(qkv_w, qkv_b, q_dim + 2 * kv_dim, h)?,
-                o: Linear::new(
-                    get(&format!("{p}.self_attn.o_proj.weight"), &[h, q_dim])?,
+                qkv: Linear::fused(qkv_w, qkv_b)?,
+                o: Linear::single(
+                    part(&format!("{p}.self_attn.o_proj.weight"), h, q_dim)?,
                     o_b,
-                    h,
-                    q_dim,
                 )?,
-                gate_up: Linear::new(gate_up_w, gate_up_b, 2 * inter, h)?,
-                down: Linear::new(
-                    get(&format!("{p}.mlp.down_proj.weight"), &[h, inter])?,
+                gate_up: Linear::fused(gate_up_w, gate_up_b)?,
+                down: Linear::single(
+                    part(&format!("{p}.mlp.down_proj.weight"), h, inter)?,
                     down_b,
-                    h,
-                    inter,
                 )?,
                 window: c.window_for_layer(l),
             });
         }
-        let embed = get("model.embed_tokens.weight", &[c.vocab_size, h])?;
-        let head_name = if c.tie_word_embeddings {
-            "model.embed_tokens.weight"
+        let edge = |name: &str| load_part(w, name, [c.vocab_size, h], cast.for_edges());
+        let (embed, lm_head) = if c.tie_word_embeddings {
+            (
+                None,
+                Linear::single(edge("model.embed_tokens.weight")?, None)?,
+            )
         } else {
-            "lm_head.weight"
+            (
+                Some(edge("model.embed_tokens.weight")?.into_matrix()?),
+                Linear::single(edge("lm_head.weight")?, None)?,
+            )
         };
-        let lm_head = Linear::new(get(head_name, &[c.vocab_size, h])?, None, c.vocab_size, h)?;
         Ok(CpuModel {
             config: c.clone(),
             embed,
@@ -110,6 +183,43 @@ impl CpuModel {
             lm_head,
             inv_freq: c.rope.inv_freq(hd),
         })
+    }
+
+    fn embedding(&self) -> &QMatrix {
+        match &self.embed {
+            Some(e) => e,
+            None => self.lm_head.matrix().expect("a tied head is one matrix"),
+        }
+    }
+
+    /// Bytes of weights a step streams (the embedding only gives the rows it looks up).
+    pub fn weight_bytes_per_step(&self) -> u64 {
+        self.projections().map(Linear::weight_bytes).sum()
+    }
+
+    /// Bytes held per stored type, over every weight matrix (embedding included).
+    pub fn bytes_by_dtype(&self) -> Vec<(StoredDType, u64)> {
+        let mut by: Vec<(StoredDType, u64)> = Vec::new();
+        let embed = self.embed.iter().map(|e| (e.dtype(), e.bytes() as u64));
+        for (d, b) in self
+            .projections()
+            .flat_map(Linear::dtype_bytes)
+            .chain(embed)
+        {
+            match by.iter_mut().find(|(t, _)| *t == d) {
+                Some(slot) => slot.1 += b,
+                None => by.push((d, b)),
+            }
+        }
+        by.sort_by(|a, b| b.1.cmp(&a.1));
+        by
+    }
+
+    fn projections(&self) -> impl Iterator<Item = &Linear> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
+            .chain(std::iter::once(&self.lm_head))
     }
 
     pub fn kv_row(&self) -> usize {
@@ -129,8 +239,10 @@ impl CpuModel {
         let mut slots = Vec::with_capacity(batch.num_tokens());
         let mut sites = Vec::with_capacity(batch.num_tokens());
         let mut x = Vec::with_capacity(batch.num_tokens() * h);
+        let tokens = batch.seqs.iter().flat_map(|s| s.tokens.iter().copied());
+        embed_rows(self.embedding(), tokens, &mut x);
         for s in &batch.seqs {
-            for (i, &t) in s.tokens.iter().enumerate() {
+            for (i, _) in s.tokens.iter().enumerate() {
                 let pos = s.start_pos + i;
                 positions.push(pos);
                 slots.push(s.slot(pos, cache.block_size));
@@ -138,7 +250,6 @@ impl CpuModel {
                     block_table: &s.block_table,
                     pos,
                 });
-                x.extend_from_slice(&self.embed[t as usize * h..][..h]);
             }
         }
         let n = positions.len();

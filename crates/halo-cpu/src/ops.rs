@@ -1,60 +1,6 @@
 //! Row-wise operations around the matmuls, written to follow Hugging Face's f32 arithmetic
 //! order (RMSNorm in f32, rotate-half RoPE, SiLU) so greedy ids match transformers exactly.
 
-use crate::matmul::matmul_t;
-use halo_hal::DeviceError;
-
-/// A projection `y = x W^T (+ b)` over `rows` rows; `w` is stored `[out, in]` as in the checkpoint.
-pub struct Linear {
-    pub weight: Vec<f32>,
-    pub bias: Option<Vec<f32>>,
-    pub out_dim: usize,
-    pub in_dim: usize,
-}
-
-impl Linear {
-    pub fn new(
-        weight: Vec<f32>,
-        bias: Option<Vec<f32>>,
-        out_dim: usize,
-        in_dim: usize,
-    ) -> Result<Self, DeviceError> {
-        if weight.len() != out_dim * in_dim || bias.as_ref().is_some_and(|b| b.len() != out_dim) {
-            return Err(DeviceError::Load(format!(
-                "projection [{out_dim}, {in_dim}] got {} weights and {:?} biases",
-                weight.len(),
-                bias.as_ref().map(Vec::len)
-            )));
-        }
-        Ok(Linear {
-            weight,
-            bias,
-            out_dim,
-            in_dim,
-        })
-    }
-
-    /// `x` is `[rows, in_dim]`; returns `[rows, out_dim]`. Each output row depends only on its
-    /// own input row, bit for bit (see [`crate::matmul`]).
-    pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, DeviceError> {
-        if x.len() != rows * self.in_dim {
-            return Err(DeviceError::Backend(format!(
-                "projection input has {} values, expected {rows} x {}",
-                x.len(),
-                self.in_dim
-            )));
-        }
-        let mut y = vec![0.0f32; rows * self.out_dim];
-        matmul_t(x, rows, self.in_dim, &self.weight, self.out_dim, &mut y);
-        if let Some(b) = &self.bias {
-            for row in y.chunks_exact_mut(self.out_dim) {
-                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-            }
-        }
-        Ok(y)
-    }
-}
-
 /// RMSNorm of every `weight.len()`-wide row of `x` into a new buffer.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     let h = weight.len();
@@ -128,18 +74,5 @@ mod tests {
         rope(&mut x, &[7], 1, 4, &inv);
         let norm: f32 = x.iter().map(|v| v * v).sum();
         assert!((norm - 30.0).abs() < 1e-4);
-    }
-
-    #[test]
-    fn linear_matches_hand_product() {
-        let l = Linear::new(
-            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-            Some(vec![0.5, -0.5]),
-            2,
-            3,
-        )
-        .unwrap();
-        let y = l.forward(&[1.0, 1.0, 1.0, 0.0, 1.0, 0.0], 2).unwrap();
-        assert_eq!(y, vec![6.5, 14.5, 2.5, 4.5]);
     }
 }

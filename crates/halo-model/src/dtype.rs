@@ -129,6 +129,23 @@ impl StoredDType {
     }
 }
 
+impl std::str::FromStr for StoredDType {
+    type Err = String;
+
+    /// A type by its ggml name, any case (`q4_k`, `Q8_0`, `bf16`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SUPPORTED_DTYPES
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown weight type '{s}' (supported: {})",
+                    Self::supported_list()
+                )
+            })
+    }
+}
+
 impl fmt::Display for StoredDType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -176,7 +193,16 @@ mod tests {
         assert_eq!(StoredDType::Q8_0.row_bytes(64), Some(68));
         assert_eq!(StoredDType::Q8_0.row_bytes(65), None);
         assert_eq!(StoredDType::F16.row_bytes(3), Some(6));
-        assert_eq!(StoredDType::Q6_K.row_bytes(usize::MAX / 2 + 1), None);
+        assert_eq!(StoredDType::F32.row_bytes(usize::MAX / 2 + 1), None);
+        assert_eq!(StoredDType::Q8_0.row_bytes(usize::MAX / 32 * 32), None);
+    }
+
+    #[test]
+    fn names_parse_in_any_case() {
+        assert_eq!("q4_k".parse(), Ok(StoredDType::Q4_K));
+        assert_eq!("BF16".parse(), Ok(StoredDType::BF16));
+        let e = "q3_k".parse::<StoredDType>().unwrap_err();
+        assert!(e.contains("Q4_K") && e.contains("'q3_k'"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,296 @@
+//! GGUF golden tests: llama.cpp's own conversions of the shared reference models
+//! (tests/fixtures/gguf, made by ci/oracle/gguf_fixtures.sh) run on the CPU device in their
+//! stored types, compared with llama.cpp's greedy run on the same file
+//! (../shared/models/gguf/llamacpp-golden.json) and, for the float files, with transformers.
+//!
+//! Quantized files: halo and llama.cpp both quantize activations to 8 bits before the integer
+//! dot products, but round them differently (halo keeps an f32 scale per block, ggml an f16
+//! one), so a step where llama.cpp's own top-1 and top-2 logits are nearly tied may go either
+//! way. The first difference is allowed only at such a step, measured: there, halo also runs the
+//! same prefix with the same weights widened to f32 and f32 activations (`--dtype f32`); the
+//! largest logit change that activation rounding alone causes at that step is the noise, and
+//! both llama.cpp's margin and halo's own must be below twice it (two engines, each with its own
+//! rounding), with llama.cpp's choice halo's runner-up. Past it the continuations legitimately
+//! differ.
+
+mod common;
+
+use common::{device, device_with, generate_together, BLOCK};
+use halo_hal::{DType, LoadOptions, SampleRequest, SeqStep, StepBatch};
+use halo_model::StoredDType;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn shared() -> PathBuf {
+    std::env::var_os("HALO_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"))
+}
+
+fn gguf(file: &str) -> PathBuf {
+    root().join("tests/fixtures/gguf").join(file)
+}
+
+struct Case {
+    prompt_ids: Vec<u32>,
+    greedy_ids: Vec<u32>,
+    margins: Vec<f64>,
+}
+
+fn parse_cases(v: &Value) -> Vec<Case> {
+    v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            prompt_ids: serde_json::from_value(c["prompt_ids"].clone()).unwrap(),
+            greedy_ids: serde_json::from_value(c["greedy_ids"].clone()).unwrap(),
+            margins: serde_json::from_value(c["margins"].clone()).unwrap(),
+        })
+        .collect()
+}
+
+/// llama.cpp's cases for every fixture file, in the file's order.
+fn llamacpp_golden() -> Vec<(String, Vec<Case>)> {
+    let text = std::fs::read_to_string(shared().join("models/gguf/llamacpp-golden.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(file, entry)| (file.clone(), parse_cases(entry)))
+        .collect()
+}
+
+fn transformers_golden(model: &str) -> Vec<Case> {
+    let text =
+        std::fs::read_to_string(shared().join("models").join(model).join("golden.json")).unwrap();
+    parse_cases(&serde_json::from_str(&text).unwrap())
+}
+
+fn greedy(d: &mut halo_cpu::CpuDevice, prompt: &[u32], n: usize) -> Vec<u32> {
+    generate_together(d, &[prompt], &[usize::MAX], n).remove(0)
+}
+
+/// The logits after `tokens` (one prefill), for looking at a step's margin.
+fn logits_after(d: &mut halo_cpu::CpuDevice, tokens: &[u32]) -> Vec<f32> {
+    let blocks: Vec<u32> = (0..tokens.len().div_ceil(BLOCK) as u32).collect();
+    d.logits(&StepBatch {
+        seqs: vec![SeqStep {
+            seq_id: 7,
+            tokens: tokens.to_vec(),
+            start_pos: 0,
+            block_table: blocks,
+            sample: Some(SampleRequest::greedy()),
+        }],
+    })
+    .unwrap()
+}
+
+fn top2(logits: &[f32]) -> ((u32, f32), (u32, f32)) {
+    let mut best = (0u32, f32::NEG_INFINITY);
+    let mut second = (0u32, f32::NEG_INFINITY);
+    for (i, &v) in logits.iter().enumerate() {
+        if v > best.1 {
+            second = best;
+            best = (i as u32, v);
+        } else if v > second.1 {
+            second = (i as u32, v);
+        }
+    }
+    (best, second)
+}
+
+/// Where a run first left the reference: the step, halo's logits there and its top two
+/// (token, logit).
+struct Difference {
+    step: usize,
+    logits: Vec<f32>,
+    top: (u32, f32),
+    second: (u32, f32),
+}
+
+fn first_difference(
+    d: &mut halo_cpu::CpuDevice,
+    what: &str,
+    case: &Case,
+    got: &[u32],
+) -> Option<Difference> {
+    let step = got.iter().zip(&case.greedy_ids).position(|(g, w)| g != w)?;
+    let logits = logits_after(d, &prefix(case, got, step));
+    let (top, second) = top2(&logits);
+    assert_eq!(top.0, got[step], "{what}: step {step} replays differently");
+    Some(Difference {
+        step,
+        logits,
+        top,
+        second,
+    })
+}
+
+fn prefix(case: &Case, got: &[u32], i: usize) -> Vec<u32> {
+    let mut p = case.prompt_ids.clone();
+    p.extend_from_slice(&got[..i]);
+    p
+}
+
+/// Checks `got` against a reference run: equal, or equal up to a step where the reference's
+/// margin and halo's are both below `tie`, between the same two tokens.
+fn assert_matches_up_to_a_tie(
+    d: &mut halo_cpu::CpuDevice,
+    what: &str,
+    case: &Case,
+    got: &[u32],
+    tie: f64,
+) {
+    let Some(Difference {
+        step: i,
+        top,
+        second,
+        ..
+    }) = first_difference(d, what, case, got)
+    else {
+        return;
+    };
+    assert!(
+        case.margins[i] < tie
+            && second.0 == case.greedy_ids[i]
+            && f64::from(top.1 - second.1) < tie,
+        "{what}: step {i} chose {} where the reference chose {} (reference margin {:.4}, \
+         halo's runner-up {} at margin {:.4}, tie bound {tie})",
+        got[i],
+        case.greedy_ids[i],
+        case.margins[i],
+        second.0,
+        top.1 - second.1
+    );
+}
+
+#[test]
+fn every_fixture_file_gives_llamacpp_greedy_ids() {
+    let widened = LoadOptions {
+        dtype: Some(DType::F32),
+        ..Default::default()
+    };
+    let (mut exact, mut total) = (0, 0);
+    for (file, cases) in llamacpp_golden() {
+        let mut d = device(&gguf(&file), 256);
+        let mut reference = device_with(&gguf(&file), 256, &widened);
+        for (ci, case) in cases.iter().enumerate() {
+            let what = format!("{file} case {ci}");
+            let got = greedy(&mut d, &case.prompt_ids, case.greedy_ids.len());
+            total += 1;
+            let Some(Difference {
+                step: i,
+                logits,
+                top,
+                second,
+            }) = first_difference(&mut d, &what, case, &got)
+            else {
+                exact += 1;
+                continue;
+            };
+            let plain = logits_after(&mut reference, &prefix(case, &got, i));
+            let noise = logits
+                .iter()
+                .zip(&plain)
+                .map(|(a, b)| f64::from((a - b).abs()))
+                .fold(0.0, f64::max);
+            let margin = f64::from(top.1 - second.1);
+            eprintln!(
+                "{what}: step {i}: llama.cpp margin {:.4}, halo margin {margin:.4}, \
+                 activation-rounding noise {noise:.4}",
+                case.margins[i]
+            );
+            assert!(
+                second.0 == case.greedy_ids[i]
+                    && case.margins[i] < 2.0 * noise
+                    && margin < 2.0 * noise,
+                "{what}: step {i} chose {} where llama.cpp chose {} (llama.cpp margin {:.4}, \
+                 halo's runner-up {} at margin {margin:.4}, activation-rounding noise {noise:.4})",
+                got[i],
+                case.greedy_ids[i],
+                case.margins[i],
+                second.0
+            );
+        }
+    }
+    eprintln!("{exact} of {total} llama.cpp continuations reproduced token for token");
+}
+
+#[test]
+fn f32_gguf_equals_transformers_exactly() {
+    let mut d = device(&gguf("tiny-mha-f32.gguf"), 256);
+    for (ci, case) in transformers_golden("tiny-mha").iter().enumerate() {
+        let got = greedy(&mut d, &case.prompt_ids, case.greedy_ids.len());
+        assert_eq!(got, case.greedy_ids, "tiny-mha-f32.gguf case {ci}");
+    }
+}
+
+#[test]
+fn f16_gguf_equals_the_safetensors_original_up_to_ties() {
+    for (file, model) in [
+        ("tiny-mha-f16.gguf", "tiny-mha"),
+        ("kq-shared-f16.gguf", "kq-shared"),
+    ] {
+        let mut d = device(&gguf(file), 256);
+        for (ci, case) in transformers_golden(model).iter().enumerate() {
+            let got = greedy(&mut d, &case.prompt_ids, case.greedy_ids.len());
+            // f16 storage rounds weights: only transformers' own near-ties may flip.
+            assert_matches_up_to_a_tie(&mut d, &format!("{file} case {ci}"), case, &got, 1e-2);
+        }
+    }
+}
+
+#[test]
+fn quantized_files_are_batch_invariant_with_chunked_prefill() {
+    for file in [
+        "kq-shared-Q4_K_M.gguf",
+        "kq-shared-q8_0.gguf",
+        "tiny-mha-q8_0.gguf",
+    ] {
+        let (_, cases) = llamacpp_golden()
+            .into_iter()
+            .find(|(f, _)| f == file)
+            .unwrap();
+        let mut d = device(&gguf(file), 512);
+        let prompts: Vec<&[u32]> = cases.iter().map(|c| c.prompt_ids.as_slice()).collect();
+        let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(&mut d, p, 24)).collect();
+        let chunks: Vec<usize> = [usize::MAX, 3, 1, 7, 5, 16]
+            .into_iter()
+            .cycle()
+            .take(prompts.len())
+            .collect();
+        let together = generate_together(&mut d, &prompts, &chunks, 24);
+        assert_eq!(together, alone, "{file}: a batch changed a sequence's ids");
+    }
+}
+
+#[test]
+fn quantize_at_load_runs_and_is_batch_invariant() {
+    let dir = shared().join("models/kq-shared");
+    for target in [StoredDType::Q8_0, StoredDType::Q4_K] {
+        let options = LoadOptions {
+            quantize: Some(target),
+            ..Default::default()
+        };
+        let mut d = device_with(&dir, 512, &options);
+        let cases = transformers_golden("kq-shared");
+        let prompts: Vec<&[u32]> = cases.iter().map(|c| c.prompt_ids.as_slice()).collect();
+        let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(&mut d, p, 16)).collect();
+        let together = generate_together(&mut d, &prompts, &vec![3; prompts.len()], 16);
+        assert_eq!(together, alone, "--quantize {target}");
+        // Q8_0 is close enough to f32 that the first token agrees with transformers'
+        // wherever transformers' own margin is not a near-tie.
+        if target == StoredDType::Q8_0 {
+            for (ci, case) in cases.iter().enumerate() {
+                if case.margins[0] > 0.05 {
+                    assert_eq!(alone[ci][0], case.greedy_ids[0], "q8_0 case {ci}");
+                }
+            }
+        }
+    }
+}
