@@ -85,12 +85,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .map(str::parse::<DType>)
         .transpose()
         .map_err(usage)?;
-    if !args.model.join("config.json").is_file() {
-        return Err(usage(format!(
-            "{}: not a model directory (no config.json)",
-            args.model.display()
-        )));
-    }
+    // A bad model path is the user's to fix: one line, exit 2, before any device starts.
+    halo_model::open_config_and_tokenizer(&args.model).map_err(usage)?;
     let config = EngineConfig {
         max_concurrent_requests: prompts.len().max(args.engine.max_batch_seqs),
         max_new_tokens_cap: args.max_new_tokens.max(1),

@@ -82,6 +82,7 @@ impl Linear {
         }
     }
 
+    #[cfg(test)]
     pub fn out_dim(&self) -> usize {
         self.out_dim
     }
@@ -89,11 +90,6 @@ impl Linear {
     /// Bytes of weights one forward pass streams.
     pub fn weight_bytes(&self) -> u64 {
         self.groups.iter().map(|g| g.bytes() as u64).sum()
-    }
-
-    /// The stored types of the weights, with their bytes.
-    pub fn dtype_bytes(&self) -> impl Iterator<Item = (StoredDType, u64)> + '_ {
-        self.groups.iter().map(|g| (g.dtype(), g.bytes() as u64))
     }
 
     /// `x` is `[rows, in_dim]`; returns `[rows, out_dim]`. Each output row depends only on its

@@ -197,24 +197,6 @@ impl CpuModel {
         self.projections().map(Linear::weight_bytes).sum()
     }
 
-    /// Bytes held per stored type, over every weight matrix (embedding included).
-    pub fn bytes_by_dtype(&self) -> Vec<(StoredDType, u64)> {
-        let mut by: Vec<(StoredDType, u64)> = Vec::new();
-        let embed = self.embed.iter().map(|e| (e.dtype(), e.bytes() as u64));
-        for (d, b) in self
-            .projections()
-            .flat_map(Linear::dtype_bytes)
-            .chain(embed)
-        {
-            match by.iter_mut().find(|(t, _)| *t == d) {
-                Some(slot) => slot.1 += b,
-                None => by.push((d, b)),
-            }
-        }
-        by.sort_by(|a, b| b.1.cmp(&a.1));
-        by
-    }
-
     fn projections(&self) -> impl Iterator<Item = &Linear> {
         self.layers
             .iter()
