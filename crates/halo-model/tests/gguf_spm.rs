@@ -1,17 +1,15 @@
 //! The SentencePiece tokenizer of a GGUF file against llama.cpp: the fixture in
-//! tests/fixtures/gguf-spm (made by ci/oracle/spm_fixture.py) holds two vocabulary-only GGUFs and
+//! tests/fixtures/gguf-spm (made by ci/oracle/spm_fixture.py) holds three vocabulary-only GGUFs and
 //! the ids `llama-tokenize` printed for each prompt. The vocabulary is read here by a minimal
-//! GGUF reader, so this test depends only on `spm.rs`.
+//! GGUF reader, so this test depends only on `gguf::spm`.
 //!
 //! Besides the recorded prompts, random strings are checked against a direct transcription of
 //! llama.cpp's algorithm (`reference_spm` below) and for `decode(encode(s)) == s`.
 
-#[path = "../src/gguf/spm.rs"]
-#[allow(dead_code)]
-mod spm;
-
+use halo_model::gguf::spm::{
+    effective_token_types, spm_tokenizer, token_type, SpmError, SpmOptions,
+};
 use serde_json::Value;
-use spm::{effective_token_types, spm_tokenizer, token_type, SpmError, SpmOptions};
 use std::collections::HashMap;
 use std::path::PathBuf;
 

@@ -39,6 +39,13 @@
 //! Unigram is not used: it would choose the segmentation of best total score (Viterbi), which is
 //! not what llama.cpp's greedy merging computes.
 //!
+//! # Checked against
+//!
+//! llama-tokenize's ids on tests/fixtures/gguf-spm (a sentencepiece-trained vocabulary, with and
+//! without the space prefix, and as a Phi-3), a transcription of `llm_tokenizer_spm` on random
+//! strings, and, when `HALO_SPM_CASES` is given, llama-tokenize on Llama 2's and Phi-3's 32k
+//! vocabularies (tests/gguf_spm.rs).
+//!
 //! # Where it can differ from llama.cpp (none occurs with vocabularies sentencepiece trains)
 //!
 //! - Two merges of equal score: llama.cpp takes the leftmost, `BPE` the lower rank, and ranks are
