@@ -700,3 +700,32 @@ fn metrics_port_serves_prometheus_text() {
         }
     });
 }
+
+#[test]
+fn cache_salts_keep_tenants_from_seeing_each_others_prefixes() {
+    with_server(|url| async move {
+        let mut c = authed(&url).await;
+        wait_idle(&mut c, Duration::from_secs(10)).await;
+        let salted = |salt: &str| pb::GenerateRequest {
+            cache_salt: salt.into(),
+            ..ids_request(prompt(40, 31), 2)
+        };
+        let cached =
+            |r: pb::GenerateResponse| r.finish.unwrap().usage.unwrap().cached_prompt_tokens;
+        let mut gen = |req| {
+            let mut c = c.clone();
+            async move { c.generate(req).await.unwrap().into_inner() }
+        };
+        assert_eq!(cached(gen(salted("tenant-a")).await), 0);
+        // The same prompt under another salt, or none, is served cold: no probing oracle.
+        assert_eq!(cached(gen(salted("tenant-b")).await), 0);
+        assert_eq!(cached(gen(salted("")).await), 0);
+        // The first tenant hits its own prefix.
+        assert!(cached(gen(salted("tenant-a")).await) > 0);
+        // A salt is bounded and printable.
+        let e = c.generate(salted(&"s".repeat(257))).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let e = c.generate(salted("a\0b")).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+    });
+}

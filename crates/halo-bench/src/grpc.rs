@@ -157,6 +157,7 @@ impl GrpcClient {
             }),
             logprobs: false,
             top_n: 0,
+            cache_salt: String::new(),
         }
     }
 

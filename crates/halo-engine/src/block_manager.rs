@@ -4,8 +4,18 @@
 //! Prefix caching (vLLM's automatic prefix caching, reimplemented): a *full* block whose KV has
 //! been computed is keyed by a hash of its tokens chained with the hash of everything before it,
 //! so the key names the whole prefix. A new sequence looks up its prompt block by block and
-//! takes a reference on every hit, skipping that part of the prefill. Keys are verified against
-//! the stored tokens and parent hash, so a 64-bit collision can never hand out wrong KV.
+//! takes a reference on every hit, skipping that part of the prefill.
+//!
+//! The hash only finds a candidate; a hit is decided on identity, never on the hash. Each cached
+//! block records its exact tokens and its parent: the *block* (id and generation) before it, or
+//! for a first block the cache salt itself. A lookup walks from the root and accepts block `i`
+//! only when its tokens equal the request's and its parent is the very block it accepted at
+//! `i - 1` (by induction, the whole prefix and the salt match), so even a forced 64-bit collision
+//! cannot hand out wrong KV. A block whose parent is not itself cached stays private.
+//!
+//! Cache salts scope reuse: the chain of a request with salt `s` starts at `s`, so requests with
+//! different salts (tenants) never share a block, and `cached_prompt_tokens` tells a client only
+//! about prefixes sent under its own salt.
 //!
 //! When the last reference to a cached block goes, the block keeps its contents and joins an
 //! LRU of *evictable* blocks; allocation takes truly free blocks first and then evicts the
@@ -19,23 +29,46 @@ use halo_hal::BlockId;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
-/// The seed of the hash chain (the "parent" of a sequence's first block).
+/// The seed of the hash chain (the "parent" of a sequence's first block, before the salt).
 pub const ROOT_HASH: u64 = 0x6861_6c6f_5f6b_7631;
+
+/// Chains one block's tokens onto the hash of everything before it. Injectable
+/// ([`BlockManager::with_hasher`]) so tests can force collisions.
+pub type BlockHasher = fn(parent: u64, tokens: &[u32]) -> u64;
 
 /// The chained hash of one full block: `parent` names everything before it.
 pub fn block_hash(parent: u64, tokens: &[u32]) -> u64 {
-    // SipHash with fixed keys: deterministic across runs, and collisions are verified anyway.
+    // SipHash with fixed keys: deterministic across runs; hits are verified on identity anyway.
     let mut h = DefaultHasher::new();
     parent.hash(&mut h);
     tokens.hash(&mut h);
     h.finish()
 }
 
+/// The hash a salt's chain starts from.
+pub fn root_hash(salt: &str) -> u64 {
+    if salt.is_empty() {
+        return ROOT_HASH;
+    }
+    let mut h = DefaultHasher::new();
+    ROOT_HASH.hash(&mut h);
+    salt.hash(&mut h);
+    h.finish()
+}
+
+/// What a cached block follows: the salt (a first block) or one exact block generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Parent {
+    Root(Arc<str>),
+    Block { id: BlockId, generation: u64 },
+}
+
 #[derive(Clone, Debug)]
 struct CacheKey {
     hash: u64,
-    parent: u64,
+    parent: Parent,
     tokens: Box<[u32]>,
 }
 
@@ -45,6 +78,9 @@ struct BlockState {
     key: Option<CacheKey>,
     /// Position in the LRU while evictable.
     lru_tick: u64,
+    /// Bumped whenever the block's contents may change hands (allocation, forgetting the
+    /// cache), so a child's parent link can never point at a reused block.
+    generation: u64,
 }
 
 /// The pool of KV blocks.
@@ -61,10 +97,21 @@ pub struct BlockManager {
     tick: u64,
     used: usize,
     caching: bool,
+    hasher: BlockHasher,
 }
 
 impl BlockManager {
     pub fn new(num_blocks: usize, block_size: usize, caching: bool) -> Self {
+        Self::with_hasher(num_blocks, block_size, caching, block_hash)
+    }
+
+    /// As [`Self::new`] with another chain hash (tests force collisions with a weak one).
+    pub fn with_hasher(
+        num_blocks: usize,
+        block_size: usize,
+        caching: bool,
+        hasher: BlockHasher,
+    ) -> Self {
         BlockManager {
             block_size,
             blocks: vec![BlockState::default(); num_blocks],
@@ -75,6 +122,7 @@ impl BlockManager {
             tick: 0,
             used: 0,
             caching,
+            hasher,
         }
     }
 
@@ -122,6 +170,7 @@ impl BlockManager {
         let state = &mut self.blocks[block as usize];
         debug_assert_eq!(state.ref_count, 0);
         state.ref_count = 1;
+        state.generation += 1;
         self.used += 1;
         Some(block)
     }
@@ -156,6 +205,7 @@ impl BlockManager {
         self.cached.clear();
         for state in &mut self.blocks {
             state.key = None;
+            state.generation += 1;
         }
     }
 
@@ -165,17 +215,24 @@ impl BlockManager {
         }
     }
 
-    /// Looks up the longest cached prefix of `tokens` made of at most `max_blocks` full blocks,
-    /// takes a reference on each hit, and returns the blocks with their chained hashes.
-    pub fn match_prefix(&mut self, tokens: &[u32], max_blocks: usize) -> (Vec<BlockId>, Vec<u64>) {
-        let mut blocks = Vec::new();
+    /// Looks up the longest cached prefix of `tokens` under `salt` made of at most
+    /// `max_blocks` full blocks, takes a reference on each hit, and returns the blocks with
+    /// their chained hashes. A block is a hit only when its tokens and its parent (the salt, or
+    /// the block accepted just before) are exactly the request's.
+    pub fn match_prefix(
+        &mut self,
+        salt: &Arc<str>,
+        tokens: &[u32],
+        max_blocks: usize,
+    ) -> (Vec<BlockId>, Vec<u64>) {
+        let mut blocks: Vec<BlockId> = Vec::new();
         let mut hashes = Vec::new();
         if !self.caching {
             return (blocks, hashes);
         }
-        let mut parent = ROOT_HASH;
+        let mut parent_hash = root_hash(salt);
         for chunk in tokens.chunks_exact(self.block_size).take(max_blocks) {
-            let hash = block_hash(parent, chunk);
+            let hash = (self.hasher)(parent_hash, chunk);
             let Some(&b) = self.cached.get(&hash) else {
                 break;
             };
@@ -183,26 +240,55 @@ impl BlockManager {
                 .key
                 .as_ref()
                 .expect("indexed blocks have keys");
-            if key.parent != parent || *key.tokens != *chunk {
+            let parent_ok = match (&key.parent, blocks.last()) {
+                (Parent::Root(s), None) => **s == **salt,
+                (Parent::Block { id, generation }, Some(&prev)) => {
+                    *id == prev && *generation == self.blocks[prev as usize].generation
+                }
+                _ => false,
+            };
+            if !parent_ok || *key.tokens != *chunk {
                 break;
             }
             self.acquire(b);
             blocks.push(b);
             hashes.push(hash);
-            parent = hash;
+            parent_hash = hash;
         }
         (blocks, hashes)
     }
 
-    /// Records that `block` now holds the computed KV of `tokens` after the prefix `parent`
-    /// names, and returns the block's chained hash. If an identical block is already cached
-    /// (two sequences computed the same prefix at once) this one stays private.
-    pub fn register(&mut self, block: BlockId, parent: u64, tokens: &[u32]) -> u64 {
+    /// Records that `block` now holds the computed KV of `tokens` following `parent` (the
+    /// previous block of the same table with its chained hash; `None` for a first block, whose
+    /// parent is `salt`), and returns the block's chained hash. The block is indexed only when
+    /// its parent is itself cached (or it is a first block) and no identical block is cached
+    /// already (two sequences computed the same prefix at once); otherwise it stays private.
+    pub fn register(
+        &mut self,
+        block: BlockId,
+        parent: Option<(BlockId, u64)>,
+        salt: &Arc<str>,
+        tokens: &[u32],
+    ) -> u64 {
         debug_assert_eq!(tokens.len(), self.block_size);
-        let hash = block_hash(parent, tokens);
+        let parent_hash = parent.map_or_else(|| root_hash(salt), |(_, h)| h);
+        let hash = (self.hasher)(parent_hash, tokens);
         if !self.caching || self.blocks[block as usize].key.is_some() {
             return hash;
         }
+        let parent = match parent {
+            None => Parent::Root(salt.clone()),
+            Some((p, _)) => {
+                let state = &self.blocks[p as usize];
+                if state.key.is_none() {
+                    return hash;
+                }
+                Parent::Block {
+                    id: p,
+                    generation: state.generation,
+                }
+            }
+        };
         if let std::collections::hash_map::Entry::Vacant(e) = self.cached.entry(hash) {
             e.insert(block);
             self.blocks[block as usize].key = Some(CacheKey {
@@ -285,6 +371,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn salt(s: &str) -> Arc<str> {
+        s.into()
+    }
+
+    /// Registers a whole table the way the scheduler does; returns the chained hashes.
+    fn register_all(
+        m: &mut BlockManager,
+        s: &Arc<str>,
+        table: &[BlockId],
+        tokens: &[u32],
+    ) -> Vec<u64> {
+        let bs = m.block_size();
+        let mut hashes: Vec<u64> = Vec::new();
+        for (i, chunk) in tokens.chunks_exact(bs).enumerate() {
+            let parent = (i > 0).then(|| (table[i - 1], hashes[i - 1]));
+            hashes.push(m.register(table[i], parent, s, chunk));
+        }
+        hashes
+    }
+
     #[test]
     fn allocate_until_empty_then_release() {
         let mut m = BlockManager::new(3, 4, true);
@@ -300,39 +406,123 @@ mod tests {
     fn prefix_hit_shares_and_eviction_forgets() {
         let mut m = BlockManager::new(4, 2, true);
         let toks = [1, 2, 3, 4, 5];
+        let s = salt("");
         let b0 = m.allocate().unwrap();
         let b1 = m.allocate().unwrap();
-        let h0 = m.register(b0, ROOT_HASH, &toks[0..2]);
-        m.register(b1, h0, &toks[2..4]);
+        register_all(&mut m, &s, &[b0, b1], &toks[..4]);
         // A second sequence with the same prompt shares both blocks.
-        let (hit, _) = m.match_prefix(&toks, 2);
+        let (hit, _) = m.match_prefix(&s, &toks, 2);
         assert_eq!(hit, vec![b0, b1]);
         assert_eq!(m.ref_count(b0), 2);
         m.release_all(&hit);
         m.release_all(&[b0, b1]);
         // Released but cached: counted free, still matchable.
         assert_eq!((m.num_free(), m.num_evictable()), (4, 2));
-        let (hit, _) = m.match_prefix(&[1, 2, 9, 9], 2);
+        let (hit, _) = m.match_prefix(&s, &[1, 2, 9, 9], 2);
         assert_eq!(hit, vec![b0]);
         m.release_all(&hit);
         // Allocating the whole pool evicts every cached block.
         let all: Vec<_> = (0..4).map(|_| m.allocate().unwrap()).collect();
         assert_eq!(m.num_evictable(), 0);
         m.release_all(&all);
-        assert_eq!(m.match_prefix(&toks, 2).0, Vec::<BlockId>::new());
+        assert_eq!(m.match_prefix(&s, &toks, 2).0, Vec::<BlockId>::new());
         m.check_invariants(Some(&[])).unwrap();
     }
 
     #[test]
     fn a_different_prefix_never_matches_the_same_block_tokens() {
         let mut m = BlockManager::new(4, 2, true);
+        let s = salt("");
         let b0 = m.allocate().unwrap();
         let b1 = m.allocate().unwrap();
-        let h0 = m.register(b0, ROOT_HASH, &[1, 2]);
-        m.register(b1, h0, &[3, 4]);
+        register_all(&mut m, &s, &[b0, b1], &[1, 2, 3, 4]);
         // Same second block, different first block: no hit at all.
-        assert!(m.match_prefix(&[7, 7, 3, 4], 2).0.is_empty());
+        assert!(m.match_prefix(&s, &[7, 7, 3, 4], 2).0.is_empty());
         m.release_all(&[b0, b1]);
+    }
+
+    /// A hash that sees only the block's last token: [1, 2] and [7, 2] collide, and so does
+    /// everything chained after them.
+    fn weak_hash(_parent: u64, tokens: &[u32]) -> u64 {
+        *tokens.last().unwrap() as u64
+    }
+
+    #[test]
+    fn a_forced_collision_never_hands_out_another_prefix() {
+        let mut m = BlockManager::with_hasher(8, 2, true, weak_hash);
+        let s = salt("");
+        // Sequence A caches [1, 2]; sequence B computes [7, 2] [3, 4]: its first block collides
+        // with A's (stays private), its second has the same chained hash and tokens that a
+        // request for [1, 2, 3, 4] would look up.
+        let a = [m.allocate().unwrap()];
+        register_all(&mut m, &s, &a, &[1, 2]);
+        let b = [m.allocate().unwrap(), m.allocate().unwrap()];
+        register_all(&mut m, &s, &b, &[7, 2, 3, 4]);
+        let (hit, _) = m.match_prefix(&s, &[1, 2, 3, 4, 5], 2);
+        assert_eq!(
+            hit,
+            vec![a[0]],
+            "B's second block follows [7, 2], not [1, 2]"
+        );
+        m.release_all(&hit);
+        // B's own prompt is not served A's first block either.
+        assert!(m.match_prefix(&s, &[7, 2, 3, 4, 5], 2).0.is_empty());
+        // Parents are blocks, not slots: once A's block is evicted and reused for another
+        // prefix, a child registered under it is unreachable.
+        m.release_all(&a);
+        m.release_all(&b);
+        let all: Vec<_> = (0..8).map(|_| m.allocate().unwrap()).collect();
+        m.release_all(&all);
+        m.check_invariants(Some(&[])).unwrap();
+    }
+
+    #[test]
+    fn a_child_is_not_served_after_its_parent_block_is_reused() {
+        let mut m = BlockManager::with_hasher(4, 2, true, weak_hash);
+        let s = salt("");
+        let (p, c) = (m.allocate().unwrap(), m.allocate().unwrap());
+        register_all(&mut m, &s, &[p, c], &[1, 2, 3, 4]);
+        // Release the parent first so it is evicted first; the child stays cached.
+        m.release(p);
+        m.release(c);
+        let fresh: Vec<_> = (0..3).map(|_| m.allocate().unwrap()).collect();
+        assert!(fresh.contains(&p) && !fresh.contains(&c));
+        // The parent's slot now holds [9, 2] (same weak hash as [1, 2]).
+        register_all(&mut m, &s, &[p], &[9, 2]);
+        let (hit, _) = m.match_prefix(&s, &[9, 2, 3, 4, 5], 2);
+        assert_eq!(
+            hit,
+            vec![p],
+            "the child was computed after [1, 2], not [9, 2]"
+        );
+        m.release_all(&hit);
+        m.release_all(&fresh);
+        m.check_invariants(Some(&[])).unwrap();
+    }
+
+    #[test]
+    fn salts_scope_reuse() {
+        let mut m = BlockManager::new(8, 2, true);
+        let (a, b) = (salt("tenant-a"), salt("tenant-b"));
+        let t = [m.allocate().unwrap(), m.allocate().unwrap()];
+        register_all(&mut m, &a, &t, &[1, 2, 3, 4]);
+        assert!(m.match_prefix(&b, &[1, 2, 3, 4, 5], 2).0.is_empty());
+        assert!(m.match_prefix(&salt(""), &[1, 2, 3, 4, 5], 2).0.is_empty());
+        let (hit, _) = m.match_prefix(&a, &[1, 2, 3, 4, 5], 2);
+        assert_eq!(hit, t.to_vec());
+        m.release_all(&hit);
+        m.release_all(&t);
+        m.check_invariants(Some(&[])).unwrap();
+    }
+
+    /// Two salts whose chained root hashes collide still never share.
+    #[test]
+    fn colliding_salts_never_share() {
+        let mut m = BlockManager::with_hasher(8, 2, true, weak_hash);
+        let t = [m.allocate().unwrap()];
+        register_all(&mut m, &salt("a"), &t, &[1, 2]);
+        assert!(m.match_prefix(&salt("b"), &[1, 2, 3], 1).0.is_empty());
+        m.release_all(&t);
     }
 
     #[derive(Clone, Debug)]
@@ -358,12 +548,13 @@ mod tests {
         fn pool_invariants_hold(ops in prop::collection::vec(op(), 1..60), caching in any::<bool>()) {
             let bs = 2;
             let mut m = BlockManager::new(8, bs, caching);
+            let salt = salt("");
             let mut live: Vec<Vec<BlockId>> = Vec::new();
             for op in ops {
                 match op {
                     Op::Start(tokens) => {
                         let full = tokens.len() / bs;
-                        let (mut table, mut hashes) = m.match_prefix(&tokens, full);
+                        let (mut table, mut hashes) = m.match_prefix(&salt, &tokens, full);
                         let needed = tokens.len().div_ceil(bs);
                         let mut ok = true;
                         while table.len() < needed {
@@ -376,8 +567,8 @@ mod tests {
                             m.release_all(&table);
                         } else {
                             for i in hashes.len()..full {
-                                let parent = if i == 0 { ROOT_HASH } else { hashes[i - 1] };
-                                hashes.push(m.register(table[i], parent, &tokens[i * bs..(i + 1) * bs]));
+                                let parent = (i > 0).then(|| (table[i - 1], hashes[i - 1]));
+                                hashes.push(m.register(table[i], parent, &salt, &tokens[i * bs..(i + 1) * bs]));
                             }
                             live.push(table);
                         }

@@ -45,8 +45,9 @@ pub struct EngineInfo {
 pub(crate) enum Command {
     Submit {
         id: u64,
-        req: GenerateRequest,
+        req: Box<GenerateRequest>,
         arrival: Instant,
+        cache_salt: Arc<str>,
         events: UnboundedSender<Event>,
     },
     Cancel(u64),
@@ -238,6 +239,17 @@ impl Engine {
 
     /// Validates `req` and queues it. On error nothing changed (queue and blocks untouched).
     pub fn submit(&self, req: GenerateRequest) -> Result<RequestHandle, SubmitError> {
+        self.submit_salted(req, "")
+    }
+
+    /// As [`Self::submit`], with a prefix-cache salt: cached prompt blocks are shared only
+    /// between requests with the same salt (a tenant), so neither KV nor
+    /// `usage.cached_prompt_tokens` crosses salts. The empty salt is one shared scope.
+    pub fn submit_salted(
+        &self,
+        req: GenerateRequest,
+        cache_salt: &str,
+    ) -> Result<RequestHandle, SubmitError> {
         let shared = &self.inner.shared;
         if shared.lost.load(Ordering::Acquire) {
             return Err(SubmitError::DeviceLost);
@@ -260,8 +272,9 @@ impl Engine {
         let (tx, rx) = unbounded_channel();
         let cmd = Command::Submit {
             id,
-            req,
+            req: Box::new(req),
             arrival: Instant::now(),
+            cache_salt: Arc::from(cache_salt),
             events: tx,
         };
         if self.inner.commands.send(cmd).is_err() {
@@ -434,9 +447,10 @@ impl Loop<'_> {
                 id,
                 req,
                 arrival,
+                cache_salt,
                 events,
             } => {
-                match self.scheduler.submit(id, req, arrival) {
+                match self.scheduler.submit_salted(id, *req, arrival, cache_salt) {
                     Ok(()) => {
                         self.senders.insert(id, events);
                     }

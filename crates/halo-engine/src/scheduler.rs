@@ -18,7 +18,7 @@
 //! Progress: admission guarantees every request fits the pool alone, and the oldest running
 //! sequence may preempt every newer one, so the oldest always advances.
 
-use crate::block_manager::{BlockManager, ROOT_HASH};
+use crate::block_manager::BlockManager;
 use crate::config::Limits;
 use crate::error::SubmitError;
 use crate::event::{Event, Failure, FailureKind};
@@ -154,6 +154,18 @@ impl Scheduler {
         req: GenerateRequest,
         arrival: Instant,
     ) -> Result<(), SubmitError> {
+        self.submit_salted(id, req, arrival, Arc::from(""))
+    }
+
+    /// As [`Self::submit`], with a prefix-cache salt: only requests with the same salt share
+    /// cached blocks (the empty salt is one shared scope).
+    pub fn submit_salted(
+        &mut self,
+        id: u64,
+        req: GenerateRequest,
+        arrival: Instant,
+        cache_salt: Arc<str>,
+    ) -> Result<(), SubmitError> {
         if self.lost {
             return Err(SubmitError::DeviceLost);
         }
@@ -163,7 +175,8 @@ impl Scheduler {
                 max: self.cfg.limits.max_concurrent_requests,
             });
         }
-        let seq = Sequence::new(id, req, arrival, self.tokenizer.is_some());
+        let mut seq = Sequence::new(id, req, arrival, self.tokenizer.is_some());
+        seq.cache_salt = cache_salt;
         self.seqs.insert(id, seq);
         self.waiting.push_back(id);
         Ok(())
@@ -378,7 +391,9 @@ impl Scheduler {
             let s = self.seqs.get_mut(&id).expect("waiting ids are live");
             if caching && s.blocks.is_empty() {
                 let max_blocks = (s.tokens.len() - 1) / bs;
-                let (blocks, hashes) = self.blocks.match_prefix(&s.tokens, max_blocks);
+                let (blocks, hashes) =
+                    self.blocks
+                        .match_prefix(&s.cache_salt, &s.tokens, max_blocks);
                 s.num_computed = blocks.len() * bs;
                 s.blocks = blocks;
                 s.block_hashes = hashes;
@@ -484,14 +499,13 @@ impl Scheduler {
             s.num_computed += p.len;
             if self.cfg.enable_prefix_caching {
                 for i in s.block_hashes.len()..s.num_computed / bs {
-                    let parent = if i == 0 {
-                        ROOT_HASH
-                    } else {
-                        s.block_hashes[i - 1]
-                    };
-                    let h =
-                        self.blocks
-                            .register(s.blocks[i], parent, &s.tokens[i * bs..(i + 1) * bs]);
+                    let parent = (i > 0).then(|| (s.blocks[i - 1], s.block_hashes[i - 1]));
+                    let h = self.blocks.register(
+                        s.blocks[i],
+                        parent,
+                        &s.cache_salt,
+                        &s.tokens[i * bs..(i + 1) * bs],
+                    );
                     s.block_hashes.push(h);
                 }
             }

@@ -32,6 +32,8 @@ pub struct Sequence {
     pub blocks: Vec<BlockId>,
     /// Chained hashes of the leading full blocks whose KV is computed (and so cacheable).
     pub block_hashes: Vec<u64>,
+    /// Scopes prefix-cache reuse: only requests with the same salt share blocks.
+    pub cache_salt: Arc<str>,
     pub timer: RequestTimer,
     pub tokens_sent: u32,
     pub cached_prompt_tokens: u32,
@@ -59,6 +61,7 @@ impl Sequence {
             num_computed: 0,
             blocks: Vec::new(),
             block_hashes: Vec::new(),
+            cache_salt: Arc::from(""),
             timer: RequestTimer::new(arrival),
             tokens_sent: 0,
             cached_prompt_tokens: 0,

@@ -192,6 +192,35 @@ fn prefix_cache_hits_for_a_shared_prefix_and_output_is_unchanged() {
 }
 
 #[test]
+fn cache_salts_keep_tenants_apart() {
+    let (mut s, mut dev) = Setup::default().build();
+    let p = prompt(7, 21);
+    let req = || GenerateRequest::greedy(p.clone(), 4);
+    let mut st = Streams::default();
+    s.submit_salted(1, req(), Instant::now(), "tenant-a".into())
+        .unwrap();
+    drain(&mut s, &mut dev, &mut st, 100);
+    // Another tenant sending the same prompt learns nothing and gets its own KV ...
+    s.submit_salted(2, req(), Instant::now(), "tenant-b".into())
+        .unwrap();
+    drain(&mut s, &mut dev, &mut st, 100);
+    // ... and neither does the shared (unsalted) scope; the first tenant hits its own cache.
+    s.submit(3, req(), Instant::now()).unwrap();
+    drain(&mut s, &mut dev, &mut st, 100);
+    s.submit_salted(4, req(), Instant::now(), "tenant-a".into())
+        .unwrap();
+    drain(&mut s, &mut dev, &mut st, 100);
+    let cached = |id| match st.terminal(id) {
+        Some(Event::Finished(f)) => f.usage.cached_prompt_tokens,
+        e => panic!("{e:?}"),
+    };
+    assert_eq!([cached(1), cached(2), cached(3), cached(4)], [0, 0, 0, 20]);
+    for id in 1..=4 {
+        assert_eq!(st.tokens(id), expected(&p, 4));
+    }
+}
+
+#[test]
 fn infeasible_requests_are_rejected_without_changing_state() {
     let setup = Setup {
         blocks: 4,

@@ -16,6 +16,9 @@ use thiserror::Error;
 /// Longest client request id.
 pub const MAX_REQUEST_ID_CHARS: usize = 128;
 
+/// Longest client cache salt, in bytes.
+pub const MAX_CACHE_SALT_BYTES: usize = 256;
+
 /// A request the wire layer refuses; always INVALID_ARGUMENT. Never quotes the prompt.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum WireError {
@@ -37,6 +40,10 @@ pub enum WireError {
     },
     #[error("the prompt text could not be tokenized")]
     Tokenize,
+    #[error("cache_salt has {len} bytes, more than the maximum of {max}")]
+    CacheSaltTooLong { len: usize, max: usize },
+    #[error("cache_salt contains a control character")]
+    CacheSaltControl,
 }
 
 /// Where the prompt comes from, once the wire checks passed.
@@ -51,6 +58,8 @@ pub enum PromptInput {
 pub struct Parsed {
     pub request: halo_engine::GenerateRequest,
     pub prompt: PromptInput,
+    /// The client's prefix-cache salt (checked; empty when unset), before tenant scoping.
+    pub cache_salt: String,
 }
 
 /// Checks the wire request and maps it to the engine's request (prompt left empty until
@@ -75,6 +84,15 @@ pub fn parse_generate(
     if req.max_new_tokens == 0 {
         return Err(WireError::ZeroMaxNewTokens);
     }
+    if req.cache_salt.len() > MAX_CACHE_SALT_BYTES {
+        return Err(WireError::CacheSaltTooLong {
+            len: req.cache_salt.len(),
+            max: MAX_CACHE_SALT_BYTES,
+        });
+    }
+    if req.cache_salt.chars().any(char::is_control) {
+        return Err(WireError::CacheSaltControl);
+    }
     let stop = req.stop.unwrap_or_default();
     Ok(Parsed {
         request: halo_engine::GenerateRequest {
@@ -92,7 +110,18 @@ pub fn parse_generate(
             deadline,
         },
         prompt,
+        cache_salt: req.cache_salt,
     })
+}
+
+/// The salt the engine scopes prefix reuse by: the caller's identity (when the worker
+/// authenticates callers) and then the client's own salt. A client's salt can never name
+/// another identity's scope: the identity has a fixed form and a NUL, which no salt contains.
+pub fn scoped_salt(identity: Option<&str>, client_salt: &str) -> String {
+    match identity {
+        Some(id) => format!("{id}\0{client_salt}"),
+        None => client_salt.to_string(),
+    }
 }
 
 /// The client's id when it gave a valid one, else a fresh one.
@@ -254,6 +283,7 @@ mod tests {
             stop: None,
             logprobs: false,
             top_n: 0,
+            cache_salt: String::new(),
         }
     }
 
@@ -261,6 +291,32 @@ mod tests {
         let mut r = base();
         f(r.sampling.as_mut().unwrap());
         r
+    }
+
+    #[test]
+    fn cache_salts_are_checked_and_scoped_under_the_identity() {
+        let salted = |s: &str| pb::GenerateRequest {
+            cache_salt: s.into(),
+            ..base()
+        };
+        let ok = parse_generate(salted("tenant"), "r".into(), None).unwrap();
+        assert_eq!(ok.cache_salt, "tenant");
+        assert_eq!(
+            parse_generate(salted(&"x".repeat(257)), "r".into(), None).unwrap_err(),
+            WireError::CacheSaltTooLong { len: 257, max: 256 }
+        );
+        assert_eq!(
+            parse_generate(salted("a\0b"), "r".into(), None).unwrap_err(),
+            WireError::CacheSaltControl
+        );
+        assert_eq!(scoped_salt(None, "s"), "s");
+        assert_eq!(scoped_salt(Some("cert:ab"), "s"), "cert:ab\0s");
+        // Different identities never share a scope, whatever salts their clients choose.
+        assert_ne!(
+            scoped_salt(Some("cert:ab"), ""),
+            scoped_salt(Some("cert:cd"), "")
+        );
+        assert_ne!(scoped_salt(Some("cert:ab"), ""), scoped_salt(None, ""));
     }
 
     #[test]

@@ -71,12 +71,15 @@ where
         .register_encoded_file_descriptor_set(halo_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let worker = WorkerServer::new(WorkerService::new(
-        engine.clone(),
-        metrics.clone(),
-        active.clone(),
-        max_message_bytes,
-    ))
+    let worker = WorkerServer::new(
+        WorkerService::new(
+            engine.clone(),
+            metrics.clone(),
+            active.clone(),
+            max_message_bytes,
+        )
+        .with_bearer_auth(auth_token.is_some()),
+    )
     .max_decoding_message_size(max_message_bytes)
     .max_encoding_message_size(max_message_bytes);
 

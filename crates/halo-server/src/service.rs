@@ -54,6 +54,20 @@ pub struct WorkerService {
     metrics: Arc<Metrics>,
     active: Arc<ActiveCalls>,
     max_message_bytes: usize,
+    /// Callers carry a bearer token (checked by the guard): they form one identity.
+    bearer_auth: bool,
+}
+
+/// Who is calling, for prefix-cache scoping: the client certificate when mutual TLS verified
+/// one, else the bearer-token holder when auth is on, else nobody in particular.
+fn identity<T>(request: &Request<T>, bearer_auth: bool) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    if let Some(cert) = request.peer_certs().and_then(|c| c.first().cloned()) {
+        let digest = Sha256::digest(cert.as_ref());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        return Some(format!("cert:{hex}"));
+    }
+    bearer_auth.then(|| "bearer".to_string())
 }
 
 impl WorkerService {
@@ -68,7 +82,14 @@ impl WorkerService {
             metrics,
             active,
             max_message_bytes,
+            bearer_auth: false,
         }
+    }
+
+    /// Callers authenticate with a bearer token: scope the prefix cache under that identity.
+    pub fn with_bearer_auth(mut self, on: bool) -> Self {
+        self.bearer_auth = on;
+        self
     }
 
     /// Everything up to and including `submit`. On error the engine's state is unchanged and
@@ -76,6 +97,7 @@ impl WorkerService {
     async fn admit(
         &self,
         req: pb::GenerateRequest,
+        identity: Option<String>,
         deadline: Option<Instant>,
         rpc: &'static str,
     ) -> Result<(RequestHandle, String), Status> {
@@ -98,10 +120,14 @@ impl WorkerService {
         };
         let prompt_tokens = parsed.request.prompt.len();
         let max_new_tokens = parsed.request.max_new_tokens;
-        let handle = self.engine.submit(parsed.request).map_err(|e| {
-            tracing::info!(request_id = ?request_id, reason = e.kind(), "request rejected");
-            reject(e.kind(), status::submit_error(&e))
-        })?;
+        let salt = convert::scoped_salt(identity.as_deref(), &parsed.cache_salt);
+        let handle = self
+            .engine
+            .submit_salted(parsed.request, &salt)
+            .map_err(|e| {
+                tracing::info!(request_id = ?request_id, reason = e.kind(), "request rejected");
+                reject(e.kind(), status::submit_error(&e))
+            })?;
         tracing::debug!(
             request_id = ?request_id,
             engine_id = handle.id,
@@ -154,8 +180,9 @@ impl pb::worker_server::Worker for WorkerService {
     ) -> Result<Response<pb::GenerateResponse>, Status> {
         let _active = self.active.enter();
         let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
+        let who = identity(&request, self.bearer_auth);
         let (mut handle, request_id) = self
-            .admit(request.into_inner(), deadline, RPC_UNARY)
+            .admit(request.into_inner(), who, deadline, RPC_UNARY)
             .await?;
         let mut out = pb::GenerateResponse {
             request_id: request_id.clone(),
@@ -223,8 +250,9 @@ impl pb::worker_server::Worker for WorkerService {
     ) -> Result<Response<Self::GenerateStreamStream>, Status> {
         let active = self.active.enter();
         let deadline = request.extensions().get::<Deadline>().map(|d| d.0);
+        let who = identity(&request, self.bearer_auth);
         let (handle, request_id) = self
-            .admit(request.into_inner(), deadline, RPC_STREAM)
+            .admit(request.into_inner(), who, deadline, RPC_STREAM)
             .await?;
         let rx = stream::spawn_pump(
             handle,
