@@ -27,7 +27,7 @@ const VOCAB: usize = 32000;
 fn shapes() -> Vec<(usize, usize, bool)> {
     let mut s = Vec::new();
     for l in 0..LAYERS {
-        let more = l < LAYERS / 8 || l >= LAYERS * 7 / 8 || (l - LAYERS / 8) % 3 == 2;
+        let more = !(LAYERS / 8..LAYERS * 7 / 8).contains(&l) || (l - LAYERS / 8) % 3 == 2;
         s.extend([
             (3 * HIDDEN, HIDDEN, false),
             (HIDDEN, HIDDEN, false),
