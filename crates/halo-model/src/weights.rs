@@ -250,7 +250,8 @@ impl Weights {
             None => crate::gguf::names::gguf_name(name).filter(|_| self.is_gguf()),
         };
         match in_file {
-            Some(f) => format!("{f}' ('{name}"),
+            // Inside the message's quotes: "tensor 'blk.0.attn_q.weight' / 'model.…' …".
+            Some(f) => format!("{f}' / '{name}"),
             None => name.to_owned(),
         }
     }

@@ -76,12 +76,19 @@ pub(crate) fn read_tensor_info(r: &mut ByteReader<'_>) -> Result<TensorInfo, Ggu
     }
     let raw_type = r.u32(&format!("type of '{name}'"))?;
     let offset = r.u64(&format!("offset of '{name}'"))?;
-    let dtype =
-        StoredDType::from_ggml_type(raw_type).map_err(|type_name| GgufError::UnsupportedType {
+    let dtype = StoredDType::from_ggml_type(raw_type).map_err(|known| {
+        // `known` is ggml's name for a type halo does not compute with, or "type N".
+        let type_name = if known.starts_with("type ") {
+            format!("{raw_type} (unknown)")
+        } else {
+            known
+        };
+        GgufError::UnsupportedType {
             tensor: name.clone(),
             type_name,
             supported: StoredDType::supported_list(),
-        })?;
+        }
+    })?;
     let size = tensor_size(&name, &dims, dtype)?;
     Ok(TensorInfo {
         name,
