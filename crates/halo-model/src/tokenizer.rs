@@ -142,6 +142,11 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Whether encoding with special tokens prepends BOS.
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos_token
+    }
+
     pub fn bos_token_id(&self) -> Option<u32> {
         self.bos_token_id
     }
