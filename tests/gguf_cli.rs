@@ -1,0 +1,185 @@
+//! GGUF end to end through the binary: `halo generate` on llama.cpp's own files gives
+//! llama.cpp's greedy continuation from the prompt text, `halo info` tells the file's types, a
+//! model `halo make-model --format gguf` wrote runs, and a broken file is one line and exit 2.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn halo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_halo"))
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shared() -> PathBuf {
+    std::env::var_os("HALO_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared"))
+}
+
+fn gguf(file: &str) -> PathBuf {
+    root().join("tests/fixtures/gguf").join(file)
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn generate_on_llamacpp_files_gives_llamacpp_ids_from_the_prompt_text() {
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(shared().join("models/gguf/llamacpp-golden.json")).unwrap(),
+    )
+    .unwrap();
+    // The files whose every case halo reproduces token for token (see
+    // crates/halo-cpu/tests/gguf_golden.rs for the quantized files' near-ties).
+    for file in [
+        "tiny-mha-f32.gguf",
+        "kq-shared-Q6_K.gguf",
+        "kq-shared-f16.gguf",
+    ] {
+        let cases = golden[file]["cases"].as_array().unwrap();
+        let prompts = tempfile::NamedTempFile::new().unwrap();
+        let texts: Vec<&str> = cases
+            .iter()
+            .map(|c| c["prompt"].as_str().unwrap())
+            .collect();
+        std::fs::write(prompts.path(), texts.join("\n")).unwrap();
+        let out = halo()
+            .args([
+                "generate",
+                "--json",
+                "--ignore-eos",
+                "--max-new-tokens",
+                "48",
+            ])
+            .arg("--model")
+            .arg(gguf(file))
+            .arg("--prompts-file")
+            .arg(prompts.path())
+            .output()
+            .unwrap();
+        let lines = json_lines(&out);
+        for (i, case) in cases.iter().enumerate() {
+            assert_eq!(
+                lines[i]["prompt_tokens"].as_u64().unwrap() as usize,
+                case["llamacpp_prompt_ids_from_text"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                "{file} case {i}: prompt tokens"
+            );
+            assert_eq!(
+                lines[i]["token_ids"], case["greedy_ids"],
+                "{file} case {i}: continuation"
+            );
+        }
+    }
+}
+
+#[test]
+fn info_lists_the_stored_types_of_a_q4_k_m_file() {
+    let out = halo()
+        .args(["info", "--json", "--model"])
+        .arg(gguf("kq-shared-Q4_K_M.gguf"))
+        .output()
+        .unwrap();
+    let v = &json_lines(&out)[0];
+    let types = v["stored_bytes_by_type"].as_object().unwrap();
+    assert!(
+        types.contains_key("Q4_K") && types.contains_key("Q6_K"),
+        "{v}"
+    );
+    let stored: u64 = types.values().map(|b| b.as_u64().unwrap()).sum();
+    let file = std::fs::metadata(gguf("kq-shared-Q4_K_M.gguf"))
+        .unwrap()
+        .len();
+    assert!(stored <= file && stored > file / 2, "{stored} of {file}");
+    // A step streams the projections in their stored types: well under f32's 4 bytes each.
+    let per_step = v["model"]["weight_bytes"].as_u64().unwrap();
+    let params = v["model"]["param_count"].as_u64().unwrap();
+    assert!(
+        per_step < params,
+        "{per_step} bytes per step for {params} parameters"
+    );
+}
+
+#[test]
+fn a_made_gguf_model_generates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = halo()
+        .args([
+            "make-model",
+            "--preset",
+            "tiny",
+            "--format",
+            "gguf",
+            "--quant",
+            "q4_k_m",
+        ])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // --model takes the directory that holds the one file.
+    let out = halo()
+        .args([
+            "generate",
+            "--json",
+            "--ignore-eos",
+            "--max-new-tokens",
+            "8",
+        ])
+        .args(["--prompt", "Hello"])
+        .arg("--model")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["generated_tokens"], 8, "{v}");
+}
+
+#[test]
+fn broken_gguf_files_are_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(gguf("tiny-mha-q8_0.gguf")).unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let not_gguf = dir.path().join("notes.gguf");
+    std::fs::write(&not_gguf, b"hello, this is not a model").unwrap();
+    let two = dir.path().join("two");
+    std::fs::create_dir(&two).unwrap();
+    std::fs::write(two.join("a.gguf"), &bytes).unwrap();
+    std::fs::write(two.join("b.gguf"), &bytes).unwrap();
+    for (path, needle) in [
+        (&truncated, "truncated.gguf"),
+        (&not_gguf, "notes.gguf"),
+        (&two, "two"),
+    ] {
+        let out = halo()
+            .args(["generate", "--prompt", "x", "--model"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+}
