@@ -100,7 +100,8 @@ impl Device for CpuDevice {
         model
             .check_tensors()
             .map_err(|e| DeviceError::Load(e.to_string()))?;
-        let cpu = CpuModel::load(&model, cast)?;
+        // Casting weights (quantizing at load) runs on the device's threads.
+        let cpu = self.pool.install(|| CpuModel::load(&model, cast))?;
         // Activations are f32; the weights a step streams are in their stored types.
         let info = ModelInfo::describe(&model, DType::F32, cpu.weight_bytes_per_step());
         self.model = Some(cpu);

@@ -9,6 +9,7 @@ use crate::ops::{add_in_place, rms_norm, rope, silu_mul};
 use crate::qmatmul::QMatrix;
 use halo_hal::{DeviceError, StepBatch};
 use halo_model::{quant, Model, ModelConfig, StoredDType, Weights};
+use rayon::prelude::*;
 
 struct Layer {
     input_norm: Vec<f32>,
@@ -83,12 +84,18 @@ fn load_part(
     let data = if dtype == view.dtype {
         view.bytes.to_vec()
     } else {
-        let values = view.to_f32();
-        quant::quantize_to_vec(dtype, &values).ok_or_else(|| {
+        let row_bytes = dtype.row_bytes(cols).ok_or_else(|| {
             DeviceError::Load(format!(
                 "'{name}' ({rows}x{cols}) cannot be stored as {dtype}: rows are not whole blocks"
             ))
-        })?
+        })?;
+        let values = view.to_f32();
+        // Rows quantize independently: spread them over the pool (K-quant fits are slow).
+        let mut out = vec![0u8; row_bytes * rows];
+        out.par_chunks_mut(row_bytes * 64)
+            .zip(values.par_chunks(cols * 64))
+            .for_each(|(dst, src)| quant::quantize(dtype, src, dst));
+        out
     };
     Ok(Part {
         dtype,
