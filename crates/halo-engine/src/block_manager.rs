@@ -130,6 +130,12 @@ impl BlockManager {
         self.block_size
     }
 
+    /// An empty pool of the same shape (every block free, nothing cached): after a panic, when
+    /// the reference counts can no longer be trusted.
+    pub fn rebuilt(&self) -> Self {
+        Self::with_hasher(self.total(), self.block_size, self.caching, self.hasher)
+    }
+
     pub fn total(&self) -> usize {
         self.blocks.len()
     }

@@ -12,6 +12,11 @@
 //! cannot recover in place is dropped, and recovery is a restart of the worker. A heartbeat stamped every
 //! loop iteration lets [`Engine::health`] report `Stalled` when work is pending and the loop
 //! stopped turning.
+//!
+//! A panic inside a step (a kernel's `assert!`, an `expect` in bookkeeping) is caught at the
+//! step boundary: the requests that held KV fail with `DeviceLost { tokens_sent }` (UNAVAILABLE
+//! on the wire), the block pool is rebuilt empty, the device is asked to recover as after a
+//! loss, and the loop serves again; [`LiveStats::step_panics`] counts these.
 
 use crate::config::{EngineConfig, Limits};
 use crate::error::{EngineError, SubmitError};
@@ -414,7 +419,45 @@ fn run_loop(
         }
         l.flush();
         if l.scheduler.has_work() {
-            let outcome = l.scheduler.step(&mut *device, &mut l.out);
+            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                l.scheduler.step(&mut *device, &mut l.out)
+            }));
+            let outcome = match stepped {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    // The panic hook already printed where. The step's requests fail
+                    // UNAVAILABLE; the pool is rebuilt, then the device is asked back.
+                    tracing::error!("a device step panicked; failing its requests and recovering");
+                    shared.lost.store(true, Ordering::Release);
+                    l.scheduler.recover_from_panic(&mut l.out);
+                    l.flush();
+                    let back = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        device.recover(RECOVERY_WAIT)
+                    }));
+                    match back {
+                        // A device without in-place recovery reported no loss: its KV contents
+                        // are discarded with the rebuilt pool, and the next step tells.
+                        Ok(Ok(())) | Ok(Err(DeviceError::Unavailable(_))) => {
+                            shared.lost.store(false, Ordering::Release);
+                            continue;
+                        }
+                        Ok(Err(e)) => tracing::warn!(error = %e, "device not back yet"),
+                        Err(_) => tracing::error!("device recovery panicked"),
+                    }
+                    match l.recover(&mut *device, &rx) {
+                        Recovery::Recovered => {
+                            shared.lost.store(false, Ordering::Release);
+                            continue;
+                        }
+                        Recovery::Unsupported => {
+                            drop(device);
+                            l.refuse_until_disconnected(&rx);
+                            return;
+                        }
+                        Recovery::Stopped => break,
+                    }
+                }
+            };
             let fatal = matches!(&outcome, StepOutcome::DeviceFailed(e) if e.is_fatal());
             if fatal {
                 // Before the failures go out, so a caller that sees one also sees health flip.

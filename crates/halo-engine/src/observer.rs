@@ -65,4 +65,6 @@ pub struct LiveStats {
     pub generated_tokens: u64,
     pub prefix_cache_hit_tokens: u64,
     pub preemptions: u64,
+    /// Steps that panicked (caught at the step boundary; their requests failed UNAVAILABLE).
+    pub step_panics: u64,
 }

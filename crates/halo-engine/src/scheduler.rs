@@ -199,6 +199,47 @@ impl Scheduler {
         self.lost = false;
     }
 
+    /// After a panic escaped a step (a kernel's assert, an `expect` in bookkeeping): the block
+    /// pool and the running set can no longer be trusted. Fails every request that held KV or
+    /// was mid-step (the batch, and any other running sequence) with DeviceLost and the tokens
+    /// it was sent, rebuilds an empty pool (cached prefixes forgotten, as after a device loss),
+    /// and keeps queued requests that held nothing. Never touches the old reference counts.
+    pub fn recover_from_panic(&mut self, out: &mut Vec<Output>) {
+        self.stats.step_panics += 1;
+        let now = Instant::now();
+        let queued: std::collections::HashSet<u64> = self.waiting.iter().copied().collect();
+        let mut doomed: Vec<u64> = self
+            .seqs
+            .values()
+            .filter(|s| !(queued.contains(&s.id) && s.blocks.is_empty() && s.num_computed == 0))
+            .map(|s| s.id)
+            .collect();
+        doomed.sort_unstable();
+        for id in doomed {
+            let sent = self.seqs[&id].tokens_sent;
+            let event = self.failure_event(
+                id,
+                FailureKind::DeviceLost { tokens_sent: sent },
+                "a device step failed (panicked); the worker recovered",
+                now,
+            );
+            self.seqs.remove(&id);
+            self.stats.requests_failed += 1;
+            if let (Some(o), Event::Failed(f)) = (&self.observer, &event) {
+                o.on_request_finished(Outcome::Failed(f.kind), &f.usage, &f.timings);
+            }
+            out.push(Output { id, event });
+        }
+        self.blocks = self.blocks.rebuilt();
+        self.running.clear();
+        let seqs = &mut self.seqs;
+        self.waiting.retain(|id| seqs.contains_key(id));
+        for s in seqs.values_mut() {
+            s.block_hashes.clear();
+            s.state = SeqState::Waiting;
+        }
+    }
+
     /// Fails every request in flight with DeviceLost and refuses all further submits.
     pub fn fail_all_lost(&mut self, out: &mut Vec<Output>) {
         self.lost = true;

@@ -46,6 +46,8 @@ pub enum Mode {
 pub struct Control {
     /// The next step fails with this error.
     pub fail_next_step: Option<DeviceError>,
+    /// The next step panics (as a kernel's `assert!` would), after releasing this lock.
+    pub panic_next_step: bool,
     /// These sequences get non-finite logits at their next sample.
     pub non_finite: HashSet<u64>,
     /// After a loss, `recover` fails this many times before it succeeds; `None`: the device
@@ -195,6 +197,10 @@ impl Device for ScriptedDevice {
         }
         if let Some(e) = control.fail_next_step.take() {
             return Err(e);
+        }
+        if std::mem::take(&mut control.panic_next_step) {
+            drop(control);
+            panic!("scripted device: injected panic in a step");
         }
         let layout = self
             .layout

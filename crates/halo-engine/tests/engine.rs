@@ -281,3 +281,47 @@ fn health_reports_a_stalled_loop_and_shutdown_drains() {
     assert!(matches!(last, Some(Event::Finished(_))), "{last:?}");
     assert!(engine.wait_stopped(Duration::from_secs(5)));
 }
+
+#[test]
+fn a_panic_in_a_step_fails_its_requests_unavailable_and_the_engine_serves_again() {
+    let (engine, control) = start(small());
+    let total = engine.stats().total_blocks;
+    control.lock().unwrap().step_delay = Duration::from_millis(2);
+    let mut a = engine.submit(greedy(prompt(1, 8), 1000)).unwrap();
+    let mut b = engine.submit(greedy(prompt(2, 8), 1000)).unwrap();
+    assert!(matches!(a.blocking_next(), Some(Event::Tokens { .. })));
+    control.lock().unwrap().panic_next_step = true;
+    let mut sent = 1;
+    let kind = loop {
+        match a.blocking_next() {
+            Some(Event::Tokens { .. }) => sent += 1,
+            Some(Event::Failed(f)) => break f.kind,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(kind, FailureKind::DeviceLost { tokens_sent: sent });
+    let kind_b = loop {
+        match b.blocking_next() {
+            Some(Event::Tokens { .. }) => {}
+            Some(Event::Failed(f)) => break f.kind,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(
+        matches!(kind_b, FailureKind::DeviceLost { .. }),
+        "{kind_b:?}"
+    );
+    // Serving again, every block back, the panic counted, and new work is correct.
+    let until = Instant::now() + Duration::from_secs(5);
+    while engine.health() != Health::Serving {
+        assert!(Instant::now() < until, "{:?}", engine.health());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!engine.is_stopped());
+    let p = prompt(3, 8);
+    let done = engine.generate_blocking(greedy(p.clone(), 6)).unwrap();
+    assert_eq!(done.token_ids, expected(&p, 6));
+    wait_drained(&engine);
+    let s = engine.stats();
+    assert_eq!((s.step_panics, s.free_blocks), (1, total));
+}

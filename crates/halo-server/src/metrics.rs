@@ -177,7 +177,12 @@ impl Metrics {
             out,
             "# HELP halo_serving 1 when the worker reports SERVING.\n# TYPE halo_serving gauge\nhalo_serving {serving}"
         );
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 9] = [
+            (
+                "halo_step_panics_total",
+                "Device steps that panicked; their requests failed UNAVAILABLE and the worker recovered.",
+                stats.step_panics,
+            ),
             (
                 "halo_prefix_cache_hits_total",
                 "Admissions that reused cached prefix blocks.",
@@ -308,6 +313,7 @@ mod tests {
             waiting: 2,
             running: 1,
             preemptions: 3,
+            step_panics: 2,
             ..Default::default()
         };
         let text = m.render(&stats, Health::Serving);
@@ -320,6 +326,7 @@ mod tests {
         assert!(text.contains("halo_kv_blocks_used 4"));
         assert!(text.contains("halo_queue_depth 2"));
         assert!(text.contains("halo_preemptions_total 3"));
+        assert!(text.contains("halo_step_panics_total 2"));
         assert!(text.contains("halo_serving 1"));
         assert_eq!(m.requests("generate", "length", "OK"), 2);
         // Every line is a comment or `name{labels} value`.
