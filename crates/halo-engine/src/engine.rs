@@ -11,7 +11,9 @@
 //! prefixes are forgotten (their KV is gone) and requests are accepted again. A device that
 //! cannot recover in place is dropped, and recovery is a restart of the worker. A heartbeat stamped every
 //! loop iteration lets [`Engine::health`] report `Stalled` when work is pending and the loop
-//! stopped turning.
+//! stopped turning. A step that is running is told apart (its start is stamped): it counts as
+//! stalled only past four stall timeouts (a hung device), and warmup times a full step and
+//! lowers the per-step token budget so that one step takes at most a quarter of the timeout.
 //!
 //! A panic inside a step (a kernel's `assert!`, an `expect` in bookkeeping) is caught at the
 //! step boundary: the requests that held KV fail with `DeviceLost { tokens_sent }` (UNAVAILABLE
@@ -45,6 +47,9 @@ pub struct EngineInfo {
     pub device: DeviceInfo,
     pub limits: Limits,
     pub kv: KvCacheLayout,
+    /// Most tokens per step after warmup's measurement: `max_batch_tokens`, lowered so that one
+    /// step stays well inside the stall timeout on this device.
+    pub step_token_budget: usize,
 }
 
 pub(crate) enum Command {
@@ -70,6 +75,8 @@ pub(crate) struct Shared {
     stopped: AtomicBool,
     epoch: Instant,
     heartbeat_us: AtomicU64,
+    /// When the running step began (µs since `epoch`, plus one); 0 between steps.
+    step_started_us: AtomicU64,
     stall_timeout: Duration,
     stats: Mutex<LiveStats>,
 }
@@ -79,6 +86,78 @@ impl Shared {
         self.heartbeat_us
             .store(self.epoch.elapsed().as_micros() as u64, Ordering::Release);
     }
+
+    fn step_started(&self) {
+        self.beat();
+        self.step_started_us.store(
+            self.epoch.elapsed().as_micros() as u64 + 1,
+            Ordering::Release,
+        );
+    }
+
+    fn step_ended(&self) {
+        self.step_started_us.store(0, Ordering::Release);
+        self.beat();
+    }
+}
+
+/// A step still running after this many stall timeouts is a hung device, not a long step (the
+/// step budget keeps a step under a quarter of one timeout).
+const HUNG_STEP_FACTOR: u32 = 4;
+
+/// The share of the stall timeout one step may take, by warmup's measurement.
+const STEP_SHARE_OF_STALL_TIMEOUT: f64 = 0.25;
+
+/// Times one prefill step of `max_batch_tokens` tokens (at position 0 in the first blocks; the
+/// pool is empty and nothing is cached yet) and lowers the per-step token budget so that a step
+/// takes at most a quarter of the stall timeout: a long prefill chunk (a large model on a small
+/// CPU) then never looks like a stalled loop. Never below `max_batch_seqs` (a full decode step).
+fn calibrate_step_budget(
+    device: &mut dyn Device,
+    config: &EngineConfig,
+    kv: &KvCacheLayout,
+    max_seq_len: usize,
+) -> Result<usize, EngineError> {
+    let n = config
+        .max_batch_tokens
+        .min(max_seq_len)
+        .min(kv.capacity_tokens());
+    if n == 0 {
+        return Ok(config.max_batch_tokens);
+    }
+    let blocks = n.div_ceil(kv.block_size) as halo_hal::BlockId;
+    let batch = halo_hal::StepBatch {
+        seqs: vec![halo_hal::SeqStep {
+            seq_id: 0,
+            tokens: vec![0; n],
+            start_pos: 0,
+            block_table: (0..blocks).collect(),
+            sample: None,
+        }],
+    };
+    let started = Instant::now();
+    device.step(&batch).map_err(|source| EngineError::Device {
+        stage: "warmup",
+        source,
+    })?;
+    let per_token = started.elapsed().as_secs_f64() / n as f64;
+    let allowed = config.stall_timeout.as_secs_f64() * STEP_SHARE_OF_STALL_TIMEOUT;
+    let fit = if per_token > 0.0 {
+        (allowed / per_token).floor().min(usize::MAX as f64) as usize
+    } else {
+        usize::MAX
+    };
+    let floor = config.max_batch_seqs.min(config.max_batch_tokens).max(1);
+    let budget = fit.clamp(floor, config.max_batch_tokens);
+    if budget < config.max_batch_tokens {
+        tracing::warn!(
+            max_batch_tokens = config.max_batch_tokens,
+            budget,
+            per_token_us = per_token * 1e6,
+            "a full step would take too much of the stall timeout; lowering the step budget"
+        );
+    }
+    Ok(budget)
 }
 
 struct Inner {
@@ -176,11 +255,14 @@ impl Engine {
                         });
                     }
                     let limits = config.limits(model.context_length, kv.capacity_tokens());
+                    let step_token_budget =
+                        calibrate_step_budget(&mut *device, &config, &kv, max_seq_len)?;
                     let info = EngineInfo {
                         model,
                         device: device.info(),
                         limits,
                         kv,
+                        step_token_budget,
                     };
                     Ok(info)
                 })();
@@ -200,11 +282,12 @@ impl Engine {
                     stopped: AtomicBool::new(false),
                     epoch: Instant::now(),
                     heartbeat_us: AtomicU64::new(0),
+                    step_started_us: AtomicU64::new(0),
                     stall_timeout: config.stall_timeout,
                     stats: Mutex::new(LiveStats::default()),
                 });
                 let sched_cfg = SchedulerConfig {
-                    max_batch_tokens: config.max_batch_tokens,
+                    max_batch_tokens: info.step_token_budget,
                     max_batch_seqs: config.max_batch_seqs,
                     enable_prefix_caching: config.enable_prefix_caching,
                     limits: info.limits.clone(),
@@ -327,9 +410,22 @@ impl Engine {
         if shared.stopped.load(Ordering::Acquire) {
             return Health::DeviceLost;
         }
+        if shared.in_flight.load(Ordering::Acquire) == 0 {
+            return Health::Serving;
+        }
+        let now = shared.epoch.elapsed();
+        // A running step is not a stalled loop; only one far longer than the budget allows is
+        // a hung device.
+        let step = shared.step_started_us.load(Ordering::Acquire);
+        if step > 0 {
+            let running = now.saturating_sub(Duration::from_micros(step - 1));
+            if running > shared.stall_timeout * HUNG_STEP_FACTOR {
+                return Health::Stalled;
+            }
+            return Health::Serving;
+        }
         let beat = Duration::from_micros(shared.heartbeat_us.load(Ordering::Acquire));
-        let since = shared.epoch.elapsed().saturating_sub(beat);
-        if shared.in_flight.load(Ordering::Acquire) > 0 && since > shared.stall_timeout {
+        if now.saturating_sub(beat) > shared.stall_timeout {
             return Health::Stalled;
         }
         Health::Serving
@@ -419,9 +515,11 @@ fn run_loop(
         }
         l.flush();
         if l.scheduler.has_work() {
+            shared.step_started();
             let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 l.scheduler.step(&mut *device, &mut l.out)
             }));
+            shared.step_ended();
             let outcome = match stepped {
                 Ok(outcome) => outcome,
                 Err(_) => {

@@ -55,6 +55,8 @@ pub struct Control {
     pub recover_after: Option<u32>,
     /// Sleep this long in every step (stall and deadline tests).
     pub step_delay: Duration,
+    /// And this long per token of the step (a device whose step time grows with its size).
+    pub per_token_delay: Duration,
     /// One entry per successful step when `record` is set.
     pub record: bool,
     pub batches: Vec<BatchRecord>,
@@ -192,8 +194,9 @@ impl Device for ScriptedDevice {
             .control
             .lock()
             .map_err(|_| DeviceError::Backend("control poisoned".into()))?;
-        if !control.step_delay.is_zero() {
-            std::thread::sleep(control.step_delay);
+        let delay = control.step_delay + control.per_token_delay * batch.num_tokens() as u32;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
         }
         if let Some(e) = control.fail_next_step.take() {
             return Err(e);

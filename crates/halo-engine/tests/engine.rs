@@ -256,16 +256,24 @@ fn a_device_that_recovers_serves_again_with_every_block_back() {
 }
 
 #[test]
-fn health_reports_a_stalled_loop_and_shutdown_drains() {
+fn health_tells_a_long_step_from_a_hung_one_and_shutdown_drains() {
     let (engine, control) = start(EngineConfig {
         stall_timeout: Duration::from_millis(100),
         ..small()
     });
     assert_eq!(engine.health(), Health::Serving);
-    control.lock().unwrap().step_delay = Duration::from_millis(400);
-    let mut h = engine.submit(greedy(prompt(1, 4), 2)).unwrap();
-    std::thread::sleep(Duration::from_millis(250));
-    assert_eq!(engine.health(), Health::Stalled);
+    // A step longer than the stall timeout is running, not stalled.
+    control.lock().unwrap().step_delay = Duration::from_millis(300);
+    let mut h = engine.submit(greedy(prompt(1, 4), 40)).unwrap();
+    std::thread::sleep(Duration::from_millis(180));
+    assert_eq!(engine.health(), Health::Serving);
+    // One past four stall timeouts is a hung device.
+    control.lock().unwrap().step_delay = Duration::from_millis(1500);
+    let until = Instant::now() + Duration::from_secs(4);
+    while engine.health() != Health::Stalled {
+        assert!(Instant::now() < until, "a hung step never reported Stalled");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     control.lock().unwrap().step_delay = Duration::ZERO;
     engine.shutdown();
     assert_eq!(engine.health(), Health::ShuttingDown);
@@ -280,6 +288,45 @@ fn health_reports_a_stalled_loop_and_shutdown_drains() {
     }
     assert!(matches!(last, Some(Event::Finished(_))), "{last:?}");
     assert!(engine.wait_stopped(Duration::from_secs(5)));
+}
+
+#[test]
+fn warmup_sizes_the_step_budget_to_stay_inside_the_stall_timeout() {
+    // 1 ms per token and a 400 ms stall timeout: a full 512-token step would take 512 ms; the
+    // budget keeps a step near a quarter of the timeout (100 tokens).
+    let dev = ScriptedDevice::new(Mode::Echo, VOCAB, 4096);
+    let control = dev.control();
+    control.lock().unwrap().per_token_delay = Duration::from_millis(1);
+    let engine = Engine::start(
+        Box::new(dev),
+        &tiny_mha_dir(),
+        LoadOptions::default(),
+        EngineConfig {
+            max_batch_tokens: 512,
+            max_batch_seqs: 8,
+            stall_timeout: Duration::from_millis(400),
+            ..small()
+        },
+    )
+    .unwrap();
+    let budget = engine.info().step_token_budget;
+    assert!((8..=100).contains(&budget), "budget {budget}");
+    control.lock().unwrap().record = true;
+    let p = prompt(9, 300);
+    let mut h = engine.submit(greedy(p.clone(), 2)).unwrap();
+    let mut tokens = Vec::new();
+    loop {
+        assert_eq!(engine.health(), Health::Serving);
+        match h.blocking_next() {
+            Some(Event::Tokens { token_ids, .. }) => tokens.extend(token_ids),
+            Some(Event::Finished(_)) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(tokens, expected(&p, 2));
+    let c = control.lock().unwrap();
+    assert!(c.batches.len() >= 3, "the 300-token prompt ran in chunks");
+    assert!(c.batches.iter().all(|b| b.num_tokens <= budget));
 }
 
 #[test]
