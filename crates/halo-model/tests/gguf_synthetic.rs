@@ -425,3 +425,27 @@ fn gguf_py_files_parse() {
     let q = f.tensor("blk.0.attn_q.weight").unwrap();
     assert_eq!((q.dtype, q.size), (StoredDType::F16, 32 * 32 * 2));
 }
+
+#[test]
+fn sentencepiece_vocabularies_tokenize_as_llama_cpp() {
+    // Vocabulary-only files (no tensors) with llama-tokenize's ids, from ci/oracle/spm_fixture.py.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gguf-spm");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("spm.json")).unwrap()).unwrap();
+    for (file, g) in golden["files"].as_object().unwrap() {
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let meta = GgufFile::parse(&bytes).unwrap().metadata;
+        let t = halo_model::gguf::tokenizer::build(&meta).unwrap();
+        for case in g["cases"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<u32> = case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let enc = t.inner.encode(text, true).unwrap();
+            assert_eq!(enc.get_ids(), &want[..], "{file}: {text:?}");
+        }
+    }
+}

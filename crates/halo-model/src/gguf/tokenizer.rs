@@ -69,7 +69,7 @@ pub fn build(meta: &Metadata) -> Result<GgufTokenizer, GgufError> {
             });
         }
     }
-    let (mut inner, default_bos) = match model {
+    let (inner, default_bos) = match model {
         "gpt2" => {
             let pre = meta.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
             let merges = meta.opt_strings("tokenizer.ggml.merges")?.ok_or_else(|| {
@@ -77,10 +77,12 @@ pub fn build(meta: &Metadata) -> Result<GgufTokenizer, GgufError> {
                     key: "tokenizer.ggml.merges".into(),
                 }
             })?;
-            let (inner, llama3) = byte_level_bpe(&tokens, &merges, pre)?;
+            let (mut inner, llama3) = byte_level_bpe(&tokens, &merges, pre)?;
+            add_special_tokens(&mut inner, &tokens, &types)?;
             // llama.cpp adds BOS by default for the Llama 3 pre-tokenizers only.
             (inner, llama3)
         }
+        // spm.rs adds its own special tokens (with llama.cpp's per-model strip rules).
         "llama" => (spm(meta, &tokens, &types)?, true),
         other => {
             return Err(GgufError::Tokenizer {
@@ -90,7 +92,6 @@ pub fn build(meta: &Metadata) -> Result<GgufTokenizer, GgufError> {
             })
         }
     };
-    add_special_tokens(&mut inner, &tokens, &types)?;
     let add_bos_token = meta
         .opt_bool("tokenizer.ggml.add_bos_token")?
         .unwrap_or(default_bos);
@@ -231,6 +232,7 @@ fn spm(
     if let Some(v) = meta.opt_bool("tokenizer.ggml.add_eos_token")? {
         options.add_eos_token = v;
     }
+    options.general_name = meta.opt_str("general.name")?.map(str::to_owned);
     spm_tokenizer(tokens, &scores, types, &options)
         .map_err(|e| GgufError::Tokenizer { msg: e.to_string() })
 }
