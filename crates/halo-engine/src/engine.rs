@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::mpsc::{channel, error::TrySendError, Sender};
 
 /// What the engine runs on, for `GetInfo`.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,7 +58,7 @@ pub(crate) enum Command {
         req: Box<GenerateRequest>,
         arrival: Instant,
         cache_salt: Arc<str>,
-        events: UnboundedSender<Event>,
+        events: Sender<Event>,
     },
     Cancel(u64),
     Shutdown,
@@ -187,6 +187,78 @@ enum Recovery {
 const RECOVERY_WAIT: Duration = Duration::from_secs(2);
 const RECOVERY_BACKOFF_START: Duration = Duration::from_millis(100);
 const RECOVERY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Events buffered per request between the engine and its caller. The engine never blocks on
+/// a caller: past this, token events are coalesced into one in the engine's backlog.
+const EVENT_BUFFER: usize = 64;
+
+/// A caller whose coalesced backlog holds more tokens than this has stopped reading: its
+/// request fails `SlowReader` (RESOURCE_EXHAUSTED) and its blocks are freed.
+const MAX_BACKLOG_TOKENS: usize = 1024;
+
+/// Events waiting for room in one request's channel: at most one coalesced token event (the
+/// deltas concatenated) and then the terminal event, so memory per caller is bounded.
+struct Backlog {
+    tx: Sender<Event>,
+    events: std::collections::VecDeque<Event>,
+    tokens: usize,
+}
+
+impl Backlog {
+    fn push(&mut self, event: Event) {
+        if let Event::Tokens { token_ids, .. } = &event {
+            self.tokens += token_ids.len();
+        }
+        if let (
+            Some(Event::Tokens {
+                token_ids,
+                text,
+                logprobs,
+                top,
+            }),
+            Event::Tokens {
+                token_ids: t2,
+                text: x2,
+                logprobs: l2,
+                top: p2,
+            },
+        ) = (self.events.back_mut(), &event)
+        {
+            token_ids.extend_from_slice(t2);
+            text.push_str(x2);
+            logprobs.extend_from_slice(l2);
+            top.extend(p2.iter().cloned());
+            return;
+        }
+        self.events.push_back(event);
+    }
+
+    /// Sends what fits; false when the caller is gone.
+    fn drain(&mut self) -> bool {
+        while let Some(e) = self.events.pop_front() {
+            match self.tx.try_send(e) {
+                Ok(()) => {}
+                Err(TrySendError::Full(e)) => {
+                    self.events.push_front(e);
+                    break;
+                }
+                Err(TrySendError::Closed(_)) => return false,
+            }
+        }
+        self.tokens = self
+            .events
+            .iter()
+            .map(|e| match e {
+                Event::Tokens { token_ids, .. } => token_ids.len(),
+                _ => 0,
+            })
+            .sum();
+        true
+    }
+}
+
+/// How often an idle loop retries a backlog.
+const BACKLOG_TICK: Duration = Duration::from_millis(5);
 
 /// How long an idle loop sleeps between heartbeats.
 const IDLE_TICK: Duration = Duration::from_millis(50);
@@ -357,7 +429,7 @@ impl Engine {
             })
             .map_err(|_| SubmitError::QueueFull { max })?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = channel(EVENT_BUFFER);
         let cmd = Command::Submit {
             id,
             req: Box::new(req),
@@ -469,7 +541,9 @@ impl Drop for StoppedGuard {
 
 struct Loop<'a> {
     scheduler: Scheduler,
-    senders: HashMap<u64, UnboundedSender<Event>>,
+    senders: HashMap<u64, Sender<Event>>,
+    /// Events a caller has not made room for yet, coalesced (see [`Backlog`]).
+    backlog: HashMap<u64, Backlog>,
     shared: &'a Shared,
     out: Vec<Output>,
     shutting_down: bool,
@@ -485,6 +559,7 @@ fn run_loop(
     let mut l = Loop {
         scheduler,
         senders: HashMap::new(),
+        backlog: HashMap::new(),
         shared,
         out: Vec::new(),
         shutting_down: false,
@@ -492,12 +567,21 @@ fn run_loop(
     };
     loop {
         shared.beat();
-        // Block only when idle; with work pending, take what is there and step.
+        // Block only when idle; with work pending, take what is there and step. Backlogged
+        // events (a slow caller) are retried on a short tick.
+        if !l.backlog.is_empty() {
+            l.dispatch();
+        }
         if !l.scheduler.has_work() {
             if l.shutting_down || l.disconnected {
                 break;
             }
-            match rx.recv_timeout(IDLE_TICK) {
+            let tick = if l.backlog.is_empty() {
+                IDLE_TICK
+            } else {
+                BACKLOG_TICK
+            };
+            match rx.recv_timeout(tick) {
                 Ok(cmd) => l.command(cmd),
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -621,23 +705,73 @@ impl Loop<'_> {
         self.publish();
     }
 
-    /// Sends queued events; a caller that went away is cancelled.
+    /// Sends queued events without ever blocking: a caller that went away is cancelled, one
+    /// whose channel is full gets its events coalesced in the backlog, and one whose backlog
+    /// passes [`MAX_BACKLOG_TOKENS`] has stopped reading and is dropped.
     fn dispatch(&mut self) {
         let mut gone = Vec::new();
+        self.backlog.retain(|id, b| {
+            let alive = b.drain();
+            if !alive {
+                gone.push(*id);
+            }
+            alive && !b.events.is_empty()
+        });
         for Output { id, event } in self.out.drain(..) {
             let terminal = event.is_terminal();
-            let delivered = self
-                .senders
-                .get(&id)
-                .is_some_and(|tx| tx.send(event).is_ok());
-            if terminal {
-                self.senders.remove(&id);
+            let tx = if terminal {
                 self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-            } else if !delivered {
-                gone.push(id);
+                self.senders.remove(&id)
+            } else {
+                self.senders.get(&id).cloned()
+            };
+            let Some(tx) = tx else { continue };
+            if let Some(b) = self.backlog.get_mut(&id) {
+                b.push(event);
+                continue;
+            }
+            match tx.try_send(event) {
+                Ok(()) => {}
+                Err(TrySendError::Full(event)) => {
+                    let mut b = Backlog {
+                        tx,
+                        events: Default::default(),
+                        tokens: 0,
+                    };
+                    b.push(event);
+                    self.backlog.insert(id, b);
+                }
+                Err(TrySendError::Closed(_)) => {
+                    if !terminal {
+                        gone.push(id);
+                    }
+                }
             }
         }
+        let slow: Vec<u64> = self
+            .backlog
+            .iter()
+            .filter(|(id, b)| b.tokens > MAX_BACKLOG_TOKENS && self.senders.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in slow {
+            if let Some(b) = self.backlog.get_mut(&id) {
+                b.events.retain(Event::is_terminal);
+                b.tokens = 0;
+            }
+            tracing::warn!(
+                engine_id = id,
+                "the caller stopped reading; dropping its request"
+            );
+            self.scheduler.abort(
+                id,
+                FailureKind::SlowReader,
+                "the client stopped reading its stream",
+                &mut self.out,
+            );
+        }
         for id in gone {
+            self.backlog.remove(&id);
             self.scheduler.cancel(id, &mut self.out);
         }
         if !self.out.is_empty() {

@@ -98,6 +98,9 @@ pub enum FailureKind {
     /// The engine could not produce a valid token (non-finite logits, a device error on one
     /// step); the rest of the batch goes on.
     Internal,
+    /// The caller stopped reading its events: more than a bounded backlog piled up, so the
+    /// request was dropped rather than buffered without limit.
+    SlowReader,
 }
 
 impl FailureKind {
@@ -108,6 +111,7 @@ impl FailureKind {
             FailureKind::DeadlineExceeded => "deadline_exceeded",
             FailureKind::DeviceLost { .. } => "device_lost",
             FailureKind::Internal => "internal",
+            FailureKind::SlowReader => "slow_reader",
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::event::{Event, Failure, FailureKind, Timings, Usage};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 use crate::engine::{Command, Shared};
 
@@ -13,7 +13,7 @@ use crate::engine::{Command, Shared};
 pub struct RequestHandle {
     /// The engine's id for this request.
     pub id: u64,
-    events: UnboundedReceiver<Event>,
+    events: Receiver<Event>,
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
     tokens_sent: u32,
@@ -23,7 +23,7 @@ pub struct RequestHandle {
 impl RequestHandle {
     pub(crate) fn new(
         id: u64,
-        events: UnboundedReceiver<Event>,
+        events: Receiver<Event>,
         commands: mpsc::Sender<Command>,
         shared: Arc<Shared>,
     ) -> Self {

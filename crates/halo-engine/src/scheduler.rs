@@ -192,6 +192,22 @@ impl Scheduler {
         true
     }
 
+    /// Fails a request wherever it is with `kind` (the engine drops a caller that stopped
+    /// reading). False when the request already ended.
+    pub fn abort(
+        &mut self,
+        id: u64,
+        kind: FailureKind,
+        message: &str,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        if !self.seqs.contains_key(&id) {
+            return false;
+        }
+        self.fail(id, kind, message, out);
+        true
+    }
+
     /// The device came back after a loss (its KV contents are gone): forget cached prefixes and
     /// accept submits again. Every request was failed by [`Self::fail_all_lost`] before.
     pub fn recovered(&mut self) {

@@ -372,3 +372,46 @@ fn a_panic_in_a_step_fails_its_requests_unavailable_and_the_engine_serves_again(
     let s = engine.stats();
     assert_eq!((s.step_panics, s.free_blocks), (1, total));
 }
+
+#[test]
+fn a_caller_that_stops_reading_costs_bounded_memory_and_can_still_leave() {
+    let (engine, control) = start(EngineConfig {
+        num_blocks: Some(1024),
+        ..small()
+    });
+    let total = engine.stats().total_blocks;
+    // Reads nothing: the engine never blocks on it, coalesces, then drops it past the bound.
+    let mut idle = engine.submit(greedy(prompt(1, 4), 3000)).unwrap();
+    let other = engine
+        .generate_blocking(greedy(prompt(2, 4), 8))
+        .expect("others are served meanwhile");
+    assert_eq!(other.token_ids, expected(&prompt(2, 4), 8));
+    wait_drained(&engine);
+    let (mut events, mut tokens) = (0, 0);
+    let last = loop {
+        match idle.blocking_next() {
+            Some(Event::Tokens { token_ids, .. }) => {
+                events += 1;
+                tokens += token_ids.len();
+            }
+            Some(e) => break e,
+            None => panic!("no terminal event"),
+        }
+    };
+    assert!(
+        matches!(&last, Event::Failed(f) if f.kind == FailureKind::SlowReader),
+        "{last:?}"
+    );
+    assert!(
+        events <= 64 && tokens < 3000,
+        "{events} events, {tokens} tokens"
+    );
+    // A slow reader that leaves is cancelled and its blocks come back.
+    control.lock().unwrap().step_delay = Duration::from_millis(2);
+    let h = engine.submit(greedy(prompt(3, 4), 3000)).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(engine.stats().running, 1);
+    drop(h);
+    wait_drained(&engine);
+    assert_eq!(engine.stats().free_blocks, total);
+}

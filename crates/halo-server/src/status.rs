@@ -37,6 +37,7 @@ pub fn failure(f: &Failure) -> Status {
         FailureKind::DeadlineExceeded => Status::deadline_exceeded(f.message.clone()),
         FailureKind::DeviceLost { tokens_sent } => device_lost(f.message.clone(), tokens_sent),
         FailureKind::Internal => Status::internal(f.message.clone()),
+        FailureKind::SlowReader => Status::resource_exhausted(f.message.clone()),
     }
 }
 

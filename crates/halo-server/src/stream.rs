@@ -45,7 +45,12 @@ pub(crate) fn spawn_pump(
 ) -> mpsc::Receiver<Item> {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
-        let (outcome, code) = pump(handle, &tx, deadline, &metrics).await;
+        let (outcome, code, last) = pump(handle, &tx, deadline, &metrics).await;
+        // The engine request is already released (the handle was dropped inside `pump`); a
+        // client that is not reading holds only this one status until it reads or leaves.
+        if let Some(status) = last {
+            let _ = tx.send(Err(status)).await;
+        }
         metrics.record_request(RPC_STREAM, outcome, code);
         tracing::debug!(request_id = ?request_id, outcome, code, "stream ended");
         // The call counts as active until its last message is queued.
@@ -54,38 +59,45 @@ pub(crate) fn spawn_pump(
     rx
 }
 
-/// Runs one stream to its end; returns the outcome and status labels for the metrics.
+/// Labels for the metrics and the status to end the stream with, if any.
+type Ended = (&'static str, &'static str, Option<Status>);
+
+/// Runs one stream until its end, and drops the engine request. Waiting for room in the
+/// response channel (a client that reads slowly or not at all) still watches the client leave
+/// and the deadline pass, so cancel and deadline fire however slowly the client reads.
 async fn pump(
     mut handle: RequestHandle,
     tx: &mpsc::Sender<Item>,
     deadline: Option<Instant>,
     metrics: &Metrics,
-) -> (&'static str, &'static str) {
+) -> Ended {
     let mut clock = TokenClock::default();
-    let expired = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d.into()).await,
-            None => std::future::pending().await,
-        }
-    };
+    // Sleep can be polled again after it fired; without a deadline it never fires.
+    let far = Instant::now() + std::time::Duration::from_secs(100 * 365 * 86_400);
+    let expired = tokio::time::sleep_until(deadline.unwrap_or(far).into());
     tokio::pin!(expired);
+    let cancelled: Ended = ("cancelled", "CANCELLED", None);
+    let timed_out = || -> Ended {
+        (
+            "deadline_exceeded",
+            "DEADLINE_EXCEEDED",
+            Some(deadline_status()),
+        )
+    };
     loop {
         let event = tokio::select! {
             biased;
-            _ = tx.closed() => return ("cancelled", "CANCELLED"),
+            _ = tx.closed() => return cancelled,
             // Backstop: the scheduler enforces the deadline; this only guarantees the stream
             // ends on time even if the engine's terminal event is late.
-            _ = &mut expired => {
-                let _ = tx.send(Err(deadline_status())).await;
-                return ("deadline_exceeded", "DEADLINE_EXCEEDED");
-            }
+            _ = &mut expired => return timed_out(),
             e = handle.next() => e,
         };
-        let item = match event {
+        let (item, end): (Item, Option<Ended>) = match event {
             Some(e @ Event::Tokens { .. }) => {
                 clock.tick(metrics);
                 match convert::stream_chunk(&e) {
-                    Some(chunk) => chunk,
+                    Some(chunk) => (Ok(chunk), None),
                     None => continue,
                 }
             }
@@ -94,28 +106,31 @@ async fn pump(
                     finish: Some(convert::finish(&f)),
                     ..Default::default()
                 };
-                if tx.send(Ok(last)).await.is_err() {
-                    return ("cancelled", "CANCELLED");
-                }
-                return (f.reason.as_str(), "OK");
+                (Ok(last), Some((f.reason.as_str(), "OK", None)))
             }
             Some(Event::Failed(f)) => {
                 let s = status::failure(&f);
                 let code = status::code_label(s.code());
-                let _ = tx.send(Err(s)).await;
-                return (f.kind.as_str(), code);
+                return (f.kind.as_str(), code, Some(s));
             }
             None => {
-                let _ = tx
-                    .send(Err(Status::internal(
-                        "the request ended without an outcome",
-                    )))
-                    .await;
-                return ("internal", "INTERNAL");
+                return (
+                    "internal",
+                    "INTERNAL",
+                    Some(Status::internal("the request ended without an outcome")),
+                )
             }
         };
-        if tx.send(Ok(item)).await.is_err() {
-            return ("cancelled", "CANCELLED");
+        tokio::select! {
+            biased;
+            permit = tx.reserve() => match permit {
+                Ok(p) => p.send(item),
+                Err(_) => return cancelled,
+            },
+            _ = &mut expired => return timed_out(),
+        }
+        if let Some(end) = end {
+            return end;
         }
     }
 }
