@@ -69,7 +69,9 @@ pub fn build(meta: &Metadata) -> Result<GgufTokenizer, GgufError> {
             });
         }
     }
-    let (inner, default_bos) = match model {
+    // `self_adds` = the tokenizer's own post-processor adds BOS/EOS (spm.rs does), so the
+    // wrapper must not add them a second time.
+    let (inner, default_bos, self_adds) = match model {
         "gpt2" => {
             let pre = meta.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
             let merges = meta.opt_strings("tokenizer.ggml.merges")?.ok_or_else(|| {
@@ -80,10 +82,10 @@ pub fn build(meta: &Metadata) -> Result<GgufTokenizer, GgufError> {
             let (mut inner, llama3) = byte_level_bpe(&tokens, &merges, pre)?;
             add_special_tokens(&mut inner, &tokens, &types)?;
             // llama.cpp adds BOS by default for the Llama 3 pre-tokenizers only.
-            (inner, llama3)
+            (inner, llama3, false)
         }
         // spm.rs adds its own special tokens (with llama.cpp's per-model strip rules).
-        "llama" => (spm(meta, &tokens, &types)?, true),
+        "llama" => (spm(meta, &tokens, &types)?, true, true),
         other => {
             return Err(GgufError::Tokenizer {
                 msg: format!(
@@ -101,8 +103,8 @@ pub fn build(meta: &Metadata) -> Result<GgufTokenizer, GgufError> {
     Ok(GgufTokenizer {
         inner,
         bos_token_id: bos,
-        add_bos_token: add_bos_token && bos.is_some(),
-        append_eos: eos.filter(|_| add_eos_token),
+        add_bos_token: add_bos_token && bos.is_some() && !self_adds,
+        append_eos: eos.filter(|_| add_eos_token && !self_adds),
     })
 }
 

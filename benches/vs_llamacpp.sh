@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# halo against llama.cpp on the same GGUF files, same thread count, runs interleaved in rounds
+# (A, B, A, B ...) so a slow minute on a shared machine lands on both. Prints one line per
+# measurement and round, then the medians.
+#
+#   LLAMA_CPP_BIN   llama.cpp's build bin/ (llama-bench, llama-batched-bench), built from the
+#                   llama-cpp-python sdist's vendor/llama.cpp with -DGGML_NATIVE=ON
+#   HALO            the halo binary (default: target/release/halo)
+#   THREADS         threads for both (default: 2); ROUNDS (default: 3)
+#
+#   benches/vs_llamacpp.sh FILE.gguf [FILE.gguf ...]
+#
+# Measurements, per file:
+#   tg128   batch-1 decode: llama-bench -p 0 -n 128 vs `halo generate` 128 tokens (decode tokens/s)
+#   pp512   prefill of 512 tokens: llama-bench -p 512 -n 0 vs `halo generate` of a 512-token
+#           prompt, 1 new token, --max-batch-tokens 512 (prompt tokens / TTFT)
+#   b32     32 sequences x 128 new tokens after ~128-token prompts, end to end (prefill
+#           included): llama-batched-bench -npp 128 -ntg 128 -npl 32 (generated tokens / total
+#           time) vs `halo generate --prompts-file` (summary generated_tokens_per_s)
+set -euo pipefail
+: "${LLAMA_CPP_BIN:?set LLAMA_CPP_BIN to llama.cpp's bin/}"
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+halo="${HALO:-$root/target/release/halo}"
+threads="${THREADS:-2}"
+rounds="${ROUNDS:-3}"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Prompts the tokenizer turns into about N tokens each (the synthetic vocab is byte-level).
+words() { python3 -c "import random,sys; r=random.Random(int(sys.argv[2])); print(' '.join(r.choice(['the','license','grants','you','freedom','to','share','and','change','software','free','works','of','any','kind']) for _ in range(int(sys.argv[1]))))" "$1" "$2"; }
+words 400 1 > "$work/p512.txt"
+for i in $(seq 1 32); do words 100 "$i"; done > "$work/p32.txt"
+
+halo_json() { HALO_CPU_THREADS=$threads "$halo" generate --json --ignore-eos "$@"; }
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+for f in "$@"; do
+    name=$(basename "$f")
+    for r in $(seq 1 "$rounds"); do
+        h=$(halo_json --model "$f" --prompt "Once upon a time" --max-new-tokens 128 |
+            python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["timings"]["decode_tokens_per_s"])')
+        l=$("$LLAMA_CPP_BIN/llama-bench" -m "$f" -t "$threads" -p 0 -n 128 -r 1 -o jsonl 2>/dev/null |
+            python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["avg_ts"])')
+        echo "$name tg128 round $r halo $h llama.cpp $l" | tee -a "$work/tg.txt"
+
+        h=$(halo_json --model "$f" --prompts-file "$work/p512.txt" --max-new-tokens 1 --max-batch-tokens 512 |
+            python3 -c 'import json,sys; v=json.loads(sys.stdin.readline()); print(v["prompt_tokens"]/(v["timings"]["ttft_us"]/1e6))')
+        l=$("$LLAMA_CPP_BIN/llama-bench" -m "$f" -t "$threads" -p 512 -n 0 -r 1 -o jsonl 2>/dev/null |
+            python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["avg_ts"])')
+        echo "$name pp512 round $r halo $h llama.cpp $l" | tee -a "$work/pp.txt"
+
+        h=$(halo_json --model "$f" --prompts-file "$work/p32.txt" --max-new-tokens 128 --max-batch-seqs 32 |
+            python3 -c 'import json,sys
+for line in sys.stdin:
+    v=json.loads(line)
+    if "summary" in v: print(v["summary"]["generated_tokens_per_s"])')
+        l=$("$LLAMA_CPP_BIN/llama-batched-bench" -m "$f" -t "$threads" -c 9000 -npp 128 -ntg 128 -npl 32 --output-format jsonl 2>/dev/null |
+            python3 -c 'import json,sys
+for line in sys.stdin:
+    if line.startswith("{"):
+        v=json.loads(line); print(v["pl"]*v["tg"]/v["t"])')
+        echo "$name b32 round $r halo $h llama.cpp $l" | tee -a "$work/b32.txt"
+    done
+    for m in tg pp b32; do
+        hm=$(grep "^$name " "$work/$m.txt" | awk '{print $6}' | median)
+        lm=$(grep "^$name " "$work/$m.txt" | awk '{print $8}' | median)
+        echo "MEDIAN $name $m halo $hm llama.cpp $lm ratio $(python3 -c "print(round($hm/$lm,2))")"
+    done
+done
