@@ -685,7 +685,7 @@ impl Loop<'_> {
                             SubmitError::DeviceLost => FailureKind::DeviceLost { tokens_sent: 0 },
                             _ => FailureKind::Internal,
                         };
-                        let _ = events.send(refusal(kind, &e));
+                        let _ = events.try_send(refusal(kind, &e));
                         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                     }
                 }
@@ -809,7 +809,7 @@ impl Loop<'_> {
                 self.shared.beat();
                 match rx.recv_timeout(left) {
                     Ok(Command::Submit { events, .. }) => {
-                        let _ = events.send(refusal(
+                        let _ = events.try_send(refusal(
                             FailureKind::DeviceLost { tokens_sent: 0 },
                             &SubmitError::DeviceLost,
                         ));
@@ -830,7 +830,7 @@ impl Loop<'_> {
     fn refuse_until_disconnected(&mut self, rx: &mpsc::Receiver<Command>) {
         while let Ok(cmd) = rx.recv() {
             if let Command::Submit { events, .. } = cmd {
-                let _ = events.send(refusal(
+                let _ = events.try_send(refusal(
                     FailureKind::DeviceLost { tokens_sent: 0 },
                     &SubmitError::DeviceLost,
                 ));
