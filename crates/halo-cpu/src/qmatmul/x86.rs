@@ -523,6 +523,7 @@ unsafe fn k_avx512<const M: usize, const N: usize, const T: u8>(
         0x001f_001e,
     ));
     let mut acc = [[0.0f32; N]; M];
+    let mut acc16 = _mm512_setzero_ps();
     for sb in 0..nsb {
         let mut scales = [_mm512_setzero_si512(); N];
         let mut mins = [_mm_setzero_si128(); N];
@@ -593,6 +594,53 @@ unsafe fn k_avx512<const M: usize, const N: usize, const T: u8>(
                 }
             }
         }
+        if M * N >= 4 {
+            // All the tile's sums at once: lane 4i + j of one vector per kind of sum, then
+            // k_step lane-wise (the same unfused operations, so the same bits).
+            let mut v = [_mm512_setzero_si512(); 16];
+            for i in 0..M {
+                for j in 0..N {
+                    v[4 * i + j] = isum[i][j];
+                }
+            }
+            let is16 = _mm512_cvtepi32_ps(reduce16(&v));
+            let mut dxs = [0.0f32; 4];
+            for i in 0..M {
+                dxs[i] = *dp.add((m0 + i) * nsb + sb);
+            }
+            let mut dd = [0.0f32; 4];
+            let mut dm = [0.0f32; 4];
+            dd[..N].copy_from_slice(&d);
+            dm[..N].copy_from_slice(&dmin);
+            let dx16 = _mm512_permutexvar_ps(
+                _mm512_srli_epi32::<2>(_mm512_setr_epi32(
+                    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+                )),
+                _mm512_castps128_ps512(_mm_loadu_ps(dxs.as_ptr())),
+            );
+            let d16 = _mm512_broadcast_f32x4(_mm_loadu_ps(dd.as_ptr()));
+            let ms16 = if T == Q6K {
+                _mm512_setzero_ps()
+            } else {
+                let mut b4 = [_mm_setzero_si128(); 4];
+                b4[..M].copy_from_slice(&bs32);
+                let bsv = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_set_m128i(b4[1], b4[0])),
+                    _mm256_set_m128i(b4[3], b4[2]),
+                );
+                let mut vj = [_mm512_setzero_si512(); 4];
+                for j in 0..N {
+                    vj[j] = _mm512_madd_epi16(_mm512_broadcast_i32x4(mins[j]), bsv);
+                }
+                _mm512_cvtepi32_ps(reduce4x4(&vj))
+            };
+            let dm16 = _mm512_broadcast_f32x4(_mm_loadu_ps(dm.as_ptr()));
+            acc16 = _mm512_sub_ps(
+                _mm512_add_ps(acc16, _mm512_mul_ps(_mm512_mul_ps(d16, dx16), is16)),
+                _mm512_mul_ps(_mm512_mul_ps(dm16, dx16), ms16),
+            );
+            continue;
+        }
         for i in 0..M {
             let dx = *dp.add((m0 + i) * nsb + sb);
             for j in 0..N {
@@ -609,7 +657,51 @@ unsafe fn k_avx512<const M: usize, const N: usize, const T: u8>(
             }
         }
     }
-    for i in 0..M {
-        sums[i][..N].copy_from_slice(&acc[i]);
+    if M * N >= 4 {
+        let mut all = [0.0f32; 16];
+        _mm512_storeu_ps(all.as_mut_ptr(), acc16);
+        for i in 0..M {
+            sums[i][..N].copy_from_slice(&all[4 * i..4 * i + N]);
+        }
+    } else {
+        for i in 0..M {
+            sums[i][..N].copy_from_slice(&acc[i]);
+        }
     }
+}
+
+/// Lane `p` of the result is the sum of the 16 lanes of `v[p]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn reduce16(v: &[__m512i; 16]) -> __m512i {
+    let mut u = [_mm512_setzero_si512(); 4];
+    for (q, uq) in u.iter_mut().enumerate() {
+        let four: &[__m512i; 4] = v[4 * q..4 * q + 4].try_into().unwrap();
+        *uq = reduce4x4(four);
+    }
+    // u[q]'s 128-bit lane L holds lane-L partial sums of v[4q..4q + 4]; add the four lanes.
+    let x0 = _mm512_shuffle_i64x2::<0b01_00_01_00>(u[0], u[1]);
+    let x1 = _mm512_shuffle_i64x2::<0b11_10_11_10>(u[0], u[1]);
+    let s01 = _mm512_add_epi32(x0, x1);
+    let x2 = _mm512_shuffle_i64x2::<0b01_00_01_00>(u[2], u[3]);
+    let x3 = _mm512_shuffle_i64x2::<0b11_10_11_10>(u[2], u[3]);
+    let s23 = _mm512_add_epi32(x2, x3);
+    let y0 = _mm512_shuffle_i64x2::<0b10_00_10_00>(s01, s23);
+    let y1 = _mm512_shuffle_i64x2::<0b11_01_11_01>(s01, s23);
+    _mm512_add_epi32(y0, y1)
+}
+
+/// Within every 128-bit lane L: element r of the result is the sum of lane L of `v[r]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn reduce4x4(v: &[__m512i; 4]) -> __m512i {
+    let t0 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(v[0], v[1]),
+        _mm512_unpackhi_epi32(v[0], v[1]),
+    );
+    let t1 = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(v[2], v[3]),
+        _mm512_unpackhi_epi32(v[2], v[3]),
+    );
+    _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1))
 }
