@@ -72,6 +72,11 @@ impl Acts {
 /// Symmetric int8 codes for one block; returns the scale.
 fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    if !amax.is_finite() || x.iter().any(|v| v.is_nan()) {
+        // A NaN or infinity poisons the block's outputs rather than vanishing into the codes.
+        q.fill(0);
+        return f32::NAN;
+    }
     let d = amax / 127.0;
     let id = if d > 0.0 { 1.0 / d } else { 0.0 };
     for (qv, &v) in q.iter_mut().zip(x) {

@@ -353,6 +353,22 @@ fn degenerate_shapes() {
 }
 
 #[test]
+fn non_finite_activations_give_nan_not_silence() {
+    for isa in QIsa::available() {
+        for dtype in QUANTS {
+            let k = dtype.block_elems() * 2;
+            let w = random_matrix(dtype, 3, k, 9);
+            let mut x = values(1, 2 * k);
+            x[k + 5] = f32::NAN;
+            let mut y = vec![0.0f32; 6];
+            qmatmul_t_with(isa, &x, 2, &w, &mut y);
+            assert!(y[..3].iter().all(|v| v.is_finite()), "{isa:?} {dtype}");
+            assert!(y[3..].iter().all(|v| v.is_nan()), "{isa:?} {dtype}");
+        }
+    }
+}
+
+#[test]
 fn detected_isa_is_supported() {
     assert!(QIsa::detect().supported());
     assert!(QIsa::available().contains(&QIsa::detect()));
