@@ -18,7 +18,7 @@
 #           included): llama-batched-bench -npp 128 -ntg 128 -npl 32 (generated tokens / total
 #           time) vs `halo generate --prompts-file` (summary generated_tokens_per_s)
 set -euo pipefail
-: "${LLAMA_CPP_BIN:?set LLAMA_CPP_BIN to llama.cpp's bin/}"
+: "${LLAMA_CPP_BIN:?set LLAMA_CPP_BIN to the llama.cpp build bin directory}"
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 halo="${HALO:-$root/target/release/halo}"
 threads="${THREADS:-2}"
@@ -33,38 +33,44 @@ for i in $(seq 1 32); do words 100 "$i"; done > "$work/p32.txt"
 
 halo_json() { HALO_CPU_THREADS=$threads "$halo" generate --json --ignore-eos "$@"; }
 
+# One figure out of a tool's JSON lines on stdin.
+cat > "$work/pick.py" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in sys.stdin if l.startswith("{")]
+what = sys.argv[1]
+if what == "decode":
+    print(rows[0]["timings"]["decode_tokens_per_s"])
+elif what == "prefill":
+    print(rows[0]["prompt_tokens"] / (rows[0]["timings"]["ttft_us"] / 1e6))
+elif what == "summary":
+    print([r for r in rows if "summary" in r][0]["summary"]["generated_tokens_per_s"])
+elif what == "llama-bench":
+    print(rows[0]["avg_ts"])
+elif what == "batched":
+    print(rows[0]["pl"] * rows[0]["tg"] / rows[0]["t"])
+PY
+pick() { python3 "$work/pick.py" "$1"; }
+
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 for f in "$@"; do
     name=$(basename "$f")
     for r in $(seq 1 "$rounds"); do
-        h=$(halo_json --model "$f" --prompt "Once upon a time" --max-new-tokens 128 |
-            python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["timings"]["decode_tokens_per_s"])')
-        l=$("$LLAMA_CPP_BIN/llama-bench" -m "$f" -t "$threads" -p 0 -n 128 -r 1 -o jsonl 2>/dev/null |
-            python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["avg_ts"])')
+        h=$(halo_json --model "$f" --prompt "Once upon a time" --max-new-tokens 128 | pick decode)
+        l=$("$LLAMA_CPP_BIN/llama-bench" -m "$f" -t "$threads" -p 0 -n 128 -r 1 -o jsonl 2>/dev/null | pick llama-bench)
         echo "$name tg128 round $r halo $h llama.cpp $l" | tee -a "$work/tg.txt"
 
-        h=$(halo_json --model "$f" --prompts-file "$work/p512.txt" --max-new-tokens 1 --max-batch-tokens 512 |
-            python3 -c 'import json,sys; v=json.loads(sys.stdin.readline()); print(v["prompt_tokens"]/(v["timings"]["ttft_us"]/1e6))')
-        l=$("$LLAMA_CPP_BIN/llama-bench" -m "$f" -t "$threads" -p 512 -n 0 -r 1 -o jsonl 2>/dev/null |
-            python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["avg_ts"])')
+        h=$(halo_json --model "$f" --prompts-file "$work/p512.txt" --max-new-tokens 1 --max-batch-tokens 512 | pick prefill)
+        l=$("$LLAMA_CPP_BIN/llama-bench" -m "$f" -t "$threads" -p 512 -n 0 -r 1 -o jsonl 2>/dev/null | pick llama-bench)
         echo "$name pp512 round $r halo $h llama.cpp $l" | tee -a "$work/pp.txt"
 
-        h=$(halo_json --model "$f" --prompts-file "$work/p32.txt" --max-new-tokens 128 --max-batch-seqs 32 |
-            python3 -c 'import json,sys
-for line in sys.stdin:
-    v=json.loads(line)
-    if "summary" in v: print(v["summary"]["generated_tokens_per_s"])')
-        l=$("$LLAMA_CPP_BIN/llama-batched-bench" -m "$f" -t "$threads" -c 9000 -npp 128 -ntg 128 -npl 32 --output-format jsonl 2>/dev/null |
-            python3 -c 'import json,sys
-for line in sys.stdin:
-    if line.startswith("{"):
-        v=json.loads(line); print(v["pl"]*v["tg"]/v["t"])')
+        h=$(halo_json --model "$f" --prompts-file "$work/p32.txt" --max-new-tokens 128 --max-batch-seqs 32 | pick summary)
+        l=$("$LLAMA_CPP_BIN/llama-batched-bench" -m "$f" -t "$threads" -c 9000 -npp 128 -ntg 128 -npl 32 --output-format jsonl 2>/dev/null | pick batched)
         echo "$name b32 round $r halo $h llama.cpp $l" | tee -a "$work/b32.txt"
     done
     for m in tg pp b32; do
         hm=$(grep "^$name " "$work/$m.txt" | awk '{print $6}' | median)
         lm=$(grep "^$name " "$work/$m.txt" | awk '{print $8}' | median)
-        echo "MEDIAN $name $m halo $hm llama.cpp $lm ratio $(python3 -c "print(round($hm/$lm,2))")"
+        echo "MEDIAN $name $m halo $hm llama.cpp $lm ratio $(python3 -c "print(round($hm / $lm, 2))")"
     done
 done

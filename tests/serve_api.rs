@@ -712,7 +712,7 @@ fn cache_salts_keep_tenants_from_seeing_each_others_prefixes() {
         };
         let cached =
             |r: pb::GenerateResponse| r.finish.unwrap().usage.unwrap().cached_prompt_tokens;
-        let mut gen = |req| {
+        let gen = |req| {
             let mut c = c.clone();
             async move { c.generate(req).await.unwrap().into_inner() }
         };

@@ -168,10 +168,7 @@ mod tests {
     #[test]
     fn mixed_type_parts_fill_their_own_columns() {
         let a = f32_part(1, 2, &[1.0, 2.0]);
-        let halves: Vec<u8> = [3.0f32, 4.0, 5.0, 6.0]
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-            .collect();
+        let halves = quant::quantize_to_vec(StoredDType::F16, &[3.0, 4.0, 5.0, 6.0]).unwrap();
         let b = Part {
             dtype: StoredDType::F16,
             rows: 2,
