@@ -32,7 +32,7 @@ fn stored_types(model: &Path) -> anyhow::Result<Vec<(StoredDType, u64)>> {
             None => by.push((t.dtype, bytes)),
         }
     }
-    by.sort_by(|a, b| b.1.cmp(&a.1));
+    by.sort_by_key(|t| std::cmp::Reverse(t.1));
     Ok(by)
 }
 

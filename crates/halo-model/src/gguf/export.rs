@@ -288,12 +288,11 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
         let mut values = model.weights.check(&hf, &shape)?.to_f32();
         let dtype = match shape.as_slice() {
             [rows, cols] => {
-                if arch == "llama" {
-                    if hf.ends_with("q_proj.weight") {
-                        values = permute_rows(&values, *rows, *cols, c.head_dim);
-                    } else if hf.ends_with("k_proj.weight") {
-                        values = permute_rows(&values, *rows, *cols, c.head_dim);
-                    }
+                // Heads are head_dim rows in both q and k, so one permutation serves both.
+                if arch == "llama"
+                    && (hf.ends_with("q_proj.weight") || hf.ends_with("k_proj.weight"))
+                {
+                    values = permute_rows(&values, *rows, *cols, c.head_dim);
                 }
                 tensor_type(q, &hf, *cols, c.num_hidden_layers, c.tie_word_embeddings)
             }
