@@ -47,12 +47,18 @@ def check_dir(d):
     if "tensors" in golden:
         check(listing == golden["tensors"], f"{name}: tensor listing")
 
+    tok = tf.AutoTokenizer.from_pretrained(d)
     for case in golden["cases"]:
         ids = case["prompt_ids"]
+        check(tok(case["prompt"])["input_ids"] == ids, f"{name}: prompt ids")
+        if "continuation_text" in golden["cases"][0]:
+            full_text = tok.decode(ids + case["greedy_ids"], skip_special_tokens=True)
+            head_text = tok.decode(ids, skip_special_tokens=True)
+            check(full_text == head_text + case["continuation_text"], f"{name}: continuation text")
         full = torch.tensor([ids + case["greedy_ids"]])
         with torch.no_grad():
             gen = model.generate(torch.tensor([ids]), max_new_tokens=len(case["greedy_ids"]),
-                                 do_sample=False, eos_token_id=None, pad_token_id=1, use_cache=True)
+                                 do_sample=False, eos_token_id=None, pad_token_id=cfg.eos_token_id, use_cache=True)
             logits = model(full).logits[0]
         check(gen[0, len(ids):].tolist() == case["greedy_ids"], f"{name}: greedy ids reproduce")
         argmax = logits[len(ids) - 1: len(ids) - 1 + len(case["greedy_ids"])].argmax(-1).tolist()
@@ -114,6 +120,14 @@ def check_dir(d):
         check(cfg.dtype == torch.bfloat16, f"{name}: config says bfloat16")
     else:
         check(dtypes == {"F32"}, f"{name}: stored in f32")
+    if "spm" in name:
+        tj = json.load(open(os.path.join(d, "tokenizer.json")))
+        check(tj["model"].get("byte_fallback") is True, f"{name}: byte_fallback")
+        check([x["type"] for x in tj["decoder"]["decoders"]] == ["Replace", "ByteFallback", "Fuse", "Strip"],
+              f"{name}: Llama-2 decoder")
+        check(all(f"<0x{b:02X}>" in tj["model"]["vocab"] for b in range(256)), f"{name}: byte tokens in vocab")
+        check(golden["cases"][0]["continuation_text"].startswith(" "), f"{name}: first word keeps its space")
+        check(any("\ufffd" in c["continuation_text"] for c in golden["cases"]), f"{name}: incomplete byte runs")
     print(name, "checked")
 
 

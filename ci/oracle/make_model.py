@@ -18,7 +18,8 @@ import glob
 import copy
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers, processors
+from tokenizers import (AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers,
+                        processors, trainers)
 
 # Fixture shapes are deliberately tiny (hidden 64, intermediate 160, 2 layers) so each committed
 # safetensors stays under ~700 KB; vocab 512 is the smallest the BPE trainer fills from the corpus.
@@ -62,6 +63,13 @@ CONFIGS = {
     # rope_scaling null), untied lm_head.
     "tiny-qwen2-classic": dict(arch="qwen2", **_SMALL, num_attention_heads=4, num_key_value_heads=2,
                                rope_theta=1000000.0, tie_word_embeddings=False, classic=True, seed=8),
+    # A Llama-2 style SentencePiece tokenizer (tokenizer="spm"): BPE with byte_fallback, the
+    # normalizer Prepend("▁") + Replace(" ", "▁"), no pre-tokenizer, decoder Replace,
+    # ByteFallback, Fuse, Strip; <unk> <s> </s> at 0 1 2 and the 256 byte tokens <0x00>..<0xFF> as
+    # ordinary vocabulary at 3..258, as Llama 2 and Mistral 7B ship it. Half the vocabulary is byte
+    # tokens, so the random model's continuations are full of byte runs, complete and not.
+    "tiny-llama2-spm": dict(arch="llama", **_SMALL, num_attention_heads=4, num_key_value_heads=2,
+                            rope_theta=10000.0, tie_word_embeddings=False, tokenizer="spm", seed=11),
 }
 
 PROMPTS = [
@@ -92,9 +100,58 @@ def make_tokenizer(vocab_size):
     return tok
 
 
+SPM_PROMPTS = PROMPTS + ["我很感谢你的热情 👍 naïve café"]
+
+
+def make_spm_tokenizer(vocab_size):
+    """Llama-2 style tokenizer.json: BPE + byte_fallback, Metaspace spaces via the normalizer."""
+    specials = ["<unk>", "<s>", "</s>"]
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    # train the merges with a Metaspace split (training one word per document is too slow); the
+    # shipped tokenizer has no pre-tokenizer, as Llama 2's has none
+    trainer_tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    trainer_tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
+                                                   normalizers.Replace(" ", "\u2581")])
+    trainer_tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never")
+    n_learned = vocab_size - len(specials) - len(byte_tokens)
+    trainer = trainers.BpeTrainer(vocab_size=n_learned, special_tokens=[], limit_alphabet=60,
+                                  show_progress=False)
+    trainer_tok.train_from_iterator(corpus(), trainer)
+    learned = json.loads(trainer_tok.to_str())["model"]
+    vocab = {t: i for i, t in enumerate(specials + byte_tokens)}
+    for t, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]):
+        if t not in vocab:
+            vocab[t] = len(vocab)
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+    merges = [m for m in merges if m[0] in vocab and m[1] in vocab and m[0] + m[1] in vocab]
+    assert len(vocab) <= vocab_size, len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True,
+                               fuse_unk=True))
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
+                                           normalizers.Replace(" ", "\u2581")])
+    tok.pre_tokenizer = None
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
+                                                       special_tokens=[("<s>", 1)])
+    return tok
+
+
+def continuation_text(out, prompt_ids, gen):
+    """The text the generated ids add to the prompt's, as transformers decodes it."""
+    from transformers import AutoTokenizer
+    t = AutoTokenizer.from_pretrained(out)
+    full = t.decode(prompt_ids + gen, skip_special_tokens=True)
+    head = t.decode(prompt_ids, skip_special_tokens=True)
+    assert full.startswith(head), (full, head)
+    return full[len(head):]
+
+
 def build(name, out):
     c = dict(CONFIGS[name])
     arch, seed, classic = c.pop("arch"), c.pop("seed"), c.pop("classic", False)
+    spm = c.pop("tokenizer", "bytelevel") == "spm"
     store_dtype = c.pop("store_dtype", "float32")
     torch.manual_seed(seed)
     import transformers as tf
@@ -103,7 +160,8 @@ def build(name, out):
         "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
         "mistral": (tf.MistralConfig, tf.MistralForCausalLM),
     }[arch]
-    cfg = cfg_cls(max_position_embeddings=4096, bos_token_id=0, eos_token_id=1,
+    bos, eos = (1, 2) if spm else (0, 1)
+    cfg = cfg_cls(max_position_embeddings=4096, bos_token_id=bos, eos_token_id=eos,
                   initializer_range=0.08, torch_dtype="float32", **c)
     if arch == "qwen2":
         cfg.use_sliding_window = False
@@ -129,11 +187,14 @@ def build(name, out):
         model.save_pretrained(out, safe_serialization=True)
     if classic:
         to_classic_config(out, store_dtype)
-    tok = make_tokenizer(c["vocab_size"])
+    tok = make_spm_tokenizer(c["vocab_size"]) if spm else make_tokenizer(c["vocab_size"])
     tok.save(os.path.join(out, "tokenizer.json"))
+    tc = {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True,
+          "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096}
+    if spm:
+        tc.update(unk_token="<unk>", clean_up_tokenization_spaces=False)
     with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
-        json.dump({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True,
-                   "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096}, f, indent=2)
+        json.dump(tc, f, indent=2)
     golden = {"model": name, "cases": []}
     if name != "tiny-mha":
         # extra records for the fixtures (tiny-mha stays byte-identical to the shared copy): which
@@ -141,12 +202,12 @@ def build(name, out):
         # rotary inverse frequencies transformers uses (after any rope scaling)
         golden["tensors"] = tensor_listing(out)
         golden["rope_inv_freq"] = model.model.rotary_emb.inv_freq.tolist()
-    for prompt in PROMPTS:
+    for prompt in (SPM_PROMPTS if spm else PROMPTS):
         ids = tok.encode(prompt).ids
         x = torch.tensor([ids])
         with torch.no_grad():
             out_ids = model.generate(x, max_new_tokens=48, do_sample=False, eos_token_id=None,
-                                     pad_token_id=1, use_cache=True)
+                                     pad_token_id=eos, use_cache=True)
             gen = out_ids[0, len(ids):].tolist()
             full = out_ids[:, :]
             logits = model(full).logits[0]
@@ -161,6 +222,8 @@ def build(name, out):
             "prompt_ids": ids,
             "greedy_ids": gen,
             "greedy_text": tok.decode(gen),
+            # decode(prompt + generated) - decode(prompt), with transformers' tokenizer
+            "continuation_text": continuation_text(out, ids, gen),
             "min_margin": min(margins),
             "margins": margins,
             "last_prompt_logits_head": logits[len(ids) - 1][:16].tolist(),
