@@ -15,7 +15,6 @@
 use crate::batch::{SampleRequest, SampledToken, SeqFailure, TopToken};
 use crate::rng;
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
 /// Samples one token from `logits` (one row, the vocabulary) as `req` asks.
 pub fn sample(logits: &[f32], req: &SampleRequest) -> Result<SampledToken, SeqFailure> {
@@ -58,13 +57,27 @@ fn choose(logits: &[f32], req: &SampleRequest) -> u32 {
         return argmax(logits);
     }
     let inv_t = 1.0 / params.temperature as f64;
-    let mut order: Vec<u32> = if params.top_k > 0 && (params.top_k as usize) < logits.len() {
-        top_indices(logits, params.top_k as usize)
-    } else {
-        let mut all: Vec<u32> = (0..logits.len() as u32).collect();
-        all.sort_unstable_by(|&a, &b| by_logit_desc(logits, a, b));
-        all
-    };
+    if params.top_k > 0 && (params.top_k as usize) < logits.len() {
+        return pick(
+            logits,
+            top_indices(logits, params.top_k as usize),
+            inv_t,
+            req,
+        );
+    }
+    if let Some(t) = choose_from_head(logits, inv_t, req) {
+        return t;
+    }
+    let mut all: Vec<u32> = (0..logits.len() as u32).collect();
+    all.sort_unstable_by(|&a, &b| by_logit_desc(logits, a, b));
+    pick(logits, all, inv_t, req)
+}
+
+/// Steps 5 on from the candidates in `order` (logit descending, ties lower id first): softmax,
+/// top-p, min-p, inverse CDF. This is the definition; [`choose_from_head`] must agree with it bit
+/// for bit.
+fn pick(logits: &[f32], mut order: Vec<u32>, inv_t: f64, req: &SampleRequest) -> u32 {
+    let params = &req.params;
     let max = logits[order[0] as usize] as f64 * inv_t;
     let mut probs: Vec<f64> = order
         .iter()
@@ -104,31 +117,130 @@ fn choose(logits: &[f32], req: &SampleRequest) -> u32 {
     *order.last().expect("at least one candidate")
 }
 
-/// Applies repetition, frequency and presence penalties in place.
+/// Tokens whose scaled logit lies more than this below the best one are the *tail*: each one's
+/// term `exp(l/T - max)` is below e^-38 < 2^-54, and so is its probability (the total is at least
+/// 1, the best token's own term). Adding such a term to a running sum that is at least 1/2 (whose
+/// half-ulp is at least 2^-54) leaves the sum's bits unchanged, and since the terms come in
+/// descending order, so does every later one (rounding is monotone).
+const TAIL_BELOW: f64 = -38.0;
+
+/// [`pick`] over the whole vocabulary without sorting it: only the *head* (tokens within
+/// [`TAIL_BELOW`] of the best) is sorted, and the sums over the whole vocabulary, taken in the
+/// same order, are the head's sums to the bit (see [`TAIL_BELOW`]). `None` where the answer could
+/// depend on the tail (top-p or min-p not decided within the head, a sum below 1/2), and the
+/// caller sorts everything as the definition does.
+fn choose_from_head(logits: &[f32], inv_t: f64, req: &SampleRequest) -> Option<u32> {
+    let params = &req.params;
+    let max = logits[argmax(logits) as usize] as f64 * inv_t;
+    let mut keys: Vec<u64> = logits
+        .iter()
+        .enumerate()
+        .filter(|(_, &l)| l as f64 * inv_t - max >= TAIL_BELOW)
+        .map(|(i, &l)| desc_key(l, i as u32))
+        .collect();
+    let tail = keys.len() < logits.len();
+    keys.sort_unstable();
+    let order: Vec<u32> = keys.iter().map(|&k| k as u32).collect();
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&t| (logits[t as usize] as f64 * inv_t - max).exp())
+        .collect();
+    // The total is at least 1 (the best token's term is exp(0)): the tail adds nothing to it.
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+
+    // `cut`: the kept candidates are a prefix of the head, so the tail plays no part.
+    let mut keep = probs.len();
+    let mut cut = !tail;
+    if params.top_p < 1.0 {
+        let mut cum = 0.0;
+        match probs.iter().position(|p| {
+            cum += p;
+            cum >= params.top_p as f64
+        }) {
+            Some(i) => {
+                keep = i + 1;
+                cut = true;
+            }
+            None if tail => return None,
+            None => {}
+        }
+    }
+    if params.min_p > 0.0 {
+        let floor = params.min_p as f64 * probs[0];
+        let n = probs[..keep].iter().take_while(|&&p| p >= floor).count();
+        if n < keep {
+            keep = n.max(1);
+            cut = true;
+        } else if !cut {
+            return None;
+        }
+    }
+    let mass: f64 = probs[..keep].iter().sum();
+    if !cut && mass < 0.5 {
+        return None;
+    }
+    let target = rng::uniform(params.seed, req.rng_offset) * mass;
+    let mut cum = 0.0;
+    for (t, p) in order[..keep].iter().zip(&probs) {
+        cum += p;
+        if target < cum {
+            return Some(*t);
+        }
+    }
+    Some(if cut {
+        order[keep - 1]
+    } else {
+        last_in_order(logits)
+    })
+}
+
+/// A key whose ascending order is [`by_logit_desc`]'s: logit descending (-0.0 equal to 0.0),
+/// then id ascending.
+fn desc_key(l: f32, id: u32) -> u64 {
+    let l = if l == 0.0 { 0.0 } else { l };
+    let b = l.to_bits();
+    let ascending = if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    };
+    ((!ascending as u64) << 32) | id as u64
+}
+
+/// The last token in [`by_logit_desc`] order: the smallest logit, the highest id among ties.
+fn last_in_order(logits: &[f32]) -> u32 {
+    let mut last = 0usize;
+    for (i, &x) in logits.iter().enumerate().skip(1) {
+        if x <= logits[last] {
+            last = i;
+        }
+    }
+    last as u32
+}
+
+/// Applies repetition, frequency and presence penalties in place. Each distinct token is touched
+/// once (no vocabulary-sized scratch): the history is sorted, not mapped.
 pub fn apply_penalties(logits: &mut [f32], req: &SampleRequest) {
     let params = &req.params;
     let Some(ctx) = &req.penalties else { return };
-    let vocab = logits.len();
     if params.repetition_penalty != 1.0 {
-        let mut seen = vec![false; vocab];
-        for &t in ctx.prompt.iter().chain(&ctx.generated) {
-            if let Some(s) = seen.get_mut(t as usize) {
-                *s = true;
-            }
-        }
+        let mut seen: Vec<u32> = ctx.prompt.iter().chain(&ctx.generated).copied().collect();
+        seen.sort_unstable();
+        seen.dedup();
         let rp = params.repetition_penalty;
-        for (l, _) in logits.iter_mut().zip(&seen).filter(|(_, s)| **s) {
-            *l = if *l > 0.0 { *l / rp } else { *l * rp };
+        for t in seen {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l > 0.0 { *l / rp } else { *l * rp };
+            }
         }
     }
     if params.frequency_penalty != 0.0 || params.presence_penalty != 0.0 {
-        let mut counts: HashMap<u32, u32> = HashMap::new();
-        for &t in &ctx.generated {
-            *counts.entry(t).or_default() += 1;
-        }
-        for (t, c) in counts {
-            if let Some(l) = logits.get_mut(t as usize) {
-                *l -= c as f32 * params.frequency_penalty + params.presence_penalty;
+        let mut generated = ctx.generated.clone();
+        generated.sort_unstable();
+        for run in generated.chunk_by(|a, b| a == b) {
+            if let Some(l) = logits.get_mut(run[0] as usize) {
+                *l -= run.len() as u32 as f32 * params.frequency_penalty + params.presence_penalty;
             }
         }
     }
@@ -146,15 +258,47 @@ pub fn argmax(logits: &[f32]) -> u32 {
 }
 
 /// The `n` indices with the largest logits, largest first (ties: lower index first).
+///
+/// One pass with a bounded buffer: once `n` are held, only a logit strictly above the `n`-th
+/// best can enter (an equal one comes later, so has a higher id and ranks below it); the buffer
+/// is cut back to `n` by selection when it fills.
 pub fn top_indices(logits: &[f32], n: usize) -> Vec<u32> {
     let n = n.min(logits.len());
-    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-    if n < idx.len() {
-        idx.select_nth_unstable_by(n, |&a, &b| by_logit_desc(logits, a, b));
-        idx.truncate(n);
+    if n == 0 {
+        return Vec::new();
     }
-    idx.sort_unstable_by(|&a, &b| by_logit_desc(logits, a, b));
-    idx
+    let cmp = |a: &u32, b: &u32| by_logit_desc(logits, *a, *b);
+    if n.saturating_mul(4) >= logits.len() {
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        if n < idx.len() {
+            idx.select_nth_unstable_by(n, cmp);
+            idx.truncate(n);
+        }
+        idx.sort_unstable_by(cmp);
+        return idx;
+    }
+    let cap = (2 * n).max(256);
+    let mut buf: Vec<u32> = Vec::with_capacity(cap);
+    let mut floor = f32::NEG_INFINITY;
+    let mut full = false;
+    for (i, &x) in logits.iter().enumerate() {
+        if full && x <= floor {
+            continue;
+        }
+        buf.push(i as u32);
+        if buf.len() == cap {
+            buf.select_nth_unstable_by(n - 1, cmp);
+            buf.truncate(n);
+            floor = logits[buf[n - 1] as usize];
+            full = true;
+        }
+    }
+    if buf.len() > n {
+        buf.select_nth_unstable_by(n - 1, cmp);
+        buf.truncate(n);
+    }
+    buf.sort_unstable_by(cmp);
+    buf
 }
 
 fn by_logit_desc(logits: &[f32], a: u32, b: u32) -> Ordering {
@@ -302,7 +446,175 @@ mod tests {
         assert!((frac - 0.75).abs() < 0.03, "{frac}");
     }
 
+    /// The sampler as it was before partial selection: a full sort of the vocabulary.
+    fn choose_by_full_sort(logits: &[f32], req: &SampleRequest) -> u32 {
+        if req.params.is_greedy() {
+            return argmax(logits);
+        }
+        let inv_t = 1.0 / req.params.temperature as f64;
+        let mut all: Vec<u32> = (0..logits.len() as u32).collect();
+        all.sort_unstable_by(|&a, &b| by_logit_desc(logits, a, b));
+        if req.params.top_k > 0 {
+            all.truncate(req.params.top_k as usize);
+        }
+        pick(logits, all, inv_t, req)
+    }
+
+    /// Penalties as they were: a vocabulary-sized `seen` map and a HashMap of counts.
+    fn penalties_by_maps(logits: &mut [f32], req: &SampleRequest) {
+        let params = &req.params;
+        let Some(ctx) = &req.penalties else { return };
+        if params.repetition_penalty != 1.0 {
+            let mut seen = vec![false; logits.len()];
+            for &t in ctx.prompt.iter().chain(&ctx.generated) {
+                if let Some(s) = seen.get_mut(t as usize) {
+                    *s = true;
+                }
+            }
+            let rp = params.repetition_penalty;
+            for (l, _) in logits.iter_mut().zip(&seen).filter(|(_, s)| **s) {
+                *l = if *l > 0.0 { *l / rp } else { *l * rp };
+            }
+        }
+        if params.frequency_penalty != 0.0 || params.presence_penalty != 0.0 {
+            let mut counts = std::collections::HashMap::<u32, u32>::new();
+            for &t in &ctx.generated {
+                *counts.entry(t).or_default() += 1;
+            }
+            for (t, c) in counts {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l -= c as f32 * params.frequency_penalty + params.presence_penalty;
+                }
+            }
+        }
+    }
+
+    fn row(seed: u64, n: usize, spread: f64, coarse: bool) -> Vec<f32> {
+        (0..n as u64)
+            .map(|i| {
+                let x = ((rng::uniform(seed, i) - 0.5) * spread) as f32;
+                if coarse {
+                    (x * 2.0).round() / 2.0
+                } else {
+                    x
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn head_only_sampling_is_the_full_sort_on_wide_rows() {
+        // Rows whose tails lie far below the head (the case the head-only path takes), top-p
+        // near 1, min-p tiny enough to reach into the tail, and one huge best logit.
+        let mut checked = 0;
+        for case in 0..400u64 {
+            let n = 1 + (rng::uniform(5, case) * 3000.0) as usize;
+            let spread = [4.0, 40.0, 80.0, 400.0][case as usize % 4];
+            let mut l = row(case, n, spread, case % 3 == 0);
+            if case % 7 == 0 {
+                l[n / 2] = 1000.0;
+            }
+            for (t, p, m) in [
+                (1.0, 1.0, 0.0),
+                (0.7, 0.9, 0.0),
+                (1.3, 0.99999994, 0.0),
+                (1.0, 1.0, 1e-30),
+                (0.5, 0.95, 0.05),
+                (2.0, 1.0, 0.3),
+                (0.05, 0.5, 0.0),
+            ] {
+                for offset in 0..3 {
+                    let mut r = req(SamplingParams {
+                        temperature: t,
+                        top_p: p,
+                        min_p: m,
+                        seed: case,
+                        ..Default::default()
+                    });
+                    r.rng_offset = offset;
+                    assert_eq!(
+                        choose(&l, &r),
+                        choose_by_full_sort(&l, &r),
+                        "case {case} n {n} t {t} p {p} m {m} offset {offset}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 400 * 7 * 3);
+    }
+
+    #[test]
+    fn top_indices_is_the_head_of_the_full_sort() {
+        for case in 0..200u64 {
+            let n = 1 + (rng::uniform(6, case) * 5000.0) as usize;
+            let mut l = row(case, n, 20.0, case % 2 == 0);
+            if case % 5 == 0 {
+                // Signed zeros and long ties: equal by partial_cmp, lower id first.
+                for (i, x) in l.iter_mut().enumerate().filter(|(i, _)| i % 3 == 0) {
+                    *x = if i % 2 == 0 { 0.0 } else { -0.0 };
+                }
+            }
+            let mut all: Vec<u32> = (0..n as u32).collect();
+            all.sort_by(|&a, &b| by_logit_desc(&l, a, b));
+            for k in [1, 2, 5, 50, 127, 128, 129, 300, 1000, n] {
+                let k = k.min(n);
+                assert_eq!(top_indices(&l, k), all[..k], "case {case} n {n} k {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn penalties_match_the_map_version() {
+        for case in 0..100u64 {
+            let vocab = 1 + (rng::uniform(8, case) * 500.0) as usize;
+            let l = row(case, vocab, 10.0, false);
+            let hist = |s: u64, n: u64| -> Vec<u32> {
+                (0..n)
+                    .map(|i| (rng::uniform(s, i) * (vocab + 5) as f64) as u32)
+                    .collect()
+            };
+            let mut r = req(SamplingParams {
+                temperature: 1.0,
+                repetition_penalty: [1.0, 1.3, 0.8][case as usize % 3],
+                frequency_penalty: [0.0, 0.5, -0.4][case as usize / 3 % 3],
+                presence_penalty: [0.0, 0.7][case as usize % 2],
+                ..Default::default()
+            });
+            r.penalties = Some(PenaltyContext {
+                prompt: hist(case + 1000, 40).into(),
+                generated: hist(case + 2000, 60),
+            });
+            let (mut a, mut b) = (l.clone(), l.clone());
+            apply_penalties(&mut a, &r);
+            penalties_by_maps(&mut b, &r);
+            assert_eq!(
+                a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "case {case}"
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn partial_selection_matches_the_full_sort(
+            logits in prop::collection::vec(prop_oneof![
+                (-20.0f32..20.0),
+                (-200.0f32..200.0),
+                (-8i32..8).prop_map(|x| x as f32 * 0.5),
+            ], 1..400),
+            seed in any::<u64>(), offset in 0u64..1000,
+            t in 0.02f32..3.0, k in prop_oneof![Just(0u32), 1u32..500],
+            p in prop_oneof![Just(1.0f32), 0.01f32..1.0, Just(0.99999994f32)],
+            m in prop_oneof![Just(0.0f32), 0.0f32..=1.0, Just(1e-30f32)],
+        ) {
+            let params = SamplingParams { temperature: t, top_k: k, top_p: p, min_p: m, seed, ..Default::default() };
+            let mut r = req(params);
+            r.rng_offset = offset;
+            prop_assert_eq!(choose(&logits, &r), choose_by_full_sort(&logits, &r));
+        }
+
         #[test]
         fn same_seed_same_token_and_always_in_vocab(
             logits in prop::collection::vec(-20.0f32..20.0, 1..200),
