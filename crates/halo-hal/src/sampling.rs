@@ -139,7 +139,7 @@ fn choose_from_head(logits: &[f32], inv_t: f64, req: &SampleRequest) -> Option<u
         .map(|(i, &l)| desc_key(l, i as u32))
         .collect();
     let tail = keys.len() < logits.len();
-    keys.sort_unstable();
+    sort_keys(&mut keys);
     let order: Vec<u32> = keys.iter().map(|&k| k as u32).collect();
     let mut probs: Vec<f64> = order
         .iter()
@@ -206,6 +206,39 @@ fn desc_key(l: f32, id: u32) -> u64 {
         b | 0x8000_0000
     };
     ((!ascending as u64) << 32) | id as u64
+}
+
+/// Sorts [`desc_key`]s ascending. The keys come in id order, so a stable sort on the logit half
+/// alone gives the full order: large sets go through an LSD radix sort on those 32 bits (8 bits a
+/// pass, a pass skipped where every key has the same byte), small ones through the library sort.
+fn sort_keys(keys: &mut Vec<u64>) {
+    debug_assert!(keys.windows(2).all(|w| w[0] as u32 <= w[1] as u32));
+    if keys.len() < 1024 {
+        keys.sort_unstable();
+        return;
+    }
+    let mut scratch = vec![0u64; keys.len()];
+    for shift in [32u32, 40, 48, 56] {
+        let mut counts = [0usize; 256];
+        for &k in keys.iter() {
+            counts[(k >> shift) as usize & 0xFF] += 1;
+        }
+        if counts.contains(&keys.len()) {
+            continue;
+        }
+        let mut at = 0;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = at;
+            at += n;
+        }
+        for &k in keys.iter() {
+            let b = (k >> shift) as usize & 0xFF;
+            scratch[counts[b]] = k;
+            counts[b] += 1;
+        }
+        std::mem::swap(keys, &mut scratch);
+    }
 }
 
 /// The last token in [`by_logit_desc`] order: the smallest logit, the highest id among ties.
@@ -542,6 +575,23 @@ mod tests {
             }
         }
         assert_eq!(checked, 400 * 7 * 3);
+    }
+
+    #[test]
+    fn radix_sorted_keys_are_the_library_sort() {
+        for case in 0..20u64 {
+            let n = 1000 + case as usize * 700;
+            let l = row(case, n, [1.0, 30.0, 1e6][case as usize % 3], case % 2 == 0);
+            let mut keys: Vec<u64> = l
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| desc_key(x, i as u32))
+                .collect();
+            let mut want = keys.clone();
+            want.sort_unstable();
+            sort_keys(&mut keys);
+            assert_eq!(keys, want, "case {case}");
+        }
     }
 
     #[test]
