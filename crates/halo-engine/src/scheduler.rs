@@ -185,8 +185,22 @@ impl Scheduler {
     /// Cancels a request wherever it is; its blocks are free when this returns. False when the
     /// request already ended (its terminal event was already produced).
     pub fn cancel(&mut self, id: u64, out: &mut Vec<Output>) -> bool {
-        if !self.seqs.contains_key(&id) {
+        let tokenizer = self.tokenizer.clone();
+        let Some(s) = self.seqs.get_mut(&id) else {
             return false;
+        };
+        // text held back (an unfinished byte run, a partial stop match) goes out before the end
+        let text = s.flush_text(tokenizer.as_deref());
+        if !text.is_empty() {
+            out.push(Output {
+                id,
+                event: Event::Tokens {
+                    token_ids: Vec::new(),
+                    text,
+                    logprobs: Vec::new(),
+                    top: Vec::new(),
+                },
+            });
         }
         self.fail(id, FailureKind::Cancelled, "cancelled by the caller", out);
         true

@@ -37,6 +37,9 @@ pub struct Sequence {
     pub timer: RequestTimer,
     pub tokens_sent: u32,
     pub cached_prompt_tokens: u32,
+    /// Whether to produce text; the detokenizer starts at the first sampled token (it takes the
+    /// prompt's tail as context).
+    detokenize: bool,
     detok: Option<IncrementalDetokenizer>,
     stop: StopMatcher,
 }
@@ -65,7 +68,8 @@ impl Sequence {
             timer: RequestTimer::new(arrival),
             tokens_sent: 0,
             cached_prompt_tokens: 0,
-            detok: detokenize.then(|| IncrementalDetokenizer::new(true)),
+            detokenize,
+            detok: None,
             stop,
             req,
         }
@@ -143,13 +147,18 @@ impl Sequence {
         };
         let at_length = self.generated() >= self.req.max_new_tokens;
         let mut delta = String::new();
-        if let (Some(detok), Some(t)) = (self.detok.as_mut(), tokenizer) {
-            // A terminating EOS or stop id ends the text; it contributes none.
+        if let (true, Some(t)) = (self.detokenize, tokenizer) {
+            if self.detok.is_none() {
+                self.detok = Some(IncrementalDetokenizer::with_prompt(t, &self.prompt, true)?);
+            }
+            let detok = self.detok.as_mut().expect("just set");
+            // A terminating EOS or stop id ends the text; it contributes none, but what the
+            // detokenizer held back (an unfinished byte run) is flushed on every finish.
             if finish.is_none() {
                 delta = detok.push(t, tok)?;
-                if at_length {
-                    delta.push_str(&detok.finish(t)?);
-                }
+            }
+            if finish.is_some() || at_length {
+                delta.push_str(&detok.finish(t)?);
             }
         }
         if finish.is_none() && at_length {
@@ -192,6 +201,23 @@ impl Sequence {
             },
             finish,
         })
+    }
+
+    /// The text held back when the sequence ends early (cancelled): the detokenizer's unfinished
+    /// run and the stop matcher's partial match. Empty when there is none.
+    pub fn flush_text(&mut self, tokenizer: Option<&Tokenizer>) -> String {
+        let mut text = String::new();
+        if let (Some(detok), Some(t)) = (self.detok.as_mut(), tokenizer) {
+            // a tokenizer error here loses only the held-back bytes of an ending request
+            text = detok.finish(t).unwrap_or_default();
+        }
+        match self.stop.push(&text) {
+            StopScan::Emit(mut t) => {
+                t.push_str(&self.stop.flush());
+                t
+            }
+            StopScan::Matched { before, .. } => before,
+        }
     }
 
     pub fn finished_event(
