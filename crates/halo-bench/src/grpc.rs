@@ -231,6 +231,8 @@ impl GrpcClient {
                                 |r| r.as_str_name().to_string(),
                             )),
                             server,
+                            cached_prompt_tokens: Some(usage.cached_prompt_tokens),
+                            retries: 0,
                         };
                     }
                 }

@@ -7,8 +7,10 @@
 
 pub mod bench;
 pub mod dist;
+pub mod energy;
 pub mod grpc;
 pub mod http;
+pub mod manifest;
 pub mod metrics;
 pub mod record;
 pub mod report;

@@ -162,6 +162,16 @@ pub struct Summary {
     pub completed: usize,
     pub failed: usize,
     pub failures_by_status: BTreeMap<String, usize>,
+    /// Failures by class (`transport`, `timeout`, `server`; see `record::failure_class`), so the
+    /// client's connection trouble is never read as the target's errors.
+    pub failures_by_class: BTreeMap<String, usize>,
+    /// Resends on a fresh connection after a failure before anything was sent (not failures).
+    pub client_retries: u64,
+    /// Requests for which the target reported how many prompt tokens it reused from its cache.
+    pub cache_reported: usize,
+    /// Prompt tokens the target reported reusing, summed over those requests: a number above 0
+    /// means part of the prompt work was a cache hit, not prefill.
+    pub cached_prompt_tokens: u64,
     pub duration_s: f64,
     pub input_tokens: u64,
     /// True when every counted input length came from the target (else some are nominal).
@@ -210,6 +220,14 @@ impl Summary {
         for r in records {
             if let crate::record::Outcome::Failed { status, .. } = &r.outcome {
                 *failures_by_status.entry(status.clone()).or_insert(0) += 1;
+            }
+        }
+        let mut failures_by_class = BTreeMap::new();
+        for r in records {
+            if let crate::record::Outcome::Failed { status, .. } = &r.outcome {
+                *failures_by_class
+                    .entry(crate::record::failure_class(status).to_string())
+                    .or_insert(0) += 1;
             }
         }
         let first = records
@@ -278,6 +296,17 @@ impl Summary {
             completed: ok.len(),
             failed: records.len() - ok.len(),
             failures_by_status,
+            failures_by_class,
+            client_retries: records.iter().map(|r| r.retries as u64).sum(),
+            cache_reported: ok
+                .iter()
+                .filter(|r| r.cached_prompt_tokens.is_some())
+                .count(),
+            cached_prompt_tokens: ok
+                .iter()
+                .filter_map(|r| r.cached_prompt_tokens)
+                .map(u64::from)
+                .sum(),
             duration_s,
             input_tokens,
             input_tokens_from_target: ok.iter().all(|r| r.prompt_tokens.is_some()),
@@ -332,6 +361,9 @@ mod tests {
             max_tokens: 8,
             finish_reason: Some("length".into()),
             server: None,
+            cached_prompt_tokens: None,
+            round: 0,
+            retries: 0,
         }
     }
 
@@ -418,6 +450,9 @@ mod tests {
         assert_eq!((s.requests, s.completed, s.failed), (6, 3, 3));
         assert_eq!(s.failures_by_status["http:503"], 2);
         assert_eq!(s.failures_by_status["grpc:UNAVAILABLE"], 1);
+        assert_eq!(s.failures_by_class["server"], 2);
+        assert_eq!(s.failures_by_class["transport"], 1);
+        assert_eq!((s.cache_reported, s.cached_prompt_tokens), (0, 0));
         // Window: first send 0.0 to last end 1.5 + 0.5 = 2.0 s.
         assert!(close(s.duration_s, 2.0));
         assert!(close(s.request_throughput, 1.5));

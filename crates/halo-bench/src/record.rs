@@ -60,6 +60,28 @@ pub struct RequestRecord {
     pub max_tokens: u32,
     pub finish_reason: Option<String>,
     pub server: Option<ServerTimings>,
+    /// Prompt tokens the target says it reused from its cache (halo `usage.cached_prompt_tokens`,
+    /// llama-server `timings.cache_n`, OpenAI `usage.prompt_tokens_details.cached_tokens`), when
+    /// it said.
+    #[serde(default)]
+    pub cached_prompt_tokens: Option<u32>,
+    /// The measurement round of this level (0-based; targets alternate round by round).
+    #[serde(default)]
+    pub round: usize,
+    /// Times the client resent the request on a fresh connection because the first one failed
+    /// before anything was sent (a client-side event, not charged to the target).
+    #[serde(default)]
+    pub retries: u32,
+}
+
+/// How a failure is counted: `transport` (connection-level, the network or client side),
+/// `timeout`, or `server` (the target answered with an error or a malformed stream).
+pub fn failure_class(status: &str) -> &'static str {
+    match status {
+        "transport" | "grpc:UNAVAILABLE" => "transport",
+        "timeout" | "grpc:DEADLINE_EXCEEDED" => "timeout",
+        _ => "server",
+    }
 }
 
 impl RequestRecord {

@@ -89,6 +89,9 @@ pub struct LoadConfig {
     /// Per level: no request is sent after this long (those in flight finish).
     pub max_duration: Option<Duration>,
     pub seed: u64,
+    /// Rounds per level: each target runs the level this many times, the targets taking turns
+    /// (A, B, A, B, …), each round with a fresh request set. 0 counts as 1.
+    pub rounds: usize,
 }
 
 fn progress_bar(len: usize, msg: String, show: bool) -> ProgressBar {
@@ -122,6 +125,9 @@ fn record(target: &str, level: &str, req: &RequestSpec, start: f64, a: Attempt) 
         max_tokens: req.max_tokens,
         finish_reason: a.finish_reason,
         server: a.server,
+        cached_prompt_tokens: a.cached_prompt_tokens,
+        round: 0,
+        retries: a.retries,
     }
 }
 

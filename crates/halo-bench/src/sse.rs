@@ -66,6 +66,9 @@ pub struct EventInfo {
     pub finish_reason: Option<String>,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
+    /// Prompt tokens served from the target's cache: OpenAI's
+    /// `usage.prompt_tokens_details.cached_tokens`, else llama-server's `timings.cache_n`.
+    pub cached_prompt_tokens: Option<u32>,
     /// The server reported an error inside the stream (its `error.type`, or "error").
     pub error: Option<String>,
 }
@@ -128,6 +131,10 @@ pub fn interpret(data: &str) -> Result<EventInfo, String> {
     if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
         info.prompt_tokens = as_u32(u.get("prompt_tokens"));
         info.completion_tokens = as_u32(u.get("completion_tokens"));
+        info.cached_prompt_tokens = as_u32(u.pointer("/prompt_tokens_details/cached_tokens"));
+    }
+    if info.cached_prompt_tokens.is_none() {
+        info.cached_prompt_tokens = as_u32(v.pointer("/timings/cache_n"));
     }
     Ok(info)
 }
@@ -173,6 +180,13 @@ mod tests {
             (c.tokens, c.prompt_tokens, c.completion_tokens),
             (0, Some(12), Some(30))
         );
+        let c = interpret(r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":8}}}"#).unwrap();
+        assert_eq!(c.cached_prompt_tokens, Some(8));
+        let c = interpret(r#"{"choices":[{"text":"","finish_reason":"length"}],"usage":{"prompt_tokens":12,"completion_tokens":3},"timings":{"cache_n":5,"prompt_n":7}}"#).unwrap();
+        assert_eq!(c.cached_prompt_tokens, Some(5));
+        let c = interpret(r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3}}"#)
+            .unwrap();
+        assert_eq!(c.cached_prompt_tokens, None);
         assert!(interpret("[DONE]").unwrap().done);
         assert_eq!(
             interpret(r#"{"error":{"type":"overloaded","message":"m"}}"#)

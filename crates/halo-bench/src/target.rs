@@ -107,6 +107,9 @@ pub struct Attempt {
     pub prompt_tokens: Option<u32>,
     pub finish_reason: Option<String>,
     pub server: Option<ServerTimings>,
+    pub cached_prompt_tokens: Option<u32>,
+    /// Resends on a fresh connection (see `RequestRecord::retries`).
+    pub retries: u32,
 }
 
 impl Attempt {
@@ -127,6 +130,8 @@ impl Attempt {
             prompt_tokens: None,
             finish_reason: None,
             server: None,
+            cached_prompt_tokens: None,
+            retries: 0,
         }
     }
 }

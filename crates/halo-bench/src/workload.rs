@@ -30,6 +30,13 @@ pub struct WorkloadConfig {
     pub seed: u64,
     /// Force every output to its length (`ignore_eos`, and `min_tokens` for OpenAI peers).
     pub ignore_eos: bool,
+    /// How many distinct measured request sets to draw: one per load level and round, so that no
+    /// target is ever sent a prompt it has already seen (a server with a prefix cache would
+    /// otherwise answer the second level from its cache). Every target gets the same sets in the
+    /// same order. 0 counts as 1.
+    pub sets: usize,
+    /// Send the same set at every level and round (`--reuse-prompts`): for measuring caches.
+    pub reuse_prompts: bool,
 }
 
 /// One request, as every target receives it. Decoding is greedy (temperature 0) so that targets do
@@ -53,13 +60,20 @@ pub struct WorkloadSummary {
     pub input_len: Option<String>,
     pub output_len: String,
     pub ignore_eos: bool,
-    /// sha256 over the canonical form of the measured requests (see [`hash_requests`]).
+    /// Distinct measured request sets (one per level and round unless prompts are reused).
+    pub sets: usize,
+    pub reuse_prompts: bool,
+    /// sha256 over the canonical form of the measured requests (see [`hash_sets`]).
     pub sha256: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct Workload {
+    /// The first measured set (the only one with `--reuse-prompts`).
     pub requests: Vec<RequestSpec>,
+    /// Every measured set; level `l`, round `r` of a run with `R` rounds uses
+    /// `set(l * R + r)`.
+    pub sets: Vec<Vec<RequestSpec>>,
     pub warmup: Vec<RequestSpec>,
     pub summary: WorkloadSummary,
 }
@@ -131,8 +145,14 @@ fn generate(
     jsonl: &[JsonlPrompt],
     stream: Stream,
     count: usize,
+    set: usize,
 ) -> Vec<RequestSpec> {
-    let mut rng = Rng::for_stream(cfg.seed, stream);
+    // Set 0 keeps the single-set stream (and so the hash of runs with one set); later sets are
+    // decorrelated by mixing their number into the seed.
+    let seed = cfg
+        .seed
+        .wrapping_add((set as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+    let mut rng = Rng::for_stream(seed, stream);
     let mut out = Vec::with_capacity(count);
     for index in 0..count {
         let (prompt, nominal_input_len, max_tokens) = match &cfg.source {
@@ -144,7 +164,7 @@ fn generate(
             Source::Jsonl { .. } => {
                 // Warmup draws lines at random so it does not pre-warm exactly the measured prefix.
                 let line = match stream {
-                    Stream::Workload => &jsonl[index % jsonl.len()],
+                    Stream::Workload => &jsonl[(set * count + index) % jsonl.len()],
                     _ => &jsonl[rng.below(jsonl.len())],
                 };
                 let max_tokens = line
@@ -191,7 +211,27 @@ pub fn hash_requests(requests: &[RequestSpec]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The hash of all measured sets: with one set, [`hash_requests`] of it; with several, the sha256
+/// of a version line and each set's hash in order.
+pub fn hash_sets(sets: &[Vec<RequestSpec>]) -> String {
+    if sets.len() == 1 {
+        return hash_requests(&sets[0]);
+    }
+    let mut h = Sha256::new();
+    h.update(format!("halo-bench-workload-sets-v1 {}\n", sets.len()).as_bytes());
+    for s in sets {
+        h.update(hash_requests(s).as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Workload {
+    /// The measured set for slot `i` (cycling when fewer sets were drawn).
+    pub fn set(&self, i: usize) -> &[RequestSpec] {
+        &self.sets[i % self.sets.len()]
+    }
+
     pub fn build(cfg: &WorkloadConfig) -> Result<Workload, BenchError> {
         if cfg.num_requests == 0 {
             return Err(BenchError::Arg("--num-requests must be at least 1".into()));
@@ -200,8 +240,16 @@ impl Workload {
             Source::Jsonl { path } => read_jsonl(path)?,
             Source::Synthetic { .. } => Vec::new(),
         };
-        let requests = generate(cfg, &jsonl, Stream::Workload, cfg.num_requests);
-        let warmup = generate(cfg, &jsonl, Stream::Warmup, cfg.num_warmup);
+        let n_sets = if cfg.reuse_prompts {
+            1
+        } else {
+            cfg.sets.max(1)
+        };
+        let sets: Vec<Vec<RequestSpec>> = (0..n_sets)
+            .map(|k| generate(cfg, &jsonl, Stream::Workload, cfg.num_requests, k))
+            .collect();
+        let requests = sets[0].clone();
+        let warmup = generate(cfg, &jsonl, Stream::Warmup, cfg.num_warmup, 0);
         let (kind, input_len) = match &cfg.source {
             Source::Synthetic { input } => ("synthetic".to_string(), Some(input.to_string())),
             Source::Jsonl { path } => (format!("jsonl:{}", path.display()), None),
@@ -214,10 +262,13 @@ impl Workload {
             input_len,
             output_len: cfg.output.to_string(),
             ignore_eos: cfg.ignore_eos,
-            sha256: hash_requests(&requests),
+            sets: n_sets,
+            reuse_prompts: cfg.reuse_prompts,
+            sha256: hash_sets(&sets),
         };
         Ok(Workload {
             requests,
+            sets,
             warmup,
             summary,
         })
@@ -238,7 +289,36 @@ mod tests {
             num_warmup: 3,
             seed,
             ignore_eos: true,
+            sets: 1,
+            reuse_prompts: false,
         }
+    }
+
+    #[test]
+    fn every_set_is_fresh_unless_prompts_are_reused() {
+        let mut cfg = synth(5);
+        cfg.sets = 3;
+        let w = Workload::build(&cfg).unwrap();
+        assert_eq!(w.sets.len(), 3);
+        let one = Workload::build(&synth(5)).unwrap();
+        // Set 0 is the one-set workload; the others share no prompt with it, with each other or
+        // with the warmup.
+        assert_eq!(w.set(0)[0].prompt, one.requests[0].prompt);
+        let mut seen = std::collections::HashSet::new();
+        for r in w.sets.iter().flatten().chain(&w.warmup) {
+            assert!(seen.insert(r.prompt.clone()), "repeated prompt");
+        }
+        assert_ne!(w.summary.sha256, one.summary.sha256);
+        assert_eq!(
+            w.summary.sha256,
+            Workload::build(&cfg).unwrap().summary.sha256
+        );
+        assert_eq!(w.set(4)[0].prompt, w.set(1)[0].prompt);
+        cfg.reuse_prompts = true;
+        let r = Workload::build(&cfg).unwrap();
+        assert_eq!((r.sets.len(), r.summary.sets), (1, 1));
+        assert_eq!(r.set(2)[0].prompt, one.requests[0].prompt);
+        assert_eq!(r.summary.sha256, one.summary.sha256);
     }
 
     #[test]

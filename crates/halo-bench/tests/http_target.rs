@@ -159,6 +159,8 @@ fn workload(n: usize) -> Workload {
         num_warmup: 0,
         seed: 11,
         ignore_eos: true,
+        sets: 1,
+        reuse_prompts: false,
     })
     .unwrap()
 }
@@ -189,6 +191,7 @@ async fn openai_target_counts_match_the_server_and_reports_parse() {
             arrival: Arrival::Poisson,
             max_duration: None,
             seed: 11,
+            rounds: 1,
         },
         slo: Some(Slo {
             ttft_ms: Some(10_000.0),
@@ -200,6 +203,7 @@ async fn openai_target_counts_match_the_server_and_reports_parse() {
             connect_timeout: Duration::from_secs(5),
         },
         show_progress: false,
+        command_line: vec![],
     };
     let report = halo_bench::run(&cfg, &w).await.unwrap();
     assert_eq!(served.unauthorized.load(Ordering::SeqCst), 0);
@@ -253,6 +257,13 @@ async fn openai_target_counts_match_the_server_and_reports_parse() {
     assert_eq!(summary.lines().count(), 2);
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains(&w.summary.sha256) && md.contains("| TTFT ms"));
+    // A closed-loop run says so, and nothing about arrivals.
+    assert!(
+        md.contains("closed loop") && !md.contains("Poisson"),
+        "{md}"
+    );
+    let sum = std::fs::read_to_string(dir.path().join("report.sha256")).unwrap();
+    assert!(md.contains(&sum[..64]));
     for svg in [
         "ttft_cdf.svg",
         "tpot_cdf.svg",
@@ -285,6 +296,7 @@ async fn two_targets_get_identical_requests_across_a_sweep_and_open_loop() {
             arrival: Arrival::Gamma { shape: 0.5 },
             max_duration: None,
             seed: 11,
+            rounds: 1,
         },
         slo: None,
         client: ClientOptions {
@@ -292,6 +304,7 @@ async fn two_targets_get_identical_requests_across_a_sweep_and_open_loop() {
             connect_timeout: Duration::from_secs(5),
         },
         show_progress: false,
+        command_line: vec![],
     };
     let report = halo_bench::run(&cfg, &w).await.unwrap();
     assert_eq!(served_a.completions.load(Ordering::SeqCst), 20);
@@ -308,6 +321,7 @@ async fn two_targets_get_identical_requests_across_a_sweep_and_open_loop() {
     let md = halo_bench::report::markdown::render(&report);
     assert!(md.contains("| metric | a | b |"));
     assert!(md.contains("## c=4") && md.contains("## rate=200"));
+    assert!(md.contains("open loop, gamma (shape 0.5) arrivals"), "{md}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,6 +336,7 @@ async fn time_bound_stops_sending_and_missing_token_is_an_argument_error() {
             arrival: Arrival::Poisson,
             max_duration: Some(Duration::from_millis(300)),
             seed: 11,
+            rounds: 1,
         },
         slo: None,
         client: ClientOptions {
@@ -329,6 +344,7 @@ async fn time_bound_stops_sending_and_missing_token_is_an_argument_error() {
             connect_timeout: Duration::from_secs(5),
         },
         show_progress: false,
+        command_line: vec![],
     };
     let report = halo_bench::run(&cfg, &w).await.unwrap();
     let s = &report.targets[0].levels[0].summary;

@@ -1,7 +1,7 @@
 //! The Markdown report: what ran (tool, workload hash, load, targets and their GetInfo), then one
 //! table per load level with the targets side by side.
 
-use crate::bench::{BenchReport, TargetReport};
+use crate::bench::{BenchReport, LevelReport, TargetReport};
 use crate::metrics::{Stats, Summary};
 use std::fmt::Write;
 
@@ -47,7 +47,22 @@ fn describe(t: &TargetReport) -> String {
                 .map_or(String::new(), |v| v.to_string()),
             s("/version"),
         ),
-        _ => format!("OpenAI completions, model {}", s("/model")),
+        _ => {
+            let mut d = format!("OpenAI completions, model {}", s("/model"));
+            if let Some(b) = info.pointer("/props/build_info").and_then(|v| v.as_str()) {
+                let _ = write!(d, "; server {b}");
+            }
+            if let Some(n) = info
+                .pointer("/props/default_generation_settings/n_ctx")
+                .and_then(|v| v.as_u64())
+            {
+                let _ = write!(d, "; n_ctx {n}");
+            }
+            if let Some(n) = info.pointer("/props/total_slots").and_then(|v| v.as_u64()) {
+                let _ = write!(d, "; slots {n}");
+            }
+            d
+        }
     }
 }
 
@@ -101,7 +116,24 @@ const ROWS: &[Row] = &[
             s.output_tokens
         )
     }),
+    ("prompt tokens reused (target-reported)", |s| {
+        if s.cache_reported == 0 {
+            "not reported".into()
+        } else {
+            format!(
+                "{} (in {} of {} requests)",
+                s.cached_prompt_tokens, s.cache_reported, s.completed
+            )
+        }
+    }),
     ("duration s", |s| format!("{:.2}", s.duration_s)),
+    ("failures: transport / timeout / server", |s| {
+        let n = |k: &str| s.failures_by_class.get(k).copied().unwrap_or(0);
+        format!("{} / {} / {}", n("transport"), n("timeout"), n("server"))
+    }),
+    ("client retries (fresh connection)", |s| {
+        s.client_retries.to_string()
+    }),
     ("failures by status", |s| {
         if s.failures_by_status.is_empty() {
             "–".into()
@@ -115,11 +147,62 @@ const ROWS: &[Row] = &[
     }),
 ];
 
+type LevelRow = (&'static str, fn(&LevelReport) -> String);
+
+const LEVEL_ROWS: &[LevelRow] = &[
+    ("output tokens/s by round", |l| {
+        l.rounds
+            .iter()
+            .map(|r| format!("{:.1}", r.output_token_throughput))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }),
+    ("spread between rounds (tok/s, TTFT p50)", |l| {
+        match &l.spread {
+            None => "– (one round)".into(),
+            Some(s) => format!(
+                "±{:.1}% ({:.1}–{:.1}); TTFT p50 range {} ms",
+                s.output_tok_s_pct / 2.0,
+                s.output_tok_s_min,
+                s.output_tok_s_max,
+                num(s.ttft_p50_ms_range, 1)
+            ),
+        }
+    }),
+    ("energy J per output token", |l| {
+        match l.energy.joules_per_output_token {
+            Some(j) => format!("{j:.4} ({})", l.energy.source),
+            None => l.energy.source.clone(),
+        }
+    }),
+];
+
 pub fn render(r: &BenchReport) -> String {
     let mut md = String::new();
     let w = &r.workload;
     let _ = writeln!(md, "# halo bench\n");
-    let _ = writeln!(md, "- tool: {} {}", r.tool, r.version);
+    let m = &r.manifest;
+    let _ = writeln!(
+        md,
+        "- tool: {} {} (commit {})",
+        r.tool, r.version, m.git_commit
+    );
+    if !m.command_line.is_empty() {
+        let _ = writeln!(md, "- command: `{}`", cell(&m.command_line.join(" ")));
+    }
+    let _ = writeln!(
+        md,
+        "- host: {} {}, {}, {} logical CPUs, {} memory",
+        m.host.os,
+        m.host.arch,
+        cell(m.host.cpu_model.as_deref().unwrap_or("unknown CPU")),
+        m.host.logical_cpus.map_or("?".into(), |n| n.to_string()),
+        m.host.memory_bytes.map_or("unknown".into(), |b| format!(
+            "{:.1} GiB",
+            b as f64 / (1u64 << 30) as f64
+        ))
+    );
+    let _ = writeln!(md, "- energy: {}", cell(&m.energy));
     let _ = writeln!(
         md,
         "- workload: {}, seed {}, {} requests (+{} warmup), input {}, output {}, ignore_eos {}",
@@ -132,12 +215,36 @@ pub fn render(r: &BenchReport) -> String {
         w.ignore_eos
     );
     let _ = writeln!(md, "- workload sha256: `{}`", w.sha256);
-    let levels: Vec<String> = r.load.levels.iter().map(|l| l.name()).collect();
     let _ = writeln!(
         md,
-        "- load: {} ({:?} arrivals for open loop)",
+        "- prompts: {}",
+        if w.reuse_prompts {
+            "the same set at every level and round (--reuse-prompts: cache hits are expected)"
+                .to_string()
+        } else {
+            format!("a fresh set for every level and round ({} sets)", w.sets)
+        }
+    );
+    let levels: Vec<String> = r.load.levels.iter().map(|l| l.name()).collect();
+    let open = r
+        .load
+        .levels
+        .iter()
+        .any(|l| matches!(l, crate::runner::LoadLevel::Open { .. }));
+    let arrival = match r.load.arrival {
+        crate::runner::Arrival::Poisson => "Poisson".to_string(),
+        crate::runner::Arrival::Gamma { shape } => format!("gamma (shape {shape})"),
+    };
+    let _ = writeln!(
+        md,
+        "- load: {} ({}), {} round(s) per level, targets taking turns",
         levels.join(", "),
-        r.load.arrival
+        if open {
+            format!("open loop, {arrival} arrivals")
+        } else {
+            "closed loop: that many requests in flight".to_string()
+        },
+        r.load.rounds.max(1)
     );
     if let Some(d) = r.load.max_duration {
         let _ = writeln!(md, "- time bound per level: {:.0} s", d.as_secs_f64());
@@ -184,6 +291,14 @@ pub fn render(r: &BenchReport) -> String {
             let _ = write!(md, "| {label} |");
             for t in &r.targets {
                 let v = t.levels.get(i).map_or("–".into(), |l| f(&l.summary));
+                let _ = write!(md, " {} |", cell(&v));
+            }
+            md.push('\n');
+        }
+        for (label, f) in LEVEL_ROWS {
+            let _ = write!(md, "| {label} |");
+            for t in &r.targets {
+                let v = t.levels.get(i).map_or("–".into(), f);
                 let _ = write!(md, " {} |", cell(&v));
             }
             md.push('\n');

@@ -1,5 +1,5 @@
-//! Writes a finished run to `--out DIR`: report.json (summaries, workload hash, tool version,
-//! each target's GetInfo), requests.jsonl and requests.csv (one record per request),
+//! Writes a finished run to `--out DIR`: report.json (the manifest, summaries, rounds, energy,
+//! each target's self-description), report.sha256 (its checksum, `sha256sum -c` format), requests.jsonl and requests.csv (one record per request),
 //! summary.csv, report.md (targets side by side) and SVG charts.
 
 pub mod csv;
@@ -8,6 +8,7 @@ pub mod svg;
 
 use crate::bench::BenchReport;
 use crate::BenchError;
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 
 fn write(
@@ -30,6 +31,17 @@ pub fn write_all(report: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>, Bench
     let mut written = Vec::new();
     let json = serde_json::to_vec_pretty(report).map_err(|e| BenchError::Report(e.to_string()))?;
     write(dir, "report.json", &json, &mut written)?;
+    // The checksum a published result is checked with: `sha256sum -c report.sha256`.
+    let digest: String = sha2::Sha256::digest(&json)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    write(
+        dir,
+        "report.sha256",
+        format!("{digest}  report.json\n").as_bytes(),
+        &mut written,
+    )?;
     let mut lines = Vec::new();
     for r in report.records() {
         serde_json::to_writer(&mut lines, r).map_err(|e| BenchError::Report(e.to_string()))?;
@@ -51,7 +63,11 @@ pub fn write_all(report: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>, Bench
     write(
         dir,
         "report.md",
-        markdown::render(report).as_bytes(),
+        format!(
+            "{}\n- report.json sha256: `{digest}` (report.sha256)\n",
+            markdown::render(report)
+        )
+        .as_bytes(),
         &mut written,
     )?;
     for (name, svg) in svg::charts(report)? {
