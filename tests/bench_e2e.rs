@@ -23,7 +23,12 @@ impl Drop for Server {
 }
 
 fn start_server() -> Server {
+    start_server_with(&[])
+}
+
+fn start_server_with(env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .envs(env.iter().copied())
         .args([
             "serve",
             "--model",
@@ -131,10 +136,14 @@ fn bench_against_halo_serve_matches_the_servers_counts() {
         num_warmup: 2,
         seed: 3,
         ignore_eos: true,
+        // Fresh prompts for each of the two levels.
+        sets: 2,
+        reuse_prompts: false,
     })
     .unwrap();
     assert_eq!(report["workload"]["sha256"], workload.summary.sha256);
-    let per_level: u64 = workload.requests.iter().map(|r| r.max_tokens as u64).sum();
+    let level_tokens =
+        |i: usize| -> u64 { workload.set(i).iter().map(|r| r.max_tokens as u64).sum() };
     let warmup: u64 = workload.warmup.iter().map(|r| r.max_tokens as u64).sum();
 
     let target = &report["targets"][0];
@@ -148,14 +157,22 @@ fn bench_against_halo_serve_matches_the_servers_counts() {
     assert_eq!(target["warmup_failures"], 0);
     let levels = target["levels"].as_array().unwrap();
     assert_eq!(levels.len(), 2);
-    for l in levels {
+    for (i, l) in levels.iter().enumerate() {
         let s = &l["summary"];
         assert_eq!(
             (s["requests"].as_u64(), s["completed"].as_u64()),
             (Some(6), Some(6)),
             "{s}"
         );
-        assert_eq!(s["output_tokens"].as_u64(), Some(per_level));
+        assert_eq!(s["output_tokens"].as_u64(), Some(level_tokens(i)));
+        // Fresh prompts: halo reports its prompt-cache reuse for every request, and it is none.
+        assert_eq!(s["cache_reported"].as_u64(), Some(6));
+        assert_eq!(s["cached_prompt_tokens"].as_u64(), Some(0));
+        assert_eq!(s["failures_by_class"], serde_json::json!({}));
+        assert_eq!(
+            l["energy"]["joules_per_output_token"].is_null(),
+            l["energy"]["source"] != "rapl"
+        );
         assert_eq!(s["good_requests"].as_u64(), Some(6));
         assert_eq!(s["input_tokens_from_target"], true);
         assert!(s["ttft_ms"]["p99"].as_f64().unwrap() > 0.0);
@@ -184,7 +201,7 @@ fn bench_against_halo_serve_matches_the_servers_counts() {
     let m = scrape(&server.metrics);
     assert_eq!(
         metric(&m, "halo_generated_tokens_total"),
-        2 * per_level + warmup
+        level_tokens(0) + level_tokens(1) + warmup
     );
     assert_eq!(
         metric(
@@ -221,6 +238,16 @@ fn bench_against_halo_serve_matches_the_servers_counts() {
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(json["workload"]["sha256"], workload.summary.sha256);
     assert_eq!(json["targets"][0]["label"], "tiny");
+    let m = &json["manifest"];
+    assert_eq!(m["workload_sha256"], workload.summary.sha256);
+    assert_eq!(m["command_line"][1], "bench");
+    assert!(m["git_commit"].as_str().unwrap().len() >= 7);
+    assert!(m["host"]["logical_cpus"].as_u64().unwrap() >= 1);
+    let sum = std::fs::read_to_string(out.path().join("report.sha256")).unwrap();
+    assert!(
+        sum.ends_with("  report.json\n") && sum.len() == 64 + 14,
+        "{sum}"
+    );
     assert_eq!(
         std::fs::read_to_string(out.path().join("requests.csv"))
             .unwrap()
@@ -279,4 +306,83 @@ fn bad_arguments_exit_2_with_one_line() {
         let err = String::from_utf8_lossy(&res.stderr);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     }
+}
+
+#[test]
+fn bench_messages_name_the_real_cause() {
+    // A down HTTP target: the message says it cannot be reached and does not suggest --model.
+    let res = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["bench", "down=http://127.0.0.1:1/v1", "--num-requests", "1"])
+        .env_remove("HALO_BENCH_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("target 'down': cannot reach the target"),
+        "{err}"
+    );
+    assert!(!err.contains("--model"), "{err}");
+
+    // --rounds 0 is a usage error.
+    let res = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args(["bench", "grpc://127.0.0.1:1", "--rounds", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(2));
+
+    // An auth-protected worker without a token: UNAUTHENTICATED and HALO_BENCH_TOKEN are named,
+    // and a closed-loop header says nothing of Poisson arrivals.
+    let server = start_server_with(&[("HALO_AUTH_TOKEN", "s3cret-bench")]);
+    let res = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args([
+            "bench",
+            &format!("w=grpc://{}", server.addr),
+            "--num-requests",
+            "2",
+            "--warmup",
+            "0",
+            "--output-len",
+            "2",
+            "--input-len",
+            "4",
+        ])
+        .env_remove("HALO_BENCH_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    let out = String::from_utf8_lossy(&res.stdout);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("w: every request was refused as grpc:UNAUTHENTICATED")
+            && err.contains("HALO_BENCH_TOKEN"),
+        "{err}"
+    );
+    assert!(
+        !out.contains("Poisson") && out.contains("closed loop"),
+        "{out}"
+    );
+
+    // With the token in HALO_BENCH_TOKEN the same run succeeds.
+    let res = Command::new(env!("CARGO_BIN_EXE_halo"))
+        .args([
+            "bench",
+            &format!("w=grpc://{}", server.addr),
+            "--num-requests",
+            "2",
+            "--warmup",
+            "0",
+            "--output-len",
+            "2",
+            "--input-len",
+            "4",
+        ])
+        .env("HALO_BENCH_TOKEN", "s3cret-bench")
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
 }

@@ -42,6 +42,14 @@ pub struct BenchArgs {
     /// Open-loop arrivals: poisson or gamma:SHAPE (shape < 1 is burstier).
     #[arg(long, default_value = "poisson")]
     arrival: String,
+    /// Rounds per load level: the targets take turns (A, B, A, B, …), each round with fresh
+    /// prompts, and the report shows the spread between rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Send the same prompts at every level and round (to measure prefix caches). By default
+    /// every level and round gets fresh prompts, so no target answers from its cache.
+    #[arg(long)]
+    reuse_prompts: bool,
     /// Warmup requests per target, not counted.
     #[arg(long, default_value_t = 4)]
     warmup: usize,
@@ -212,6 +220,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         },
     };
+    if args.rounds == 0 || args.rounds > 1000 {
+        return Err(super::usage("--rounds must be between 1 and 1000"));
+    }
     let workload = Workload::build(&WorkloadConfig {
         source,
         output: LengthDist::parse(&args.output_len).map_err(arg_err)?,
@@ -219,6 +230,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         num_warmup: args.warmup,
         seed: args.seed,
         ignore_eos: !args.no_ignore_eos,
+        sets: levels.len() * args.rounds,
+        reuse_prompts: args.reuse_prompts,
     })
     .map_err(arg_err)?;
     let slo = args
@@ -237,6 +250,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .map(|d| positive_secs("--duration", d))
                 .transpose()?,
             seed: args.seed,
+            rounds: args.rounds,
         },
         slo,
         client: ClientOptions {
@@ -244,6 +258,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             connect_timeout: Duration::from_secs(10),
         },
         show_progress: true,
+        command_line: std::env::args().collect(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -261,14 +276,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", halo_bench::report::markdown::render(&report));
     }
-    let dead: Vec<&str> = report
-        .targets
-        .iter()
-        .filter(|t| t.levels.iter().all(|l| l.summary.completed == 0))
-        .map(|t| t.label.as_str())
-        .collect();
-    if !dead.is_empty() {
-        anyhow::bail!("every request failed on: {}", dead.join(", "));
+    if let Some(msg) = report.dead_targets_message(DEFAULT_TOKEN_ENV) {
+        anyhow::bail!("{msg}");
     }
     Ok(())
 }
