@@ -8,6 +8,7 @@
 //! Nothing here computes: backends read the [`ModelConfig`] and pull tensors from [`Weights`]
 //! by their Hugging Face names, whatever the format.
 
+pub mod chat_template;
 pub mod config;
 pub mod dtype;
 pub mod error;
@@ -204,8 +205,7 @@ impl Model {
     }
 }
 
-/// `chat_template` from `tokenizer_config.json`, when it is a string.
+/// The directory's chat template ([`chat_template::from_dir`]).
 fn hf_chat_template(dir: &Path) -> Option<String> {
-    let v = config::read_json(&dir.join("tokenizer_config.json")).ok()?;
-    v.get("chat_template")?.as_str().map(str::to_owned)
+    chat_template::from_dir(dir)
 }

@@ -1,0 +1,217 @@
+//! Chat templates: the Jinja `chat_template` a model ships (in `tokenizer_config.json`, as
+//! `chat_template.jinja`, or as a GGUF's `tokenizer.chat_template`), rendered the way transformers'
+//! `apply_chat_template` renders it.
+//!
+//! transformers compiles the template in a sandboxed Jinja environment with `trim_blocks` and
+//! `lstrip_blocks`, loop controls, a `raise_exception(msg)` global, and passes `messages`,
+//! `add_generation_prompt` and the special tokens (`bos_token`, `eos_token`, ...) as variables.
+//! minijinja with the same settings and minijinja-contrib's Python-compatible methods
+//! (`.strip()`, `.upper()`, `.startswith()`, `.items()`, ...) renders the same text. The rendered
+//! prompt already holds the template's own BOS, so it is tokenized without adding special tokens
+//! ([`ChatTemplate::encode`]), as transformers does.
+
+use crate::tokenizer::Tokenizer;
+use minijinja::{Environment, Error, ErrorKind, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::path::Path;
+use thiserror::Error as ThisError;
+
+const NAME: &str = "chat_template";
+
+/// A template that does not compile, or that fails (or raises) while rendering.
+#[derive(Debug, ThisError, Clone, PartialEq, Eq)]
+pub enum ChatTemplateError {
+    #[error("the chat template does not compile: {0}")]
+    Syntax(String),
+    #[error("the chat template failed to render: {0}")]
+    Render(String),
+    #[error("the model has no chat template")]
+    Missing,
+}
+
+/// One chat message. Extra fields (`name`, `tool_calls`, ...) are passed to the template as
+/// they are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Json>,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
+/// A compiled chat template with the special tokens it is rendered with.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("bos_token", &self.bos_token)
+            .field("eos_token", &self.eos_token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// minijinja's error with its cause chain (the message `raise_exception` was given included).
+fn describe(e: &Error) -> String {
+    let mut msg = match e.kind() {
+        // raise_exception's message is the whole story
+        ErrorKind::InvalidOperation if e.detail().is_some() => {
+            e.detail().unwrap_or_default().to_string()
+        }
+        _ => e.to_string(),
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; `bos_token` and `eos_token` are the texts the template's
+    /// `bos_token`/`eos_token` variables hold.
+    pub fn new(
+        source: &str,
+        bos_token: impl Into<String>,
+        eos_token: impl Into<String>,
+    ) -> Result<Self, ChatTemplateError> {
+        let mut env = Environment::new();
+        // transformers' settings: trim_blocks, lstrip_blocks, loop controls; jinja2's default of
+        // dropping a single trailing newline
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(false)
+            .build()
+            .map_err(|e| ChatTemplateError::Syntax(describe(&e)))?;
+        env.set_syntax(syntax);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template_owned(NAME, source.to_owned())
+            .map_err(|e| ChatTemplateError::Syntax(describe(&e)))?;
+        Ok(ChatTemplate {
+            env,
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        })
+    }
+
+    /// The model's template, rendered with its tokenizer's BOS and EOS texts.
+    pub fn for_model(source: &str, tokenizer: &Tokenizer) -> Result<Self, ChatTemplateError> {
+        let text = |id: Option<u32>| {
+            id.and_then(|id| tokenizer.inner().id_to_token(id))
+                .unwrap_or_default()
+        };
+        ChatTemplate::new(
+            source,
+            text(tokenizer.bos_token_id()),
+            text(tokenizer.eos_token_ids().first().copied()),
+        )
+    }
+
+    /// The prompt the template makes of `messages`.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatTemplateError> {
+        let tmpl = self
+            .env
+            .get_template(NAME)
+            .map_err(|e| ChatTemplateError::Syntax(describe(&e)))?;
+        tmpl.render(minijinja::context! {
+            messages => Value::from(minijinja::value::Serde(messages)),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos_token,
+            eos_token => &self.eos_token,
+        })
+        .map_err(|e| ChatTemplateError::Render(describe(&e)))
+    }
+
+    /// Tokenizes a rendered prompt: without adding special tokens, so the template's own BOS
+    /// (the text `<s>`, matched as the special token) is the only one.
+    pub fn encode(tokenizer: &Tokenizer, rendered: &str) -> crate::error::Result<Vec<u32>> {
+        tokenizer.encode(rendered, false)
+    }
+}
+
+/// The template of a `tokenizer_config.json`: `chat_template` as a string, or a list of named
+/// templates (`[{"name": "default", "template": ...}, {"name": "tool_use", ...}]`), of which the
+/// one named "default" (transformers' choice when no name is asked for).
+pub fn from_tokenizer_config(tc: &Json) -> Option<String> {
+    match tc.get("chat_template")? {
+        Json::String(s) => Some(s.clone()),
+        Json::Array(list) => list
+            .iter()
+            .find(|t| t.get("name").and_then(Json::as_str) == Some("default"))
+            .and_then(|t| t.get("template"))
+            .and_then(Json::as_str)
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// A hub directory's template: `chat_template.jinja` (where transformers 4.43+ saves it), else
+/// `tokenizer_config.json`'s.
+pub fn from_dir(dir: &Path) -> Option<String> {
+    if let Ok(s) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
+        return Some(s);
+    }
+    let tc = crate::config::read_json(&dir.join("tokenizer_config.json")).ok()?;
+    from_tokenizer_config(&tc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_templates_use_default() {
+        let tc = serde_json::json!({"chat_template": [
+            {"name": "tool_use", "template": "T"},
+            {"name": "default", "template": "D"},
+        ]});
+        assert_eq!(from_tokenizer_config(&tc).as_deref(), Some("D"));
+        let tc = serde_json::json!({"chat_template": "S"});
+        assert_eq!(from_tokenizer_config(&tc).as_deref(), Some("S"));
+        assert_eq!(from_tokenizer_config(&serde_json::json!({})), None);
+    }
+
+    #[test]
+    fn raise_exception_is_a_render_error_naming_the_message() {
+        let t =
+            ChatTemplate::new("{{ raise_exception('no system role') }}", "<s>", "</s>").unwrap();
+        let e = t
+            .render(&[ChatMessage::new("user", "hi")], true)
+            .unwrap_err();
+        assert!(
+            matches!(&e, ChatTemplateError::Render(m) if m.contains("no system role")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_is_typed() {
+        let e = ChatTemplate::new("{% for m in messages %}", "<s>", "</s>").unwrap_err();
+        assert!(matches!(e, ChatTemplateError::Syntax(_)), "{e}");
+    }
+}
