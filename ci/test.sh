@@ -2,7 +2,8 @@
 # Every test of the project, as CI runs it (.ci/run calls this; so can you):
 #   1. the Gaudi sidecar's pinned Python env (cached in ~/.cache/halo/sidecar-venv) and pytest;
 #   2. every CUDA kernel compiled by NVRTC for sm_80 and sm_90 (pinned NVRTC from PyPI, no GPU);
-#   3. cargo test over the whole workspace (unit, property, golden, end-to-end and scenario tests);
+#   3. cargo test over the whole workspace (unit, property, golden, end-to-end and scenario tests),
+#      every test binary even after one fails (--no-fail-fast), so one failure hides no other;
 #   4. formatting and clippy with warnings as errors.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,7 +21,7 @@ fi
 
 HALO_DEPLOY_PYTHON=$(bash ci/deploy-check.sh | tail -n 1); export HALO_DEPLOY_PYTHON  # deploy/: lint, render, validate
 
-echo "== sidecar environment" >&2
+echo "== sidecar environment (first run: pip downloads torch with its CUDA wheels, ~5.5 GB in ~/.cache/halo)" >&2
 HALO_SIDECAR_PYTHON=$(bash ci/sidecar-venv.sh | tail -n 1)
 export HALO_SIDECAR_PYTHON
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -31,9 +32,16 @@ echo "== sidecar pytest" >&2
 echo "== CUDA kernels under NVRTC" >&2
 bash ci/nvrtc.sh
 
+# From here every step runs even when an earlier one fails; the script fails if any did.
+failed=()
 echo "== cargo test --workspace" >&2
-cargo test --workspace --all-targets
+cargo test --workspace --all-targets --no-fail-fast || failed+=("cargo test")
 
 echo "== fmt and clippy" >&2
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+cargo fmt --all -- --check || failed+=("cargo fmt")
+cargo clippy --workspace --all-targets -- -D warnings || failed+=("cargo clippy")
+
+if ((${#failed[@]})); then
+  echo "ci/test.sh: failed: ${failed[*]}" >&2
+  exit 1
+fi

@@ -30,28 +30,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version are not errors; a usage error is one line on stderr.
-            if !e.use_stderr() {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let detail = rendered
-                .lines()
-                .skip_while(|l| *l != first)
-                .skip(1)
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
-                .map(|l| format!(" {l}"))
-                .unwrap_or_default();
-            eprintln!("{}{detail} (see --help)", first.trim_end());
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_exit(e),
     };
     commands::init_logging();
     let result = match cli.command {
@@ -67,5 +46,36 @@ fn main() -> ExitCode {
             eprintln!("error: {}", commands::one_line(&e));
             ExitCode::from(commands::exit_code(&e))
         }
+    }
+}
+
+/// --help and --version print and exit 0; `halo` alone (or a subcommand missing) prints the usage
+/// to stderr and exits 2; any other usage error is one line on stderr, exit 2.
+fn usage_exit(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(2);
+    }
+    eprintln!("{}", one_line_usage(&e.render().to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's multi-line rendering as one line: the first line, then the indented details under it
+/// (e.g. every missing argument), up to the usage section.
+fn one_line_usage(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("error: invalid arguments");
+    let details: Vec<&str> = lines
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+        .collect();
+    if details.is_empty() {
+        format!("{first} (see --help)")
+    } else {
+        format!("{first} {} (see --help)", details.join(", "))
     }
 }

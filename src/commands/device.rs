@@ -8,14 +8,16 @@ pub fn parse_kind(name: &str) -> anyhow::Result<DeviceKind> {
     name.parse::<DeviceKind>().map_err(usage)
 }
 
-/// Starts the backend for `kind`. A backend this machine cannot drive (no CUDA driver, no
-/// sidecar environment) is a usage error with the reason.
+/// Starts the backend for `kind`. A backend this machine cannot drive (no CUDA driver or GPU, no
+/// sidecar environment) is not a bad argument but a missing capability of the machine: exit 1,
+/// with the reason.
 pub fn open(kind: DeviceKind) -> anyhow::Result<Box<dyn Device>> {
     Ok(match kind {
-        DeviceKind::Cpu => Box::new(halo_cpu::CpuDevice::new().map_err(usage)?),
-        DeviceKind::Cuda => Box::new(halo_cuda::CudaDevice::new(0).map_err(usage)?),
+        DeviceKind::Cpu => Box::new(halo_cpu::CpuDevice::new().map_err(unavailable(kind))?),
+        DeviceKind::Cuda => Box::new(halo_cuda::CudaDevice::new(0).map_err(unavailable(kind))?),
         DeviceKind::Gaudi => Box::new(
-            halo_gaudi::GaudiDevice::new(halo_gaudi::GaudiOptions::default()).map_err(usage)?,
+            halo_gaudi::GaudiDevice::new(halo_gaudi::GaudiOptions::default())
+                .map_err(unavailable(kind))?,
         ),
     })
 }
@@ -23,7 +25,11 @@ pub fn open(kind: DeviceKind) -> anyhow::Result<Box<dyn Device>> {
 /// What `halo info` reports of a device without loading a model.
 pub fn probe(kind: DeviceKind) -> anyhow::Result<DeviceInfo> {
     match kind {
-        DeviceKind::Cuda => halo_cuda::probe().map_err(usage),
+        DeviceKind::Cuda => halo_cuda::probe().map_err(unavailable(kind)),
         other => Ok(open(other)?.info()),
     }
+}
+
+fn unavailable(kind: DeviceKind) -> impl FnOnce(halo_hal::DeviceError) -> anyhow::Error {
+    move |e| anyhow::Error::new(e).context(format!("cannot start the {kind} device"))
 }

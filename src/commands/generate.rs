@@ -9,6 +9,7 @@ use halo_engine::{
 };
 use halo_hal::{DType, LoadOptions};
 use serde_json::json;
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -16,13 +17,15 @@ use std::time::Instant;
 pub struct GenerateArgs {
     /// Model: a directory (config.json, model.safetensors or a sharded index, tokenizer.json),
     /// a .gguf file, or a directory holding one .gguf (or one split -00001-of-N set).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     model: PathBuf,
     /// cpu, cuda or gaudi.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Compute dtype (f32, f16, bf16); default: the backend's choice.
-    #[arg(long)]
+    /// The type float weights are stored in on the device: f32, f16 or bf16 (default: as in the
+    /// file). The CPU backend keeps them in that type and computes activations in f32; not with
+    /// --quantize.
+    #[arg(long, value_name = "TYPE")]
     dtype: Option<String>,
     /// The prompt text.
     #[arg(
@@ -31,52 +34,134 @@ pub struct GenerateArgs {
         required_unless_present = "prompts_file"
     )]
     prompt: Option<String>,
-    /// A file with one prompt per line, all submitted at once (batched).
-    #[arg(long)]
+    /// A file with one prompt per line (`-`: standard input), all submitted at once (batched).
+    #[arg(long, value_name = "FILE")]
     prompts_file: Option<PathBuf>,
-    #[arg(long, default_value_t = 64)]
+    /// Most tokens to generate per prompt (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 64, allow_negative_numbers = true,
+          value_parser = parse_max_new_tokens)]
     max_new_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    /// Sampling temperature, >= 0; 0 = greedy.
+    #[arg(long, value_name = "T", default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = parse_temperature)]
     temperature: f32,
-    /// 0 = off.
-    #[arg(long, default_value_t = 0)]
+    /// Sample only from the K most likely tokens; 0 = off.
+    #[arg(long, value_name = "K", default_value_t = 0, allow_negative_numbers = true,
+          value_parser = parse_count::<u32>)]
     top_k: u32,
-    #[arg(long, default_value_t = 1.0)]
+    /// Nucleus sampling: the smallest set of tokens whose probabilities sum to P, in (0, 1].
+    #[arg(long, value_name = "P", default_value_t = 1.0, allow_negative_numbers = true,
+          value_parser = parse_top_p)]
     top_p: f32,
-    #[arg(long, default_value_t = 0.0)]
+    /// Drop tokens less likely than M times the most likely one, in [0, 1]; 0 = off.
+    #[arg(long, value_name = "M", default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = parse_min_p)]
     min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
+    /// Divides the logits of tokens already seen (prompt and output), > 0; 1 = off.
+    #[arg(long, value_name = "R", default_value_t = 1.0, allow_negative_numbers = true,
+          value_parser = parse_repetition_penalty)]
     repetition_penalty: f32,
-    #[arg(long, default_value_t = 0.0)]
+    /// Subtracts F times a token's count in the output from its logit, in [-2, 2]; 0 = off.
+    #[arg(long, value_name = "F", default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = parse_penalty)]
     frequency_penalty: f32,
-    #[arg(long, default_value_t = 0.0)]
+    /// Subtracts P from the logit of every token already in the output, in [-2, 2]; 0 = off.
+    #[arg(long, value_name = "P", default_value_t = 0.0, allow_negative_numbers = true,
+          value_parser = parse_penalty)]
     presence_penalty: f32,
-    #[arg(long, default_value_t = 0)]
+    /// Sampling seed: the same seed and prompt give the same tokens.
+    #[arg(long, value_name = "S", default_value_t = 0, allow_negative_numbers = true,
+          value_parser = parse_count::<u64>)]
     seed: u64,
     /// A stop sequence (repeatable).
-    #[arg(long = "stop")]
+    #[arg(long = "stop", value_name = "STR")]
     stop: Vec<String>,
     /// A stop token id (repeatable).
-    #[arg(long = "stop-token-id")]
+    #[arg(long = "stop-token-id", value_name = "ID")]
     stop_token_ids: Vec<u32>,
     /// Keep generating past EOS (benchmarks).
     #[arg(long)]
     ignore_eos: bool,
-    /// Also report each token's logprob.
+    /// Also report each generated token's logprob (in the --json output).
     #[arg(long)]
     logprobs: bool,
-    /// Also report the n most likely alternatives per token.
-    #[arg(long, default_value_t = 0)]
+    /// Also report the N most likely alternatives per token (in the --json output).
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true,
+          value_parser = parse_count::<u32>)]
     top_n: u32,
-    /// Print one JSON object per prompt.
+    /// Print one JSON object per prompt (and, with --prompts-file, a summary).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     engine: super::engine_args::EngineArgs,
 }
 
+/// A whole number >= 0; a negative one is refused with that reason rather than as a bad flag.
+fn parse_count<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    if let Some(rest) = s.strip_prefix('-') {
+        if rest.parse::<f64>().is_ok() {
+            return Err("must not be negative".into());
+        }
+    }
+    s.parse::<T>()
+        .map_err(|_| "expected a whole number".to_string())
+}
+
+fn parse_max_new_tokens(s: &str) -> Result<usize, String> {
+    let n: usize = parse_count(s).map_err(|e| {
+        if e.starts_with("must") {
+            "max_new_tokens must be at least 1".to_string()
+        } else {
+            e
+        }
+    })?;
+    if n == 0 {
+        return Err("max_new_tokens must be at least 1".into());
+    }
+    Ok(n)
+}
+
+/// A finite number accepted by `ok`, else `why`.
+fn parse_float(s: &str, ok: impl Fn(f32) -> bool, why: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| "expected a number".to_string())?;
+    if v.is_finite() && ok(v) {
+        Ok(v)
+    } else {
+        Err(why.to_string())
+    }
+}
+
+fn parse_temperature(s: &str) -> Result<f32, String> {
+    parse_float(s, |v| v >= 0.0, "temperature must be >= 0 (0 = greedy)")
+}
+
+fn parse_top_p(s: &str) -> Result<f32, String> {
+    parse_float(s, |v| v > 0.0 && v <= 1.0, "top_p must be in (0, 1]")
+}
+
+fn parse_min_p(s: &str) -> Result<f32, String> {
+    parse_float(s, |v| (0.0..=1.0).contains(&v), "min_p must be in [0, 1]")
+}
+
+fn parse_repetition_penalty(s: &str) -> Result<f32, String> {
+    parse_float(s, |v| v > 0.0, "repetition_penalty must be > 0 (1 = off)")
+}
+
+fn parse_penalty(s: &str) -> Result<f32, String> {
+    parse_float(s, |v| (-2.0..=2.0).contains(&v), "must be in [-2, 2]")
+}
+
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    if !args.json && (args.logprobs || args.top_n > 0) {
+        let flag = if args.logprobs {
+            "--logprobs"
+        } else {
+            "--top-n"
+        };
+        return Err(usage(format!(
+            "{flag} is reported only in the --json output: add --json"
+        )));
+    }
     let prompts = read_prompts(&args)?;
     let kind = device::parse_kind(&args.device)?;
     let dtype = args
@@ -92,7 +177,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         max_new_tokens_cap: args.max_new_tokens.max(1),
         ..args.engine.config()
     };
-    let dev = device::open(kind)?;
+    let dev = super::progress::WithProgress::wrap(device::open(kind)?);
     let engine = Engine::start(
         dev,
         &args.model,
@@ -144,6 +229,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             other => anyhow::Error::new(other).context(format!("prompt {}", i + 1)),
         })?;
         generated += done.token_ids.len();
+        if !args.json && args.prompts_file.is_some() {
+            // Several completions in text: each under its own header, so where one ends is
+            // never a guess (a completion may hold blank lines).
+            println!("--- prompt {} ---", i + 1);
+        }
         print_completion(&args, &done)?;
     }
     engine.shutdown();
@@ -181,19 +271,30 @@ fn read_prompts(args: &GenerateArgs) -> anyhow::Result<Vec<String>> {
         .prompts_file
         .as_ref()
         .expect("clap requires one of them");
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))
-        .map_err(usage)?;
+    let text = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading prompts from standard input")
+            .map_err(usage)?;
+        text
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --prompts-file {}", path.display()))
+            .map_err(usage)?
+    };
     let prompts: Vec<String> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(str::to_owned)
         .collect();
     if prompts.is_empty() {
-        return Err(usage(format!(
-            "{}: no prompts (one per line)",
-            path.display()
-        )));
+        let name = if path.as_os_str() == "-" {
+            "standard input".to_string()
+        } else {
+            path.display().to_string()
+        };
+        return Err(usage(format!("{name}: no prompts (one per line)")));
     }
     Ok(prompts)
 }

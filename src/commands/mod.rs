@@ -6,6 +6,7 @@ pub mod engine_args;
 pub mod generate;
 pub mod info;
 pub mod make_model;
+pub mod progress;
 pub mod serve;
 
 use std::fmt;
@@ -22,9 +23,10 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// Wraps any error as a usage error (exit 2).
+/// Wraps any error as a usage error (exit 2). An `anyhow::Error` keeps its whole chain (the
+/// alternate form prints "context: cause: ..."), so an OS error under a context is not lost.
 pub fn usage(e: impl fmt::Display) -> anyhow::Error {
-    anyhow::Error::new(UsageError(e.to_string()))
+    anyhow::Error::new(UsageError(format!("{e:#}")))
 }
 
 pub fn exit_code(e: &anyhow::Error) -> u8 {
@@ -47,12 +49,21 @@ pub fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-/// Logs go to stderr, structured, filtered by RUST_LOG (default: warnings).
+/// Whether stderr is a terminal a person watches (colours, spinners), and NO_COLOR is unset.
+pub fn stderr_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}
+
+/// Logs go to stderr, structured, filtered by RUST_LOG (default: warnings). Colour codes only on a
+/// terminal (and not with NO_COLOR set): a log file or a pipe gets plain text.
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let ansi = stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }

@@ -22,17 +22,19 @@ const TOKEN_ENV: &str = "HALO_AUTH_TOKEN";
 pub struct ServeArgs {
     /// Model: a directory (config.json, model.safetensors or a sharded index, tokenizer.json),
     /// a .gguf file, or a directory holding one .gguf (or one split -00001-of-N set).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     model: PathBuf,
     /// cpu, cuda or gaudi.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// gRPC address; port 0 picks a free port (the serving line on stdout names it).
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    /// Prometheus metrics address (GET /metrics).
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    metrics_listen: SocketAddr,
+    /// gRPC address, HOST:PORT (a host name is resolved); port 0 picks a free port (the serving
+    /// line on stdout names it).
+    #[arg(long, default_value = "127.0.0.1:50051", value_parser = parse_listen)]
+    listen: ListenAddr,
+    /// Prometheus metrics address (GET /metrics) [default: 127.0.0.1:9090; with --listen on
+    /// port 0, a free port on the --listen host, named on the serving line].
+    #[arg(long, value_parser = parse_listen)]
+    metrics_listen: Option<ListenAddr>,
     /// Do not serve metrics.
     #[arg(long)]
     no_metrics: bool,
@@ -74,8 +76,81 @@ pub struct ServeArgs {
     stall_timeout_secs: u64,
 }
 
+/// The default metrics address when --listen names a fixed port.
+const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
+
+/// A `--listen` value: what the user wrote and the addresses it resolves to.
+#[derive(Clone, Debug)]
+pub struct ListenAddr {
+    text: String,
+    addrs: Vec<SocketAddr>,
+}
+
+impl ListenAddr {
+    /// Port 0: the system picks a free port.
+    fn any_port(&self) -> bool {
+        self.addrs.iter().all(|a| a.port() == 0)
+    }
+}
+
+/// HOST:PORT with an IP or a host name (resolved now, so a bad name is a usage error).
+fn parse_listen(s: &str) -> Result<ListenAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(ListenAddr {
+            text: s.to_string(),
+            addrs: vec![a],
+        });
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| "expected HOST:PORT, e.g. 127.0.0.1:50051 or localhost:50051".to_string())?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err("expected HOST:PORT, e.g. 127.0.0.1:50051 or localhost:50051".to_string());
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
+    Ok(ListenAddr {
+        text: s.to_string(),
+        addrs,
+    })
+}
+
+/// Binds the first address of `addr` that can be bound (as `TcpListener::bind` does).
+async fn bind(addr: &ListenAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(&addr.addrs[..]).await
+}
+
+/// The metrics address: --metrics-listen if given; else, when --listen picks a free port, a free
+/// port on the same host (so two workers on port 0 never collide on 9090); else 127.0.0.1:9090.
+fn metrics_listen(args: &ServeArgs) -> ListenAddr {
+    if let Some(m) = &args.metrics_listen {
+        return m.clone();
+    }
+    if args.listen.any_port() {
+        let addrs: Vec<SocketAddr> = args
+            .listen
+            .addrs
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), 0))
+            .collect();
+        return ListenAddr {
+            text: format!("{} (a free port)", addrs[0].ip()),
+            addrs,
+        };
+    }
+    parse_listen(DEFAULT_METRICS_LISTEN).expect("a literal address")
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let device = super::device::open(super::device::parse_kind(&args.device)?)?;
+    let device = super::progress::WithProgress::wrap(super::device::open(
+        super::device::parse_kind(&args.device)?,
+    )?);
     let auth_token = auth_token(args.auth_token_file.as_deref())?;
     let tls = tls_options(&args)?;
     let metrics = Arc::new(Metrics::new());
@@ -97,19 +172,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         // Bind first so a busy port fails before a long model load.
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = bind(&args.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+            .with_context(|| format!("cannot listen on {}", args.listen.text))?;
         let metrics_listener = if args.no_metrics {
             None
         } else {
-            Some(
-                tokio::net::TcpListener::bind(args.metrics_listen)
-                    .await
-                    .with_context(|| {
-                        format!("cannot listen on {} for metrics", args.metrics_listen)
-                    })?,
-            )
+            let m = metrics_listen(&args);
+            Some(bind(&m).await.with_context(|| {
+                format!(
+                    "cannot listen on {} for metrics (choose another with --metrics-listen, \
+                     or --no-metrics)",
+                    m.text
+                )
+            })?)
         };
         let model_dir = args.model.clone();
         let load = LoadOptions {
@@ -131,9 +207,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(a) => format!("metrics on http://{a}/metrics"),
             None => "metrics off".to_string(),
         };
-        let mut stdout = std::io::stdout();
-        writeln!(stdout, "halo serving on {addr} ({metrics_note})")?;
-        stdout.flush()?;
 
         let options = ServerOptions {
             max_message_bytes: args.max_message_bytes,
@@ -144,7 +217,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             metrics_listener,
             ..ServerOptions::default()
         };
-        halo_server::run(listener, engine, options, shutdown_signal())
+        // The line is printed once health already reports SERVING (a router may probe on it).
+        let announce = move || {
+            let mut stdout = std::io::stdout();
+            let printed = writeln!(stdout, "halo serving on {addr} ({metrics_note})")
+                .and_then(|()| stdout.flush());
+            if let Err(e) = printed {
+                tracing::warn!(error = %e, "cannot print the serving line");
+            }
+        };
+        halo_server::run_with_ready(listener, engine, options, shutdown_signal(), announce)
             .await
             .context("serving")
     })

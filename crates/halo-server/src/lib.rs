@@ -24,4 +24,4 @@ mod stream;
 pub use auth::{AuthError, AuthToken};
 pub use metrics::Metrics;
 pub use options::{Http2Options, ServerOptions, TlsOptions};
-pub use server::{run, ServerError};
+pub use server::{run, run_with_ready, ServerError};

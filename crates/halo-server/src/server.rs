@@ -46,6 +46,24 @@ pub async fn run<F>(
 where
     F: Future<Output = ()>,
 {
+    run_with_ready(listener, engine, options, shutdown, || {}).await
+}
+
+/// [`run`], calling `ready` once health already reports the engine's status (SERVING for a
+/// started engine) and the services are assembled, just before connections are served: the
+/// place to announce the worker (`halo serve` prints its serving line there). Connections that
+/// arrive earlier wait in the listener's backlog.
+pub async fn run_with_ready<F, R>(
+    listener: TcpListener,
+    engine: Engine,
+    options: ServerOptions,
+    shutdown: F,
+    ready: R,
+) -> Result<(), ServerError>
+where
+    F: Future<Output = ()>,
+    R: FnOnce(),
+{
     let ServerOptions {
         max_message_bytes,
         auth_token,
@@ -114,11 +132,15 @@ where
         .with_nodelay(Some(true))
         .with_keepalive(Some(http2.tcp_keepalive));
 
+    // Published here, not on the watcher's first tick: whoever reads the serving line and
+    // probes health at once must see SERVING.
+    let published = health::publish_initial(&engine, &reporter, &draining).await;
     tokio::spawn(health::watch_engine(
         engine.clone(),
         reporter.clone(),
         draining.clone(),
         health_poll_interval,
+        Some(published),
         stop_rx.clone(),
     ));
     if let Some(listener) = metrics_listener {
@@ -130,6 +152,7 @@ where
         }));
     }
     tracing::info!(addr = ?addr, tls = secure, max_message_bytes, "worker serving");
+    ready();
 
     let (drained_tx, drained_rx) = oneshot::channel::<()>();
     let drain = {
