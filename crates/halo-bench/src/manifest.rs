@@ -11,6 +11,9 @@ pub struct Host {
     pub cpu_model: Option<String>,
     pub logical_cpus: Option<usize>,
     pub memory_bytes: Option<u64>,
+    /// NVIDIA GPUs as the driver lists them (`/proc/driver/nvidia/gpus/*/information`, "Model:");
+    /// empty where there is no NVIDIA driver. Other accelerators are not probed.
+    pub gpus: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +42,32 @@ pub fn cpu_model(cpuinfo: &str) -> Option<String> {
     })
 }
 
+/// The `Model:` line of an NVIDIA driver `information` file.
+pub fn nvidia_model(information: &str) -> Option<String> {
+    information.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "Model").then(|| v.trim().to_string())
+    })
+}
+
+fn nvidia_gpus() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/driver/nvidia/gpus") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = dir
+        .flatten()
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path().join("information")).ok()?;
+            Some((
+                e.file_name().to_string_lossy().to_string(),
+                nvidia_model(&text)?,
+            ))
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, m)| m).collect()
+}
+
 /// `MemTotal` of a /proc/meminfo text, in bytes.
 pub fn mem_total(meminfo: &str) -> Option<u64> {
     meminfo.lines().find_map(|l| {
@@ -56,6 +85,7 @@ impl Host {
             cpu_model: cpu_model(&read("/proc/cpuinfo")),
             logical_cpus: std::thread::available_parallelism().ok().map(|n| n.get()),
             memory_bytes: mem_total(&read("/proc/meminfo")),
+            gpus: nvidia_gpus(),
         }
     }
 }
@@ -74,5 +104,9 @@ mod tests {
             Some(16303540 * 1024)
         );
         assert!(!git_commit().is_empty());
+        assert_eq!(
+            nvidia_model("Model: \t\t NVIDIA H200\nIRQ:   42\n").as_deref(),
+            Some("NVIDIA H200")
+        );
     }
 }

@@ -202,6 +202,9 @@ pub fn render(r: &BenchReport) -> String {
             b as f64 / (1u64 << 30) as f64
         ))
     );
+    if !m.host.gpus.is_empty() {
+        let _ = writeln!(md, "- GPUs: {}", cell(&m.host.gpus.join(", ")));
+    }
     let _ = writeln!(md, "- energy: {}", cell(&m.energy));
     let _ = writeln!(
         md,
