@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let shapes = shapes();
-    let ms = [1usize, 4, 16, 64];
+    let ms = [1usize, 4, 16, 64, 256];
     let inputs: Vec<Vec<Vec<f32>>> = ms
         .iter()
         .map(|&m| {

@@ -270,6 +270,32 @@ fn quantized(isa: QIsa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]) {
     }
     let acts = Acts::quantize(w.dtype, x, m, k);
     let nr = isa.rows_per_tile(m);
+    #[cfg(target_arch = "x86_64")]
+    if isa == QIsa::Avx512Vnni && m > MR && matches!(w.dtype, StoredDType::Q8_0 | StoredDType::Q4_0)
+    {
+        // Each cache block of weight rows unpacked once for all the activation tiles.
+        let rb = w.row_bytes;
+        drive_blocks(m, n, k, nr, y, &|n0, rows, out| {
+            let wb = &w.data[n0 * rb..(n0 + rows) * rb];
+            x86::q8_block_avx512(w.dtype, &acts, m, wb, rows, out, ROWS_PER_BLOCK);
+        });
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa == QIsa::Avx512Vnni
+        && m > MR
+        && matches!(
+            w.dtype,
+            StoredDType::Q4_K | StoredDType::Q5_K | StoredDType::Q6_K
+        )
+    {
+        let rb = w.row_bytes;
+        drive_blocks(m, n, k, nr, y, &|n0, rows, out| {
+            let wb = &w.data[n0 * rb..(n0 + rows) * rb];
+            x86::k_block_avx512(w.dtype, &acts, m, wb, rows, out, ROWS_PER_BLOCK);
+        });
+        return;
+    }
     drive(m, n, k, nr, y, &|m0, mt, n0, nt, sums| {
         let wb = &w.data[n0 * w.row_bytes..(n0 + nt) * w.row_bytes];
         match isa {
@@ -292,22 +318,7 @@ pub(crate) fn drive(
     y: &mut [f32],
     tile: &(dyn Fn(usize, usize, usize, usize, &mut Sums) + Sync),
 ) {
-    let mut transposed = Vec::new();
-    let yt: &mut [f32] = if m == 1 {
-        y
-    } else {
-        transposed.resize(n * m, 0.0);
-        &mut transposed
-    };
-    let tasks = if m * n * k < SERIAL_WORK {
-        1
-    } else {
-        rayon::current_num_threads() * 4
-    };
-    let chunk = n.div_ceil(tasks).div_ceil(nr) * nr;
-    let block = |c: usize, out: &mut [f32]| {
-        let rows = out.len() / m;
-        let base = c * chunk;
+    drive_blocks(m, n, k, nr, y, &|base, rows, out| {
         let nb = if m > MR {
             ROWS_PER_BLOCK.div_ceil(nr) * nr
         } else {
@@ -329,7 +340,33 @@ pub(crate) fn drive(
                 }
             }
         }
+    });
+}
+
+/// Splits N over the pool in chunks of whole `nr`-row tiles and runs `block(n0, rows, out)`
+/// for each, `out` being rows `n0..n0 + rows` of yᵀ (`rows × m`), then transposes into `y`.
+pub(crate) fn drive_blocks(
+    m: usize,
+    n: usize,
+    k: usize,
+    nr: usize,
+    y: &mut [f32],
+    block: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
+) {
+    let mut transposed = Vec::new();
+    let yt: &mut [f32] = if m == 1 {
+        y
+    } else {
+        transposed.resize(n * m, 0.0);
+        &mut transposed
     };
+    let tasks = if m * n * k < SERIAL_WORK {
+        1
+    } else {
+        rayon::current_num_threads() * 4
+    };
+    let chunk = n.div_ceil(tasks).div_ceil(nr) * nr;
+    let block = |c: usize, out: &mut [f32]| block(c * chunk, out.len() / m, out);
     if tasks == 1 {
         block(0, yt);
     } else {

@@ -14,7 +14,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::portable::k_step;
-use super::{Acts, Sums};
+use super::{Acts, Sums, MR};
 use halo_model::dtype::StoredDType;
 use std::arch::x86_64::*;
 
@@ -90,9 +90,27 @@ pub(crate) fn tile_avx512(
         match dtype {
             StoredDType::Q8_0 => mn!(mt, nt, q8_avx512, [false], (acts, m0, w, sums)),
             StoredDType::Q4_0 => mn!(mt, nt, q8_avx512, [true], (acts, m0, w, sums)),
-            StoredDType::Q4_K => mn!(mt, nt, k_avx512, [Q4K], (acts, m0, w, sums)),
-            StoredDType::Q5_K => mn!(mt, nt, k_avx512, [Q5K], (acts, m0, w, sums)),
-            StoredDType::Q6_K => mn!(mt, nt, k_avx512, [Q6K], (acts, m0, w, sums)),
+            StoredDType::Q4_K => mn!(
+                mt,
+                nt,
+                k_avx512,
+                [Q4K, false],
+                (acts, m0, w, std::ptr::null(), sums)
+            ),
+            StoredDType::Q5_K => mn!(
+                mt,
+                nt,
+                k_avx512,
+                [Q5K, false],
+                (acts, m0, w, std::ptr::null(), sums)
+            ),
+            StoredDType::Q6_K => mn!(
+                mt,
+                nt,
+                k_avx512,
+                [Q6K, false],
+                (acts, m0, w, std::ptr::null(), sums)
+            ),
             other => unreachable!("no integer kernel for {other}"),
         }
     }
@@ -361,10 +379,7 @@ unsafe fn q8_avx512<const M: usize, const N: usize, const Q4: bool>(
     let nb = k / 32;
     let bb = if Q4 { 18 } else { 34 };
     let rb = nb * bb;
-    let (wp, ap, dp) = (w.as_ptr(), acts.q.as_ptr(), acts.d.as_ptr());
-    let offset = _mm512_set1_epi8(if Q4 { 8 } else { -128 });
-    let low4 = _mm512_set1_epi8(0x0F);
-    let pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let wp = w.as_ptr();
     let mut acc = [[_mm512_setzero_ps(); N]; M];
     let mut b = 0;
     while b < nb {
@@ -372,58 +387,10 @@ unsafe fn q8_avx512<const M: usize, const N: usize, const Q4: bool>(
         let mut wu = [_mm512_setzero_si512(); N];
         let mut dw = [_mm512_setzero_ps(); N];
         for j in 0..N {
-            let p0 = wp.add(j * rb + b * bb);
-            let h0 = u16::from_le_bytes([*p0, *p0.add(1)]) as i32;
-            let h1 = if two {
-                u16::from_le_bytes([*p0.add(bb), *p0.add(bb + 1)]) as i32
-            } else {
-                0
-            };
-            let halves = _mm_cvtph_ps(_mm_cvtsi32_si128(h0 | h1 << 16));
-            dw[j] = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(halves));
-            wu[j] = if Q4 {
-                let q0 = _mm_loadu_si128(p0.add(2).cast());
-                let q1 = if two {
-                    _mm_loadu_si128(p0.add(bb + 2).cast())
-                } else {
-                    _mm_setzero_si128()
-                };
-                let y = _mm256_set_m128i(q1, q0);
-                let z =
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(y), _mm256_srli_epi16::<4>(y));
-                // 128-bit lanes [q0, q1, q0>>4, q1>>4] → [q0 lo, q0 hi, q1 lo, q1 hi].
-                _mm512_and_si512(_mm512_shuffle_i64x2::<0b11_01_10_00>(z, z), low4)
-            } else {
-                let lo = _mm256_loadu_si256(p0.add(2).cast());
-                let hi = if two {
-                    _mm256_loadu_si256(p0.add(bb + 2).cast())
-                } else {
-                    _mm256_set1_epi8(-128)
-                };
-                let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-                _mm512_xor_si512(z, _mm512_set1_epi8(-128))
-            };
+            (wu[j], dw[j]) = q8_pair::<Q4>(wp.add(j * rb + b * bb), two);
         }
         for i in 0..M {
-            let row = m0 + i;
-            let aq = ap.add(row * k + b * 32);
-            let ad = dp.add(row * nb + b);
-            let (a, dx) = if two {
-                (
-                    _mm512_loadu_si512(aq.cast()),
-                    _mm_castpd_ps(_mm_load_sd(ad.cast())),
-                )
-            } else {
-                (
-                    _mm512_zextsi256_si512(_mm256_loadu_si256(aq.cast())),
-                    _mm_load_ss(ad),
-                )
-            };
-            let dx = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(dx));
-            let neg = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
-                _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, a),
-            );
+            let (a, dx, neg) = q8_act::<Q4>(acts, m0 + i, b, two);
             for j in 0..N {
                 let p = _mm512_dpbusd_epi32(neg, wu[j], a);
                 acc[i][j] =
@@ -432,6 +399,89 @@ unsafe fn q8_avx512<const M: usize, const N: usize, const Q4: bool>(
         }
         b += 2;
     }
+    q8_reduce(&acc, sums);
+}
+
+/// Blocks `b` and `b + 1` (just `b` unless `two`) of a Q8_0/Q4_0 row at `p0` (block `b`'s
+/// bytes): the unsigned codes and the block scales, 8 lanes each.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q8_pair<const Q4: bool>(p0: *const u8, two: bool) -> (__m512i, __m512) {
+    let bb = if Q4 { 18 } else { 34 };
+    let pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let h0 = u16::from_le_bytes([*p0, *p0.add(1)]) as i32;
+    let h1 = if two {
+        u16::from_le_bytes([*p0.add(bb), *p0.add(bb + 1)]) as i32
+    } else {
+        0
+    };
+    let halves = _mm_cvtph_ps(_mm_cvtsi32_si128(h0 | h1 << 16));
+    let dw = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(halves));
+    let wu = if Q4 {
+        let q0 = _mm_loadu_si128(p0.add(2).cast());
+        let q1 = if two {
+            _mm_loadu_si128(p0.add(bb + 2).cast())
+        } else {
+            _mm_setzero_si128()
+        };
+        let y = _mm256_set_m128i(q1, q0);
+        let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(y), _mm256_srli_epi16::<4>(y));
+        // 128-bit lanes [q0, q1, q0>>4, q1>>4] → [q0 lo, q0 hi, q1 lo, q1 hi].
+        _mm512_and_si512(
+            _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z),
+            _mm512_set1_epi8(0x0F),
+        )
+    } else {
+        let lo = _mm256_loadu_si256(p0.add(2).cast());
+        let hi = if two {
+            _mm256_loadu_si256(p0.add(bb + 2).cast())
+        } else {
+            _mm256_set1_epi8(-128)
+        };
+        let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+        _mm512_xor_si512(z, _mm512_set1_epi8(-128))
+    };
+    (wu, dw)
+}
+
+/// Activation row `row`'s blocks `b` and `b + 1` (just `b` unless `two`, zeros above): the
+/// codes, the scales 8 lanes each, and `−C·Σa` per lane.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q8_act<const Q4: bool>(
+    acts: &Acts,
+    row: usize,
+    b: usize,
+    two: bool,
+) -> (__m512i, __m512, __m512i) {
+    let k = acts.k;
+    let nb = k / 32;
+    let pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let offset = _mm512_set1_epi8(if Q4 { 8 } else { -128 });
+    let aq = acts.q.as_ptr().add(row * k + b * 32);
+    let ad = acts.d.as_ptr().add(row * nb + b);
+    let (a, dx) = if two {
+        (
+            _mm512_loadu_si512(aq.cast()),
+            _mm_castpd_ps(_mm_load_sd(ad.cast())),
+        )
+    } else {
+        (
+            _mm512_zextsi256_si512(_mm256_loadu_si256(aq.cast())),
+            _mm_load_ss(ad),
+        )
+    };
+    let dx = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(dx));
+    let neg = _mm512_sub_epi32(
+        _mm512_setzero_si512(),
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, a),
+    );
+    (a, dx, neg)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q8_reduce<const M: usize, const N: usize>(acc: &[[__m512; N]; M], sums: &mut Sums) {
     for i in 0..M {
         for j in 0..N {
             let v = acc[i][j];
@@ -440,6 +490,112 @@ unsafe fn q8_avx512<const M: usize, const N: usize, const Q4: bool>(
             sums[i][j] = hsum256(_mm256_add_ps(lo, hi));
         }
     }
+}
+
+/// Q8_0/Q4_0 weights met by many activation rows: `out` (`rows × m`, yᵀ) = the `rows` weight
+/// rows `w` times every activation row. Each cache block of weight rows is unpacked once (the
+/// vectors [`q8_avx512`] builds per tile) and then met by every activation tile, running the
+/// very chain [`q8_avx512`] runs, so the bits do not depend on which of the two ran.
+pub(crate) fn q8_block_avx512(
+    dtype: StoredDType,
+    acts: &Acts,
+    m: usize,
+    w: &[u8],
+    rows: usize,
+    out: &mut [f32],
+    rows_per_block: usize,
+) {
+    let k = acts.k;
+    let q4 = dtype == StoredDType::Q4_0;
+    let row_bytes = dtype.row_bytes(k).expect("whole blocks");
+    assert!(
+        matches!(dtype, StoredDType::Q8_0 | StoredDType::Q4_0)
+            && acts.block == 32
+            && k.is_multiple_of(32)
+            && m * k <= acts.q.len()
+            && w.len() == rows * row_bytes
+            && out.len() == rows * m
+    );
+    let nb = k / 32;
+    let np = nb.div_ceil(2);
+    let cap = rows_per_block.min(rows);
+    // SAFETY: all-zero bits are a valid vector.
+    let (zi, zf) = unsafe { (std::mem::zeroed::<__m512i>(), std::mem::zeroed::<__m512>()) };
+    let mut codes = vec![zi; cap * np];
+    let mut scales = vec![zf; cap * np];
+    let mut sums = [[0.0f32; 4]; MR];
+    for b0 in (0..rows).step_by(rows_per_block) {
+        let b1 = (b0 + rows_per_block).min(rows);
+        // SAFETY: the caller checked the CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C;
+        // the assert above bounds every pointer formed here and in the kernels.
+        unsafe {
+            for r in b0..b1 {
+                let wr = w.as_ptr().add(r * row_bytes);
+                let bb = if q4 { 18 } else { 34 };
+                for p in 0..np {
+                    let two = 2 * p + 1 < nb;
+                    let v = if q4 {
+                        q8_pair::<true>(wr.add(2 * p * bb), two)
+                    } else {
+                        q8_pair::<false>(wr.add(2 * p * bb), two)
+                    };
+                    (codes[(r - b0) * np + p], scales[(r - b0) * np + p]) = v;
+                }
+            }
+            for m0 in (0..m).step_by(MR) {
+                let mt = MR.min(m - m0);
+                for n0 in (b0..b1).step_by(4) {
+                    let nt = 4.min(b1 - n0);
+                    let c = codes.as_ptr().add((n0 - b0) * np);
+                    let s = scales.as_ptr().add((n0 - b0) * np);
+                    if q4 {
+                        mn!(mt, nt, q8p_avx512, [true], (acts, m0, c, s, &mut sums));
+                    } else {
+                        mn!(mt, nt, q8p_avx512, [false], (acts, m0, c, s, &mut sums));
+                    }
+                    for (j, dst) in out[n0 * m..(n0 + nt) * m].chunks_exact_mut(m).enumerate() {
+                        for (i, s) in sums[..mt].iter().enumerate() {
+                            dst[m0 + i] = s[j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`q8_avx512`] on weights [`q8_pair`] already unpacked: `N` rows of `k / 64` (rounded up)
+/// vectors each at `codes` and `scales`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q8p_avx512<const M: usize, const N: usize, const Q4: bool>(
+    acts: &Acts,
+    m0: usize,
+    codes: *const __m512i,
+    scales: *const __m512,
+    sums: &mut Sums,
+) {
+    let nb = acts.k / 32;
+    let np = nb.div_ceil(2);
+    let mut acc = [[_mm512_setzero_ps(); N]; M];
+    for p in 0..np {
+        let b = 2 * p;
+        let two = b + 1 < nb;
+        let mut wu = [_mm512_setzero_si512(); N];
+        let mut dw = [_mm512_setzero_ps(); N];
+        for j in 0..N {
+            wu[j] = *codes.add(j * np + p);
+            dw[j] = *scales.add(j * np + p);
+        }
+        for i in 0..M {
+            let (a, dx, neg) = q8_act::<Q4>(acts, m0 + i, b, two);
+            for j in 0..N {
+                let p = _mm512_dpbusd_epi32(neg, wu[j], a);
+                acc[i][j] =
+                    _mm512_fmadd_ps(_mm512_mul_ps(dw[j], dx), _mm512_cvtepi32_ps(p), acc[i][j]);
+            }
+        }
+    }
+    q8_reduce(&acc, sums);
 }
 
 /// The 64 unsigned codes of chunk `c` (values `64c..64c + 64`) of a K-quant super-block at `p`;
@@ -486,10 +642,11 @@ unsafe fn k_chunk512<const T: u8>(p: *const u8, c: usize, qh: __m512i) -> __m512
 /// per-16 scales into one integer accumulator per output, reduced per super-block and handed
 /// to [`k_step`] (so the bits equal the portable path's).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn k_avx512<const M: usize, const N: usize, const T: u8>(
+unsafe fn k_avx512<const M: usize, const N: usize, const T: u8, const PREP: bool>(
     acts: &Acts,
     m0: usize,
     w: &[u8],
+    prep: *const __m512i,
     sums: &mut Sums,
 ) {
     let k = acts.k;
@@ -502,26 +659,7 @@ unsafe fn k_avx512<const M: usize, const N: usize, const T: u8>(
         acts.d.as_ptr(),
         acts.bsums.as_ptr(),
     );
-    // i16 lane e of chunk c's scale vector takes scale (4c + e/8) / 2 (Q4_K/Q5_K: one per 32
-    // values) or 4c + e/8 (Q6_K: one per 16).
-    let lane_sub = _mm512_srli_epi16::<3>(_mm512_setr_epi32(
-        0x0001_0000,
-        0x0003_0002,
-        0x0005_0004,
-        0x0007_0006,
-        0x0009_0008,
-        0x000b_000a,
-        0x000d_000c,
-        0x000f_000e,
-        0x0011_0010,
-        0x0013_0012,
-        0x0015_0014,
-        0x0017_0016,
-        0x0019_0018,
-        0x001b_001a,
-        0x001d_001c,
-        0x001f_001e,
-    ));
+    let lane_sub = k_lane_sub();
     let mut acc = [[0.0f32; N]; M];
     let mut acc16 = _mm512_setzero_ps();
     for sb in 0..nsb {
@@ -532,14 +670,10 @@ unsafe fn k_avx512<const M: usize, const N: usize, const T: u8>(
         let mut wb = [wp; N];
         for j in 0..N {
             wb[j] = wp.add(j * rb + sb * bb);
+            (scales[j], mins[j]) = k_scales512::<T>(wb[j]);
             if T == Q6K {
-                let s8 = _mm_loadu_si128(wb[j].add(192).cast());
-                scales[j] = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(s8));
                 d[j] = half(wb[j].add(208));
             } else {
-                let (sc, mn) = kscales_packed(wb[j].add(4));
-                scales[j] = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-                mins[j] = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64));
                 d[j] = half(wb[j]);
                 dmin[j] = half(wb[j].add(2));
             }
@@ -563,28 +697,31 @@ unsafe fn k_avx512<const M: usize, const N: usize, const T: u8>(
             }
         }
         let mut qh = [_mm512_setzero_si512(); N];
-        if T == Q5K {
+        if T == Q5K && !PREP {
             for j in 0..N {
                 qh[j] = _mm512_broadcast_i64x4(_mm256_loadu_si256(wb[j].add(16).cast()));
             }
         }
         for c in 0..4 {
-            if T == Q6K && c % 2 == 0 {
+            if T == Q6K && c % 2 == 0 && !PREP {
                 for j in 0..N {
                     let h = _mm256_loadu_si256(wb[j].add(128 + 32 * (c / 2)).cast());
                     qh[j] = _mm512_broadcast_i64x4(h);
                 }
             }
-            let sub = if T == Q6K {
-                _mm512_add_epi16(lane_sub, _mm512_set1_epi16(4 * c as i16))
-            } else {
-                _mm512_srli_epi16::<1>(_mm512_add_epi16(lane_sub, _mm512_set1_epi16(4 * c as i16)))
-            };
+            let sub = k_sub::<T>(lane_sub, c);
             let mut q = [_mm512_setzero_si512(); N];
             let mut s = [_mm512_setzero_si512(); N];
             for j in 0..N {
-                q[j] = k_chunk512::<T>(wb[j], c, qh[j]);
-                s[j] = _mm512_permutexvar_epi16(sub, scales[j]);
+                if PREP {
+                    // Row j's super-block sb: chunk c's codes, then its scales.
+                    let v = prep.add(((j * nsb + sb) * 4 + c) * 2);
+                    q[j] = *v;
+                    s[j] = *v.add(1);
+                } else {
+                    q[j] = k_chunk512::<T>(wb[j], c, qh[j]);
+                    s[j] = _mm512_permutexvar_epi16(sub, scales[j]);
+                }
             }
             for i in 0..M {
                 let a = _mm512_loadu_si512(ap.add((m0 + i) * k + sb * 256 + 64 * c).cast());
@@ -666,6 +803,162 @@ unsafe fn k_avx512<const M: usize, const N: usize, const T: u8>(
     } else {
         for i in 0..M {
             sums[i][..N].copy_from_slice(&acc[i]);
+        }
+    }
+}
+
+/// i16 lane e of chunk c's scale vector takes scale (4c + e/8) / 2 (Q4_K/Q5_K: one per 32
+/// values) or 4c + e/8 (Q6_K: one per 16); this is 4c + e/8 for c = 0.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn k_lane_sub() -> __m512i {
+    _mm512_srli_epi16::<3>(_mm512_setr_epi32(
+        0x0001_0000,
+        0x0003_0002,
+        0x0005_0004,
+        0x0007_0006,
+        0x0009_0008,
+        0x000b_000a,
+        0x000d_000c,
+        0x000f_000e,
+        0x0011_0010,
+        0x0013_0012,
+        0x0015_0014,
+        0x0017_0016,
+        0x0019_0018,
+        0x001b_001a,
+        0x001d_001c,
+        0x001f_001e,
+    ))
+}
+
+/// Chunk `c`'s scale indices (see [`k_lane_sub`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn k_sub<const T: u8>(lane_sub: __m512i, c: usize) -> __m512i {
+    if T == Q6K {
+        _mm512_add_epi16(lane_sub, _mm512_set1_epi16(4 * c as i16))
+    } else {
+        _mm512_srli_epi16::<1>(_mm512_add_epi16(lane_sub, _mm512_set1_epi16(4 * c as i16)))
+    }
+}
+
+/// A K-quant super-block's scales as i16 lanes (8 or 16 of them) and, for Q4_K/Q5_K, its
+/// 8 mins.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn k_scales512<const T: u8>(p: *const u8) -> (__m512i, __m128i) {
+    if T == Q6K {
+        let s8 = _mm_loadu_si128(p.add(192).cast());
+        (
+            _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(s8)),
+            _mm_setzero_si128(),
+        )
+    } else {
+        let (sc, mn) = kscales_packed(p.add(4));
+        (
+            _mm512_zextsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64))),
+            _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64)),
+        )
+    }
+}
+
+/// Unpacks `rows` K-quant rows at `w` into `out`: per row, super-block and 64-value chunk, the
+/// codes and the per-lane scales [`k_avx512`] builds for that chunk.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn k_prep<const T: u8>(w: *const u8, rows: usize, nsb: usize, out: *mut __m512i) {
+    let bb = [144usize, 176, 210][T as usize];
+    let lane_sub = k_lane_sub();
+    for r in 0..rows {
+        for sb in 0..nsb {
+            let p = w.add((r * nsb + sb) * bb);
+            let (scales, _) = k_scales512::<T>(p);
+            let mut qh = _mm512_setzero_si512();
+            if T == Q5K {
+                qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(p.add(16).cast()));
+            }
+            for c in 0..4 {
+                if T == Q6K && c % 2 == 0 {
+                    qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        p.add(128 + 32 * (c / 2)).cast(),
+                    ));
+                }
+                let v = out.add(((r * nsb + sb) * 4 + c) * 2);
+                *v = k_chunk512::<T>(p, c, qh);
+                *v.add(1) = _mm512_permutexvar_epi16(k_sub::<T>(lane_sub, c), scales);
+            }
+        }
+    }
+}
+
+/// K-quant weights met by many activation rows: `out` (`rows × m`, yᵀ) = the `rows` weight
+/// rows `w` times every activation row. Each cache block of weight rows is unpacked once by
+/// [`k_prep`] and then met by every activation tile through [`k_avx512`], whose integer sums
+/// are exact and whose float steps are unchanged, so the bits equal the per-tile path's.
+pub(crate) fn k_block_avx512(
+    dtype: StoredDType,
+    acts: &Acts,
+    m: usize,
+    w: &[u8],
+    rows: usize,
+    out: &mut [f32],
+    rows_per_block: usize,
+) {
+    let k = acts.k;
+    let row_bytes = dtype.row_bytes(k).expect("whole blocks");
+    assert!(
+        matches!(
+            dtype,
+            StoredDType::Q4_K | StoredDType::Q5_K | StoredDType::Q6_K
+        ) && acts.block == 256
+            && k.is_multiple_of(256)
+            && m * k <= acts.q.len()
+            && w.len() == rows * row_bytes
+            && out.len() == rows * m
+            && rows_per_block.is_multiple_of(4)
+    );
+    let nsb = k / 256;
+    let per_row = nsb * 8;
+    let cap = rows_per_block.min(rows);
+    // SAFETY: all-zero bits are a valid vector.
+    let zi = unsafe { std::mem::zeroed::<__m512i>() };
+    let mut prep = vec![zi; cap * per_row];
+    let mut sums = [[0.0f32; 4]; MR];
+    for b0 in (0..rows).step_by(rows_per_block) {
+        let b1 = (b0 + rows_per_block).min(rows);
+        // SAFETY: the caller checked the CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C;
+        // the assert above bounds every pointer formed here and in the kernels.
+        unsafe {
+            let wr = w.as_ptr().add(b0 * row_bytes);
+            let pp = prep.as_mut_ptr();
+            match dtype {
+                StoredDType::Q4_K => k_prep::<Q4K>(wr, b1 - b0, nsb, pp),
+                StoredDType::Q5_K => k_prep::<Q5K>(wr, b1 - b0, nsb, pp),
+                _ => k_prep::<Q6K>(wr, b1 - b0, nsb, pp),
+            }
+            for m0 in (0..m).step_by(MR) {
+                let mt = MR.min(m - m0);
+                for n0 in (b0..b1).step_by(4) {
+                    let nt = 4.min(b1 - n0);
+                    let wt = &w[n0 * row_bytes..(n0 + nt) * row_bytes];
+                    let pt = prep.as_ptr().add((n0 - b0) * per_row);
+                    let sm = &mut sums;
+                    match dtype {
+                        StoredDType::Q4_K => {
+                            mn!(mt, nt, k_avx512, [Q4K, true], (acts, m0, wt, pt, sm))
+                        }
+                        StoredDType::Q5_K => {
+                            mn!(mt, nt, k_avx512, [Q5K, true], (acts, m0, wt, pt, sm))
+                        }
+                        _ => mn!(mt, nt, k_avx512, [Q6K, true], (acts, m0, wt, pt, sm)),
+                    }
+                    for (j, dst) in out[n0 * m..(n0 + nt) * m].chunks_exact_mut(m).enumerate() {
+                        for (i, s) in sums[..mt].iter().enumerate() {
+                            dst[m0 + i] = s[j];
+                        }
+                    }
+                }
+            }
         }
     }
 }
