@@ -32,6 +32,7 @@ use crate::validate::validate_request;
 use halo_hal::{
     Device, DeviceError, DeviceInfo, KvCacheLayout, LoadOptions, ModelInfo, WarmupRequest,
 };
+use halo_model::chat_template::{ChatMessage, ChatTemplate, ChatTemplateError};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -164,6 +165,8 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
     tokenizer: halo_model::Tokenizer,
+    /// The model's chat template, compiled (or why it does not compile); None without one.
+    chat_template: Option<Result<ChatTemplate, ChatTemplateError>>,
     info: EngineInfo,
     next_id: AtomicU64,
 }
@@ -277,6 +280,8 @@ impl Engine {
         let (_, tokenizer) = halo_model::open_config_and_tokenizer(model_dir)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         let detok_tokenizer = Arc::new(tokenizer.inner().clone());
+        let chat_template = halo_model::chat_template::for_path(model_dir)
+            .map(|source| ChatTemplate::for_model(&source, &tokenizer));
         let eos_ids = tokenizer.eos_token_ids().to_vec();
 
         let (ready_tx, ready_rx) =
@@ -391,6 +396,7 @@ impl Engine {
                 commands: cmd_tx,
                 shared,
                 tokenizer,
+                chat_template,
                 info,
                 next_id: AtomicU64::new(1),
             }),
@@ -451,6 +457,24 @@ impl Engine {
 
     pub fn tokenizer(&self) -> &halo_model::Tokenizer {
         &self.inner.tokenizer
+    }
+
+    /// Renders chat `messages` with the model's template and tokenizes the prompt (the
+    /// template's own BOS only, as transformers does).
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<u32>), ChatTemplateError> {
+        let tmpl = match &self.inner.chat_template {
+            None => return Err(ChatTemplateError::Missing),
+            Some(Err(e)) => return Err(e.clone()),
+            Some(Ok(t)) => t,
+        };
+        let text = tmpl.render(messages, add_generation_prompt)?;
+        let ids = ChatTemplate::encode(&self.inner.tokenizer, &text)
+            .map_err(|e| ChatTemplateError::Render(format!("the rendered prompt: {e}")))?;
+        Ok((text, ids))
     }
 
     pub fn info(&self) -> EngineInfo {

@@ -35,6 +35,7 @@ pub use engine::{Engine, EngineInfo};
 pub use error::{EngineError, SubmitError};
 pub use event::{Event, Failure, FailureKind, Finish, FinishReason, Timings, Usage};
 pub use halo_hal::{SamplingParams, TopToken};
+pub use halo_model::chat_template::{ChatMessage, ChatTemplateError};
 pub use handle::RequestHandle;
 pub use health::Health;
 pub use observer::{EngineObserver, LiveStats, Outcome, StepReport};

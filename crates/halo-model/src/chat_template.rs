@@ -180,6 +180,18 @@ pub fn from_dir(dir: &Path) -> Option<String> {
     from_tokenizer_config(&tc)
 }
 
+/// The template of a model path (a hub directory, a `.gguf` file or a directory holding one):
+/// [`from_dir`] or the GGUF's `tokenizer.chat_template`. None when it has none or cannot be read.
+pub fn for_path(path: &Path) -> Option<String> {
+    match crate::resolve(path).ok()? {
+        crate::Source::HfDir(dir) => from_dir(&dir),
+        crate::Source::Gguf(file) => crate::gguf::GgufModel::open(&file)
+            .ok()?
+            .chat_template()
+            .ok()?,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

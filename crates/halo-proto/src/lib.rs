@@ -87,6 +87,12 @@ mod tests {
         ) -> Result<tonic::Response<v1::DetokenizeResponse>, tonic::Status> {
             Err(tonic::Status::unimplemented("test"))
         }
+        async fn render_chat(
+            &self,
+            _: tonic::Request<v1::RenderChatRequest>,
+        ) -> Result<tonic::Response<v1::RenderChatResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
         async fn get_info(
             &self,
             _: tonic::Request<v1::GetInfoRequest>,

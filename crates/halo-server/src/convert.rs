@@ -26,7 +26,7 @@ pub enum WireError {
     RequestIdTooLong { len: usize, max: usize },
     #[error("request_id contains a control character")]
     RequestIdControl,
-    #[error("a prompt is required: set text or token_ids")]
+    #[error("a prompt is required: set text, token_ids or messages")]
     MissingPrompt,
     #[error("the prompt is empty")]
     EmptyPrompt,
@@ -51,6 +51,7 @@ pub enum WireError {
 pub enum PromptInput {
     Text(String),
     Ids(Vec<u32>),
+    Chat(pb::ChatMessages),
 }
 
 /// An engine request whose prompt may still need tokenizing.
@@ -80,6 +81,10 @@ pub fn parse_generate(
             return Err(WireError::EmptyPrompt)
         }
         Some(pb::generate_request::Prompt::TokenIds(ids)) => PromptInput::Ids(ids.ids),
+        Some(pb::generate_request::Prompt::Messages(chat)) if chat.messages.is_empty() => {
+            return Err(WireError::EmptyPrompt)
+        }
+        Some(pb::generate_request::Prompt::Messages(chat)) => PromptInput::Chat(chat),
     };
     if req.max_new_tokens == 0 {
         return Err(WireError::ZeroMaxNewTokens);

@@ -117,6 +117,12 @@ impl WorkerService {
                 .tokenize(text, true)
                 .await
                 .map_err(|s| reject("invalid_argument", s))?,
+            PromptInput::Chat(chat) => {
+                self.render_chat(chat)
+                    .await
+                    .map_err(|s| reject("invalid_argument", s))?
+                    .1
+            }
         };
         let prompt_tokens = parsed.request.prompt.len();
         let max_new_tokens = parsed.request.max_new_tokens;
@@ -137,6 +143,23 @@ impl WorkerService {
             "request admitted"
         );
         Ok((handle, request_id))
+    }
+
+    /// The chat's prompt text and ids by the model's template; INVALID_ARGUMENT naming the
+    /// template's error when it fails to render (or the model has none).
+    async fn render_chat(&self, chat: pb::ChatMessages) -> Result<(String, Vec<u32>), Status> {
+        let engine = self.engine.clone();
+        let messages: Vec<halo_engine::ChatMessage> = chat
+            .messages
+            .into_iter()
+            .map(|m| halo_engine::ChatMessage::new(m.role, m.content))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            engine.render_chat(&messages, chat.add_generation_prompt)
+        })
+        .await
+        .map_err(|_| Status::internal("the chat template task failed"))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 
     async fn tokenize(&self, text: String, add_special_tokens: bool) -> Result<Vec<u32>, Status> {
@@ -271,6 +294,18 @@ impl pb::worker_server::Worker for WorkerService {
         let req = request.into_inner();
         let ids = self.tokenize(req.text, req.add_special_tokens).await?;
         Ok(Response::new(pb::TokenizeResponse { ids }))
+    }
+
+    async fn render_chat(
+        &self,
+        request: Request<pb::RenderChatRequest>,
+    ) -> Result<Response<pb::RenderChatResponse>, Status> {
+        let chat = request.into_inner().chat.unwrap_or_default();
+        if chat.messages.is_empty() {
+            return Err(Status::invalid_argument(WireError::EmptyPrompt.to_string()));
+        }
+        let (text, ids) = self.render_chat(chat).await?;
+        Ok(Response::new(pb::RenderChatResponse { text, ids }))
     }
 
     async fn detokenize(
