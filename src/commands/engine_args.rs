@@ -1,25 +1,28 @@
 //! The engine flags `generate` and `serve` share: KV pool size, paging and the step budget.
 
 use clap::Args;
+use halo_engine::config::{
+    MAX_BATCH_SEQS, MAX_BATCH_TOKENS, MAX_BLOCK_SIZE, MAX_KV_CACHE_MB, MAX_NUM_BLOCKS,
+};
 use halo_engine::EngineConfig;
 use halo_model::StoredDType;
 
 #[derive(Args, Debug)]
 pub struct EngineArgs {
     /// Exact number of KV blocks (overrides --kv-cache-mb).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_num_blocks)]
     pub num_blocks: Option<usize>,
     /// KV cache budget in MiB (default: the device decides).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_kv_cache_mb)]
     pub kv_cache_mb: Option<u64>,
     /// Tokens per KV block.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = parse_block_size)]
     pub block_size: usize,
     /// Token budget of one step (chunked prefill).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = parse_max_batch_tokens)]
     pub max_batch_tokens: usize,
     /// Most sequences in one step.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = parse_max_batch_seqs)]
     pub max_batch_seqs: usize,
     /// Turn off prefix caching.
     #[arg(long)]
@@ -28,6 +31,38 @@ pub struct EngineArgs {
     /// embedding and head of a 4- or 5-bit model go to q6_k, as llama.cpp's _M mixes do).
     #[arg(long, value_parser = parse_quantize)]
     pub quantize: Option<StoredDType>,
+}
+
+/// A whole number in `lo..=hi`; clap prefixes the flag, so the one-line error names it.
+fn parse_count(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let v: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number between {lo} and {hi}"))?;
+    if v < lo || v > hi {
+        return Err(format!("must be between {lo} and {hi}"));
+    }
+    Ok(v)
+}
+
+fn parse_num_blocks(s: &str) -> Result<usize, String> {
+    parse_count(s, 1, MAX_NUM_BLOCKS as u64).map(|v| v as usize)
+}
+
+fn parse_kv_cache_mb(s: &str) -> Result<u64, String> {
+    parse_count(s, 1, MAX_KV_CACHE_MB)
+}
+
+fn parse_block_size(s: &str) -> Result<usize, String> {
+    parse_count(s, 1, MAX_BLOCK_SIZE as u64).map(|v| v as usize)
+}
+
+fn parse_max_batch_tokens(s: &str) -> Result<usize, String> {
+    parse_count(s, 1, MAX_BATCH_TOKENS as u64).map(|v| v as usize)
+}
+
+fn parse_max_batch_seqs(s: &str) -> Result<usize, String> {
+    parse_count(s, 1, MAX_BATCH_SEQS as u64).map(|v| v as usize)
 }
 
 fn parse_quantize(s: &str) -> Result<StoredDType, String> {
@@ -46,7 +81,10 @@ impl EngineArgs {
         EngineConfig {
             block_size: self.block_size,
             num_blocks: self.num_blocks,
-            kv_cache_bytes: self.kv_cache_mb.map(|mb| mb << 20),
+            // The parser bounds the MiB; a value past u64 bytes saturates and validate() names it.
+            kv_cache_bytes: self
+                .kv_cache_mb
+                .map(|mb| mb.checked_mul(1 << 20).unwrap_or(u64::MAX)),
             max_batch_tokens: self.max_batch_tokens,
             max_batch_seqs: self.max_batch_seqs,
             enable_prefix_caching: !self.no_prefix_caching,

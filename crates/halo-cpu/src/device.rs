@@ -61,13 +61,44 @@ impl CpuDevice {
             return n;
         }
         let budget = request.kv_cache_bytes.unwrap_or_else(|| {
-            let available = meminfo_kib("MemAvailable:").unwrap_or(4 << 20) * 1024;
+            let available = meminfo_kib("MemAvailable:")
+                .unwrap_or(4 << 20)
+                .saturating_mul(1024);
             ((available as f64 * DEFAULT_KV_MEMORY_FRACTION) as u64).min(DEFAULT_KV_MEMORY_CAP)
         });
         // No point holding more than every schedulable sequence at full length.
-        let useful = (request.max_batch_seqs * self.max_seq_len).div_ceil(request.block_size);
-        ((budget / bytes_per_block.max(1)) as usize).min(useful.max(1))
+        let useful = request
+            .max_batch_seqs
+            .saturating_mul(self.max_seq_len)
+            .div_ceil(request.block_size.max(1));
+        usize::try_from(budget / bytes_per_block.max(1))
+            .unwrap_or(usize::MAX)
+            .min(useful.max(1))
     }
+}
+
+/// Checks a pool's byte size before anything is allocated: it must not overflow `u64` and, where
+/// the host says how much memory it has, must fit in it (an absurd `--num-blocks` is a typed
+/// error, not an allocation abort).
+fn check_pool_bytes(
+    bytes_per_block: u64,
+    num_blocks: usize,
+    host_bytes: Option<u64>,
+) -> Result<u64, DeviceError> {
+    let bytes = KvCache::pool_bytes(bytes_per_block, num_blocks).ok_or_else(|| {
+        DeviceError::OutOfMemory(format!(
+            "a KV pool of {num_blocks} blocks × {bytes_per_block} bytes overflows 64 bits"
+        ))
+    })?;
+    if let Some(host) = host_bytes.filter(|&h| h > 0) {
+        if bytes > host {
+            return Err(DeviceError::OutOfMemory(format!(
+                "a KV pool of {num_blocks} blocks × {bytes_per_block} bytes ({bytes} bytes) is \
+                 larger than this host's memory ({host} bytes)"
+            )));
+        }
+    }
+    Ok(bytes)
 }
 
 impl Device for CpuDevice {
@@ -126,14 +157,22 @@ impl Device for CpuDevice {
             .max(1);
         let layers = model.config.num_hidden_layers;
         let row = model.kv_row();
-        let bytes_per_block = KvCache::bytes_per_block(layers, request.block_size, row);
+        let bytes_per_block = KvCache::bytes_per_block(layers, request.block_size, row)
+            .ok_or_else(|| {
+                DeviceError::OutOfMemory(format!(
+                    "a KV block of {} tokens overflows 64 bits",
+                    request.block_size
+                ))
+            })?;
         let num_blocks = self.kv_budget(request, bytes_per_block);
         if num_blocks == 0 {
             return Err(DeviceError::OutOfMemory(
                 "no memory for a single KV block".into(),
             ));
         }
-        let cache = KvCache::new(layers, request.block_size, num_blocks, row);
+        let host = meminfo_kib("MemTotal:").map(|k| k.saturating_mul(1024));
+        check_pool_bytes(bytes_per_block, num_blocks, host)?;
+        let cache = KvCache::new(layers, request.block_size, num_blocks, row)?;
         let layout = KvCacheLayout {
             block_size: request.block_size,
             num_blocks,
@@ -223,4 +262,23 @@ fn cpu_model_name() -> String {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+#[cfg(test)]
+mod kv_sizing_tests {
+    use super::*;
+
+    #[test]
+    fn pool_bytes_are_checked_before_allocating() {
+        assert_eq!(check_pool_bytes(1024, 8, Some(1 << 20)).unwrap(), 8192);
+        assert_eq!(check_pool_bytes(1024, 8, None).unwrap(), 8192);
+        let e = check_pool_bytes(u64::MAX / 2, 3, None).unwrap_err();
+        assert!(matches!(e, DeviceError::OutOfMemory(_)));
+        assert!(e.to_string().contains("overflows 64 bits"), "{e}");
+        let e = check_pool_bytes(1 << 20, 1 << 22, Some(1 << 30)).unwrap_err();
+        assert!(
+            e.to_string().contains("larger than this host's memory"),
+            "{e}"
+        );
+    }
 }

@@ -5,6 +5,22 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Upper bounds on what an operator may ask for. Each one is far past any real deployment and
+/// small enough that every product the engine or a device forms from these values (blocks ×
+/// block size, tokens × hidden size, MiB → bytes) stays inside `u64`/`usize`, and that block ids
+/// fit the `u32` the batch carries.
+pub const MAX_BLOCK_SIZE: usize = 1024;
+/// Blocks in one KV pool (× [`MAX_BLOCK_SIZE`] is 2^32 token slots).
+pub const MAX_NUM_BLOCKS: usize = 1 << 22;
+/// The KV budget in MiB (16 TiB).
+pub const MAX_KV_CACHE_MB: u64 = 1 << 24;
+pub const MAX_BATCH_TOKENS: usize = 1 << 20;
+pub const MAX_BATCH_SEQS: usize = 1 << 16;
+pub const MAX_CONCURRENT_REQUESTS: usize = 1 << 20;
+/// Prompt, total and new-token limits (16M tokens).
+pub const MAX_SEQUENCE_TOKENS: usize = 1 << 24;
+pub const MAX_STALL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// How to run the engine. `Default` suits a small server; tests set exact pool sizes.
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -81,14 +97,45 @@ impl fmt::Debug for EngineConfig {
 }
 
 impl EngineConfig {
-    /// Rejects settings the scheduler cannot honour.
+    /// Rejects settings the scheduler cannot honour, and sizes past the `MAX_*` bounds. Each
+    /// message names the setting with its command-line flag, so the CLI can print it as is.
     pub fn validate(&self) -> Result<(), String> {
-        if self.block_size == 0 {
-            return Err("block_size must be at least 1".into());
+        fn range(name: &str, v: u64, lo: u64, hi: u64) -> Result<(), String> {
+            if v < lo || v > hi {
+                return Err(format!("{name} must be between {lo} and {hi}, got {v}"));
+            }
+            Ok(())
         }
-        if self.max_batch_seqs == 0 {
-            return Err("max_batch_seqs must be at least 1".into());
+        let n = |v: usize| v as u64;
+        range(
+            "--block-size (block_size)",
+            n(self.block_size),
+            1,
+            n(MAX_BLOCK_SIZE),
+        )?;
+        if let Some(b) = self.num_blocks {
+            range("--num-blocks (num_blocks)", n(b), 1, n(MAX_NUM_BLOCKS))?;
         }
+        if let Some(bytes) = self.kv_cache_bytes {
+            range(
+                "--kv-cache-mb (kv_cache_bytes)",
+                bytes,
+                1,
+                MAX_KV_CACHE_MB << 20,
+            )?;
+        }
+        range(
+            "--max-batch-seqs (max_batch_seqs)",
+            n(self.max_batch_seqs),
+            1,
+            n(MAX_BATCH_SEQS),
+        )?;
+        range(
+            "--max-batch-tokens (max_batch_tokens)",
+            n(self.max_batch_tokens),
+            1,
+            n(MAX_BATCH_TOKENS),
+        )?;
         // Every running sequence must be able to decode in the same step, or decode latency
         // would depend on admission order.
         if self.max_batch_tokens < self.max_batch_seqs {
@@ -97,14 +144,40 @@ impl EngineConfig {
                 self.max_batch_tokens, self.max_batch_seqs
             ));
         }
-        if self.max_concurrent_requests == 0 {
-            return Err("max_concurrent_requests must be at least 1".into());
+        range(
+            "--max-concurrent (max_concurrent_requests)",
+            n(self.max_concurrent_requests),
+            1,
+            n(MAX_CONCURRENT_REQUESTS),
+        )?;
+        range(
+            "--max-new-tokens (max_new_tokens_cap)",
+            n(self.max_new_tokens_cap),
+            1,
+            n(MAX_SEQUENCE_TOKENS),
+        )?;
+        if let Some(t) = self.max_input_tokens {
+            range(
+                "--max-input-tokens (max_input_tokens)",
+                n(t),
+                1,
+                n(MAX_SEQUENCE_TOKENS),
+            )?;
         }
-        if self.max_new_tokens_cap == 0 {
-            return Err("max_new_tokens_cap must be at least 1".into());
+        if let Some(t) = self.max_total_tokens {
+            range(
+                "--max-total-tokens (max_total_tokens)",
+                n(t),
+                1,
+                n(MAX_SEQUENCE_TOKENS),
+            )?;
         }
-        if self.num_blocks == Some(0) {
-            return Err("num_blocks must be at least 1".into());
+        if self.stall_timeout > MAX_STALL_TIMEOUT {
+            return Err(format!(
+                "--stall-timeout-secs (stall_timeout) must be at most {}, got {}",
+                MAX_STALL_TIMEOUT.as_secs(),
+                self.stall_timeout.as_secs()
+            ));
         }
         Ok(())
     }
@@ -143,4 +216,52 @@ pub struct Limits {
     pub max_stop_sequences: usize,
     pub max_stop_sequence_bytes: usize,
     pub max_top_n: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_size_has_an_upper_bound_that_names_its_flag() {
+        type Set = fn(&mut EngineConfig);
+        let cases: [(Set, &str); 10] = [
+            (|c| c.block_size = MAX_BLOCK_SIZE + 1, "--block-size"),
+            (|c| c.num_blocks = Some(MAX_NUM_BLOCKS + 1), "--num-blocks"),
+            (|c| c.kv_cache_bytes = Some(u64::MAX), "--kv-cache-mb"),
+            (|c| c.max_batch_seqs = usize::MAX, "--max-batch-seqs"),
+            (|c| c.max_batch_tokens = usize::MAX, "--max-batch-tokens"),
+            (
+                |c| c.max_concurrent_requests = usize::MAX,
+                "--max-concurrent",
+            ),
+            (|c| c.max_new_tokens_cap = usize::MAX, "--max-new-tokens"),
+            (
+                |c| c.max_input_tokens = Some(usize::MAX),
+                "--max-input-tokens",
+            ),
+            (
+                |c| c.max_total_tokens = Some(usize::MAX),
+                "--max-total-tokens",
+            ),
+            (
+                |c| c.stall_timeout = Duration::from_secs(u64::MAX),
+                "--stall-timeout-secs",
+            ),
+        ];
+        for (set, flag) in cases {
+            let mut c = EngineConfig::default();
+            set(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.starts_with(flag), "{flag}: {e}");
+        }
+        assert_eq!(EngineConfig::default().validate(), Ok(()));
+        // The bounds multiply without overflow: the largest pool's slots fit in u64 and its
+        // block ids in u32.
+        assert!((MAX_BLOCK_SIZE as u64)
+            .checked_mul(MAX_NUM_BLOCKS as u64)
+            .is_some());
+        assert!(MAX_NUM_BLOCKS as u64 <= u32::MAX as u64 + 1);
+        assert!(MAX_KV_CACHE_MB.checked_mul(1 << 20).is_some());
+    }
 }
