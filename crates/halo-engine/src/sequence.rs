@@ -234,3 +234,102 @@ impl Sequence {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use halo_hal::SampledToken;
+
+    /// The SentencePiece fixture: byte-fallback tokens `<0xNN>` at 3 + NN, EOS 2.
+    fn spm() -> Tokenizer {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/tiny-llama2-spm/tokenizer.json");
+        Tokenizer::from_file(path).unwrap()
+    }
+
+    fn byte(b: u8) -> u32 {
+        3 + b as u32
+    }
+
+    /// Streams `gen` into a sequence; (the texts of the events, the finish reason).
+    fn run(req: GenerateRequest, gen: &[u32]) -> (String, Option<FinishReason>) {
+        let tok = spm();
+        let mut s = Sequence::new(1, req, Instant::now(), true);
+        let mut text = String::new();
+        for &t in gen {
+            let acc = s
+                .accept(
+                    SampledToken {
+                        token: t,
+                        logprob: 0.0,
+                        top: Vec::new(),
+                    },
+                    &[2],
+                    Some(&tok),
+                    Instant::now(),
+                )
+                .unwrap();
+            if let Event::Tokens { text: t, .. } = acc.event {
+                text.push_str(&t);
+            }
+            if let Some((reason, _)) = acc.finish {
+                return (text, Some(reason));
+            }
+        }
+        (text, None)
+    }
+
+    fn prompt() -> Vec<u32> {
+        spm().encode("a", true).unwrap().get_ids().to_vec()
+    }
+
+    #[test]
+    fn held_bytes_are_flushed_on_every_finish() {
+        // an unfinished 我 (E6 88 …) then EOS: the bytes come out as the full decode has them
+        let (text, reason) = run(
+            GenerateRequest::greedy(prompt(), 10),
+            &[byte(0xE6), byte(0x88), 2],
+        );
+        assert_eq!(
+            (text.as_str(), reason),
+            ("\u{FFFD}\u{FFFD}", Some(FinishReason::Eos))
+        );
+
+        let mut req = GenerateRequest::greedy(prompt(), 10);
+        req.stop.stop_token_ids = vec![byte(0x41)];
+        let (text, reason) = run(req, &[byte(0xE6), byte(0x88), byte(0x91), byte(0x41)]);
+        assert_eq!(
+            (text.as_str(), reason),
+            ("我", Some(FinishReason::StopToken))
+        );
+
+        let (text, reason) = run(
+            GenerateRequest::greedy(prompt(), 3),
+            &[byte(0xF0), byte(0x9F), byte(0xA6)],
+        );
+        assert_eq!(
+            (text.as_str(), reason),
+            ("\u{FFFD}\u{FFFD}\u{FFFD}", Some(FinishReason::Length))
+        );
+
+        // cancelled mid-run: flush_text gives the held bytes
+        let tok = spm();
+        let mut s = Sequence::new(
+            1,
+            GenerateRequest::greedy(prompt(), 10),
+            Instant::now(),
+            true,
+        );
+        for t in [byte(0xE6), byte(0x88), byte(0x91)] {
+            let sampled = SampledToken {
+                token: t,
+                logprob: 0.0,
+                top: Vec::new(),
+            };
+            let acc = s.accept(sampled, &[2], Some(&tok), Instant::now()).unwrap();
+            assert!(matches!(acc.event, Event::Tokens { ref text, .. } if text.is_empty()));
+        }
+        assert_eq!(s.flush_text(Some(&tok)), "我");
+        assert_eq!(s.flush_text(Some(&tok)), "");
+    }
+}
