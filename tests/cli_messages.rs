@@ -286,3 +286,30 @@ fn the_test_script_runs_every_test_binary_and_then_fmt_and_clippy() {
     // A failing test does not skip fmt and clippy.
     assert!(script.contains("|| failed+=(\"cargo test\")"), "{script}");
 }
+
+/// On a terminal (a pty from util-linux `script`, where installed): a spinner while the model
+/// loads and warms up, then the same finished lines as off a terminal.
+#[test]
+fn a_terminal_gets_a_spinner_then_the_same_lines() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` command for a pty");
+        return;
+    }
+    let cmd = format!(
+        "{} generate --model {} --prompt hi --max-new-tokens 2",
+        env!("CARGO_BIN_EXE_halo"),
+        model()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("loading "), "{text:?}");
+    assert!(text.contains("warming up"), "{text:?}");
+    assert!(text.contains("halo: loaded tiny-mha in "), "{text:?}");
+    assert!(text.contains("halo: warmed up in "), "{text:?}");
+}

@@ -1,6 +1,6 @@
 //! Progress for the long steps before a worker is ready: loading the model and warming up. On a
-//! terminal, a spinner with the elapsed time; otherwise (a log file, a pipe, a service manager)
-//! one line per step when it finishes, with its duration:
+//! terminal, a spinner with the elapsed time while a step runs; on a terminal or not (a log file,
+//! a pipe, a service manager), one line per step when it finishes, with its duration:
 //!
 //! ```text
 //! halo: loaded tiny-mha in 0.21 s (2 layers, 0.3 M parameters)
@@ -42,12 +42,13 @@ impl WithProgress {
         let started = Instant::now();
         let result = run(&mut *self.inner);
         let took = started.elapsed();
-        match (&result, spinner) {
-            (Ok(v), Some(s)) => s.finish_with_message(done(v, took)),
-            (Ok(v), None) => eprintln!("halo: {}", done(v, took)),
-            // The error itself is reported by the caller, once.
-            (Err(_), Some(s)) => s.finish_and_clear(),
-            (Err(_), None) => {}
+        // The spinner leaves no trace; a finished step leaves the same line as off a terminal.
+        // A failed one leaves nothing: the caller reports the error, once.
+        if let Some(s) = spinner {
+            s.finish_and_clear();
+        }
+        if let Ok(v) = &result {
+            eprintln!("halo: {}", done(v, took));
         }
         result
     }
