@@ -82,9 +82,7 @@ impl EngineArgs {
             block_size: self.block_size,
             num_blocks: self.num_blocks,
             // The parser bounds the MiB; a value past u64 bytes saturates and validate() names it.
-            kv_cache_bytes: self
-                .kv_cache_mb
-                .map(|mb| mb.checked_mul(1 << 20).unwrap_or(u64::MAX)),
+            kv_cache_bytes: self.kv_cache_mb.map(|mb| mb.saturating_mul(1 << 20)),
             max_batch_tokens: self.max_batch_tokens,
             max_batch_seqs: self.max_batch_seqs,
             enable_prefix_caching: !self.no_prefix_caching,
