@@ -1,7 +1,7 @@
 //! One decode step's projections for bench-110m (hidden 768, 12 layers, intermediate 2048,
 //! vocab 32000; q/k/v and gate/up fused as the CPU model fuses them) with the weights in each
-//! stored type, through `qmatmul_t`, next to the f32 kernel on the same shapes, at 1, 4, 16 and
-//! 64 activation rows, each step inside a rayon pool as the device runs it. The weights are
+//! stored type, through `qmatmul_t`, next to the f32 kernel on the same shapes, at 1, 4, 16, 64
+//! and 256 activation rows, each step inside a rayon pool as the device runs it. The weights are
 //! random blocks with sane scales (speed does not depend on the values).
 //!
 //! `q4_k_m` mixes types the way llama.cpp's Q4_K_M does: Q6_K for the classifier and for
