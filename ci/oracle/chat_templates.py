@@ -79,6 +79,8 @@ TEMPLATES = {
 {% if loop.last and add_generation_prompt %}<|assistant|>{% endif %}
 {%- endfor -%}
 ({{ messages | length }} messages)""",
+    # tojson as transformers defines it (ensure_ascii=False, Python separators, indent)
+    "tojson": "{{ messages | tojson }}\n{{ messages[-1] | tojson(indent=2) }}\n{{ {'a': [1, 2.5, none, true], 'b': '<&>\\'\"'} | tojson }}",
 }
 
 CONVERSATIONS = {
