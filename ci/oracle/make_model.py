@@ -100,7 +100,9 @@ def make_tokenizer(vocab_size):
     return tok
 
 
-SPM_PROMPTS = PROMPTS + ["我很感谢你的热情 👍 naïve café"]
+# four prompts like the others (the golden tests pair each with a prefill chunk size); the third
+# has CJK, an emoji and accents, which this vocabulary spells in byte tokens
+SPM_PROMPTS = [PROMPTS[0], PROMPTS[1], "我很感谢你的热情 👍 naïve café", PROMPTS[3]]
 
 
 def make_spm_tokenizer(vocab_size):
