@@ -86,6 +86,11 @@ fn generate_json_reproduces_every_golden_file() {
             );
             assert_eq!(got["finish_reason"], "length");
             assert!(got["timings"]["ttft_us"].as_u64().unwrap() > 0);
+            // The text is what the ids add to the prompt's text, as transformers decodes it
+            // (the fixtures' golden.json carry it; the shared tiny-mha's predates it).
+            if let Some(text) = case.get("continuation_text") {
+                assert_eq!(&got["text"], text, "{}: {}", dir.display(), case["prompt"]);
+            }
         }
         assert_eq!(
             lines[cases.len()]["summary"]["generated_tokens"],
@@ -201,62 +206,4 @@ fn bad_arguments_and_bad_model_directories_exit_2() {
         &["generate", "--model", broken_path, "--prompt", "x"],
         "model.safetensors",
     );
-}
-
-/// Every fixture's completion text is transformers' continuation text,
-/// `decode(prompt + ids) - decode(prompt)`: the SentencePiece fixture's first word keeps its
-/// leading space and its byte-fallback runs (complete or not) come out as transformers decodes
-/// them.
-#[test]
-fn generate_json_text_is_transformers_continuation_text() {
-    for dir in model_dirs() {
-        let golden: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap())
-                .unwrap();
-        let cases = golden["cases"].as_array().unwrap();
-        if cases[0].get("continuation_text").is_none() {
-            continue;
-        }
-        let prompts_file = tempfile::NamedTempFile::new().unwrap();
-        let prompts: Vec<&str> = cases
-            .iter()
-            .map(|c| c["prompt"].as_str().unwrap())
-            .collect();
-        std::fs::write(prompts_file.path(), prompts.join("\n")).unwrap();
-        let out = halo()
-            .args([
-                "generate",
-                "--json",
-                "--ignore-eos",
-                "--max-new-tokens",
-                "48",
-                "--model",
-            ])
-            .arg(&dir)
-            .arg("--prompts-file")
-            .arg(prompts_file.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lines: Vec<Value> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        for (case, got) in cases.iter().zip(&lines) {
-            assert_eq!(got["token_ids"], case["greedy_ids"], "{}", dir.display());
-            assert_eq!(
-                got["text"],
-                case["continuation_text"],
-                "{}: {}",
-                dir.display(),
-                case["prompt"]
-            );
-        }
-    }
 }

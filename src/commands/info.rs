@@ -23,17 +23,11 @@ pub struct InfoArgs {
 /// mostly Q4_K with some Q6_K; a safetensors checkpoint is one float type).
 fn stored_types(model: &Path) -> anyhow::Result<Vec<(StoredDType, u64)>> {
     let m = halo_model::Model::open(model).map_err(usage)?;
-    let mut by: Vec<(StoredDType, u64)> = Vec::new();
-    for name in m.weights.names() {
-        let t = m.weights.get(name).map_err(usage)?;
-        let bytes = t.bytes.len() as u64;
-        match by.iter_mut().find(|(d, _)| *d == t.dtype) {
-            Some(slot) => slot.1 += bytes,
-            None => by.push((t.dtype, bytes)),
-        }
-    }
-    by.sort_by_key(|t| std::cmp::Reverse(t.1));
-    Ok(by)
+    Ok(m.weights
+        .bytes_by_dtype()
+        .into_iter()
+        .map(|(d, b)| (d, b as u64))
+        .collect())
 }
 
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {

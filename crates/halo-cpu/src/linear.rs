@@ -129,15 +129,10 @@ impl Linear {
 /// Looks up embedding rows, widening only the rows a step uses.
 pub fn embed_rows(table: &QMatrix, tokens: impl Iterator<Item = u32>, out: &mut Vec<f32>) {
     let h = table.cols();
-    let row_bytes = table
-        .dtype()
-        .row_bytes(h)
-        .expect("QMatrix rows are whole blocks");
     for t in tokens {
         let start = out.len();
         out.resize(start + h, 0.0);
-        let bytes = &table.data()[t as usize * row_bytes..][..row_bytes];
-        quant::dequantize(table.dtype(), bytes, &mut out[start..]);
+        quant::dequantize(table.dtype(), table.row(t as usize), &mut out[start..]);
     }
 }
 

@@ -81,11 +81,6 @@ impl StoredDType {
         (cols / self.block_elems()).checked_mul(self.block_bytes())
     }
 
-    /// Bytes of a tensor of `elems` values (a whole number of blocks), checked.
-    pub fn tensor_bytes(self, elems: usize) -> Option<usize> {
-        self.row_bytes(elems)
-    }
-
     /// The type's name as llama.cpp and gguf-py spell it.
     pub const fn name(self) -> &'static str {
         match self {

@@ -127,7 +127,7 @@ pub fn quantize(dtype: StoredDType, src: &[f32], out: &mut [u8]) {
 
 /// [`quantize`] into a new buffer; `None` when `src` is not a whole number of blocks.
 pub fn quantize_to_vec(dtype: StoredDType, src: &[f32]) -> Option<Vec<u8>> {
-    let mut out = vec![0u8; dtype.tensor_bytes(src.len())?];
+    let mut out = vec![0u8; dtype.row_bytes(src.len())?];
     quantize(dtype, src, &mut out);
     Some(out)
 }
