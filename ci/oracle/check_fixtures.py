@@ -22,6 +22,8 @@ import torch
 import transformers as tf
 from safetensors import safe_open
 
+from check_families import check_family
+
 FAILURES = []
 
 
@@ -65,6 +67,10 @@ def check_dir(d):
         check(argmax == case["greedy_ids"], f"{name}: no-cache argmax == cached greedy")
         head = torch.tensor(case["last_prompt_logits_head"])
         check(torch.allclose(logits[len(ids) - 1][:16], head, atol=1e-4), f"{name}: logits head")
+
+    if check_family(check, name, d, model, golden, listing):
+        print(name, "checked")
+        return
 
     inv = model.model.rotary_emb.inv_freq
     head_dim = cfg.head_dim if getattr(cfg, "head_dim", None) else cfg.hidden_size // cfg.num_attention_heads

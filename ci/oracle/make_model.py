@@ -70,6 +70,18 @@ CONFIGS = {
     # tokens, so the random model's continuations are full of byte runs, complete and not.
     "tiny-llama2-spm": dict(arch="llama", **_SMALL, num_attention_heads=4, num_key_value_heads=2,
                             rope_theta=10000.0, tie_word_embeddings=False, tokenizer="spm", seed=11),
+    # --- issue 16's families (written to tests/fixtures/families/) ---
+    # Qwen3: per-head RMSNorm on q and k before RoPE (random weights, so skipping them diverges), no
+    # q/k/v bias, GQA, explicit head_dim 32 != hidden/heads 16, tied.
+    "tiny-qwen3": dict(arch="qwen3", **_SMALL, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                       rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+                       tie_word_embeddings=True, seed=31),
+    # Mixtral: 8 experts, top-2 (softmax over all, renormalised over the two), GQA; experts are
+    # small (intermediate 32) to keep the file under 1 MB.
+    "tiny-mixtral": dict(arch="mixtral", **dict(_SMALL, intermediate_size=32), num_attention_heads=4,
+                         num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2,
+                         rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+                         tie_word_embeddings=False, seed=32),
 }
 
 PROMPTS = [
@@ -161,10 +173,26 @@ def build(name, out):
         "llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
         "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
         "mistral": (tf.MistralConfig, tf.MistralForCausalLM),
+        "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM),
+        "mixtral": (tf.MixtralConfig, tf.MixtralForCausalLM),
+        "qwen3_moe": (tf.Qwen3MoeConfig, tf.Qwen3MoeForCausalLM),
+        "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM),
+        "gemma3": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM),
+        "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM),
     }[arch]
+    family = arch in FAMILY_ARCHS
+    gemma_tok = c.pop("tokenizer_kind", None) == "gemma-spm"
+    c.setdefault("max_position_embeddings", 4096)
     bos, eos = (1, 2) if spm else (0, 1)
-    cfg = cfg_cls(max_position_embeddings=4096, bos_token_id=bos, eos_token_id=eos,
-                  initializer_range=0.08, torch_dtype="float32", **c)
+    extra_ids = {}
+    if gemma_tok:
+        # Gemma's own special ids: <pad> 0, <eos> 1, <bos> 2, <unk> 3
+        bos, eos = 2, 1
+        extra_ids = dict(pad_token_id=0)
+    elif family:
+        extra_ids = dict(pad_token_id=None)
+    cfg = cfg_cls(bos_token_id=bos, eos_token_id=eos, initializer_range=0.08, torch_dtype="float32",
+                  **extra_ids, **c)
     if arch == "qwen2":
         cfg.use_sliding_window = False
     model = model_cls(cfg).eval()
@@ -175,6 +203,9 @@ def build(name, out):
                 p.copy_(1.0 + 0.3 * torch.randn_like(p))
             if n.endswith(".bias"):
                 p.copy_(0.1 * torch.randn_like(p))
+            if family and n.endswith("mlp.gate.weight"):
+                # routers: spread enough that the prompt's tokens pick different experts
+                p.copy_(0.5 * torch.randn_like(p))
         if store_dtype == "bfloat16":
             # round every parameter to bf16 and keep computing in f32: the golden is then exact f32
             # compute on exactly the weights the bf16 file holds
@@ -189,37 +220,54 @@ def build(name, out):
         model.save_pretrained(out, safe_serialization=True)
     if classic:
         to_classic_config(out, store_dtype)
-    tok = make_spm_tokenizer(c["vocab_size"]) if spm else make_tokenizer(c["vocab_size"])
-    tok.save(os.path.join(out, "tokenizer.json"))
-    tc = {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True,
-          "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096}
-    if spm:
-        tc.update(unk_token="<unk>", clean_up_tokenization_spaces=False)
-    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
-        json.dump(tc, f, indent=2)
+    if gemma_tok:
+        from gemma_tokenizer import write_gemma_tokenizer
+        tok = write_gemma_tokenizer(out, c["vocab_size"])
+    else:
+        tok = make_spm_tokenizer(c["vocab_size"]) if spm else make_tokenizer(c["vocab_size"])
+        tok.save(os.path.join(out, "tokenizer.json"))
+        tc = {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True,
+              "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096}
+        if spm:
+            tc.update(unk_token="<unk>", clean_up_tokenization_spaces=False)
+        with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+            json.dump(tc, f, indent=2)
     golden = {"model": name, "cases": []}
     if name != "tiny-mha":
         # extra records for the fixtures (tiny-mha stays byte-identical to the shared copy): which
         # tensors the file holds (with bias variants this is the part a loader gets wrong) and the
         # rotary inverse frequencies transformers uses (after any rope scaling)
         golden["tensors"] = tensor_listing(out)
-        golden["rope_inv_freq"] = model.model.rotary_emb.inv_freq.tolist()
+        golden.update(rope_records(model))
+    router = RouterProbe(model) if family else None
     for prompt in (SPM_PROMPTS if spm else PROMPTS):
         ids = tok.encode(prompt).ids
         x = torch.tensor([ids])
         with torch.no_grad():
-            out_ids = model.generate(x, max_new_tokens=48, do_sample=False, eos_token_id=None,
-                                     pad_token_id=eos, use_cache=True)
-            gen = out_ids[0, len(ids):].tolist()
-            full = out_ids[:, :]
-            logits = model(full).logits[0]
+            if family:
+                # the margins come from the logits generate() itself chose by (the cached path):
+                # with longrope the cached path and a full re-forward legitimately differ once a
+                # generation crosses original_max_position_embeddings
+                res = model.generate(x, max_new_tokens=48, do_sample=False, eos_token_id=None,
+                                     pad_token_id=eos, use_cache=True, return_dict_in_generate=True,
+                                     output_logits=True)
+                gen = res.sequences[0, len(ids):].tolist()
+                step_logits = [l[0] for l in res.logits]
+                head = step_logits[0][:16].tolist()
+            else:
+                out_ids = model.generate(x, max_new_tokens=48, do_sample=False, eos_token_id=None,
+                                         pad_token_id=eos, use_cache=True)
+                gen = out_ids[0, len(ids):].tolist()
+                logits = model(out_ids).logits[0]
+                step_logits = [logits[len(ids) - 1 + i] for i in range(len(gen))]
+                head = logits[len(ids) - 1][:16].tolist()
+            routing = router.route(model, torch.tensor([ids + gen]), len(ids)) if router else None
         # margin of the greedy choice at each generated step
         margins = []
-        for i in range(len(gen)):
-            row = logits[len(ids) - 1 + i]
+        for row in step_logits:
             top2 = torch.topk(row, 2).values
             margins.append(float(top2[0] - top2[1]))
-        golden["cases"].append({
+        case = {
             "prompt": prompt,
             "prompt_ids": ids,
             "greedy_ids": gen,
@@ -228,11 +276,74 @@ def build(name, out):
             "continuation_text": continuation_text(out, ids, gen),
             "min_margin": min(margins),
             "margins": margins,
-            "last_prompt_logits_head": logits[len(ids) - 1][:16].tolist(),
-        })
+            "last_prompt_logits_head": head,
+        }
+        if routing:
+            case.update(routing)
+        golden["cases"].append(case)
     with open(os.path.join(out, "golden.json"), "w") as f:
         json.dump(golden, f, indent=1)
     print(name, [round(cs["min_margin"], 4) for cs in golden["cases"]])
+
+
+# architectures of issue 16's families: their golden.json margins come from generate()'s own
+# logits, and MoE ones record how the prompt was routed
+FAMILY_ARCHS = {"qwen3", "mixtral", "qwen3_moe", "gemma2", "gemma3", "phi3"}
+
+
+def rope_records(model):
+    """The rotary inverse frequencies transformers uses, after scaling: one list, or one per layer
+    type (Gemma 3's local and global layers have their own), plus longrope's long-context set."""
+    rot = model.model.rotary_emb
+    if hasattr(rot, "inv_freq"):
+        rec = {"rope_inv_freq": rot.inv_freq.tolist()}
+        rp = model.config.rope_parameters
+        if rp.get("rope_type") == "longrope":
+            from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+            long_inv, scaling = ROPE_INIT_FUNCTIONS["longrope"](
+                model.config, None, seq_len=rp["original_max_position_embeddings"] + 1)
+            rec["rope_long_inv_freq"] = long_inv.tolist()
+            rec["rope_attention_scaling"] = float(scaling)
+        return rec
+    return {"rope_inv_freq_by_layer_type": {lt: getattr(rot, f"{lt}_inv_freq").tolist()
+                                            for lt in rot.layer_types},
+            "rope_attention_scaling_by_layer_type": {lt: float(getattr(rot, f"{lt}_attention_scaling"))
+                                                     for lt in rot.layer_types}}
+
+
+class RouterProbe:
+    """Records each MoE layer's router logits during a forward pass, to show which experts the
+    prompt's tokens chose and how close a choice came to flipping (a tiny gap would make the
+    fixture fragile under float reordering)."""
+
+    def __init__(self, model):
+        self.seen = {}
+        self.top_k = getattr(model.config, "num_experts_per_tok", 0)
+        self.layers = []
+        for i, layer in enumerate(model.model.layers):
+            gate = getattr(layer.mlp, "gate", None)
+            if gate is not None and hasattr(gate, "top_k"):
+                self.layers.append(i)
+                gate.register_forward_hook(self._hook(i))
+
+    def _hook(self, i):
+        def hook(_module, _inputs, output):
+            self.seen[i] = output[0].detach().float()
+        return hook
+
+    def route(self, model, ids, n_prompt):
+        if not self.layers:
+            return None
+        self.seen.clear()
+        model(ids)
+        distinct, min_gap = [], float("inf")
+        for i in self.layers:
+            probs = torch.softmax(self.seen[i], dim=-1)
+            top = torch.topk(probs, self.top_k + 1, dim=-1)
+            distinct.append(len(set(top.indices[:n_prompt, :self.top_k].flatten().tolist())))
+            min_gap = min(min_gap, float((top.values[:, self.top_k - 1] - top.values[:, self.top_k]).min()))
+        return {"moe_layers": self.layers, "prompt_distinct_experts": distinct,
+                "min_router_gap": min_gap}
 
 
 def tensor_listing(out):

@@ -1,0 +1,74 @@
+"""Feature checks for issue 16's family fixtures (tests/fixtures/families): each fixture must
+exercise what its name claims, shown by switching the feature off in transformers and seeing the
+output change, or by reading the stored tensors. check_fixtures.py calls `check_family`.
+"""
+import copy
+
+import torch
+import transformers as tf
+
+# a feature counts as live when switching it off moves the logits by more than this
+LIVE = 1e-3
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0]
+
+
+def _moved(model, other, ids):
+    return float((_logits(model, ids) - _logits(other, ids)).abs().max())
+
+
+def _long_ids(golden):
+    case = max(golden["cases"], key=lambda c: len(c["prompt_ids"]))
+    return case["prompt_ids"] + case["greedy_ids"]
+
+
+def _with_config(d, **changes):
+    cfg = tf.AutoConfig.from_pretrained(d)
+    for k, v in changes.items():
+        setattr(cfg, k, v)
+    return tf.AutoModelForCausalLM.from_pretrained(d, config=cfg, dtype=torch.float32).eval()
+
+
+def _qk_norm(check, name, model, listing, golden):
+    """q_norm/k_norm stored per layer, head_dim wide, with non-trivial weights that matter."""
+    cfg = model.config
+    for i in range(cfg.num_hidden_layers):
+        for n in ("q_norm", "k_norm"):
+            key = f"model.layers.{i}.self_attn.{n}.weight"
+            check(key in listing and listing[key]["shape"] == [cfg.head_dim], f"{name}: {key} stored")
+    plain = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in plain.model.layers:
+            w = layer.self_attn.q_norm.weight
+            check(float((w - 1).abs().max()) > 0.05 or name.startswith("tiny-gemma"),
+                  f"{name}: q_norm weights are not ones")
+            # the neutral weight: 1 for Qwen3's x*w, 0 for Gemma's x*(1+w)
+            neutral = 0.0 if "gemma" in cfg.model_type else 1.0
+            layer.self_attn.q_norm.weight.fill_(neutral)
+            layer.self_attn.k_norm.weight.fill_(neutral)
+    check(_moved(model, plain, _long_ids(golden)) > LIVE, f"{name}: q/k norm weights change the logits")
+
+
+def _gqa_head_dim(check, name, cfg):
+    check(cfg.num_key_value_heads < cfg.num_attention_heads, f"{name}: GQA")
+    check(cfg.head_dim != cfg.hidden_size // cfg.num_attention_heads, f"{name}: explicit head_dim differs")
+
+
+def check_family(check, name, d, model, golden, listing):
+    """Runs the checks for the family fixture `name` (directory d); returns False if it is not one."""
+    cfg = model.config
+    if not name.startswith(("tiny-qwen3", "tiny-mixtral", "tiny-gemma", "tiny-phi3")):
+        return False
+    check({v["dtype"] for v in listing.values()} == {"F32"}, f"{name}: stored in f32")
+    check(min(c["min_margin"] for c in golden["cases"]) >= 1e-4, f"{name}: margins >= 1e-4")
+    if name == "tiny-qwen3":
+        check(cfg.model_type == "qwen3", f"{name}: model_type qwen3")
+        _gqa_head_dim(check, name, cfg)
+        _qk_norm(check, name, model, listing, golden)
+        check(cfg.tie_word_embeddings and "lm_head.weight" not in listing, f"{name}: tied")
+        return True
+    check(False, f"{name}: no feature checks for this fixture")
+    return True
