@@ -57,6 +57,28 @@ def _gqa_head_dim(check, name, cfg):
     check(cfg.head_dim != cfg.hidden_size // cfg.num_attention_heads, f"{name}: explicit head_dim differs")
 
 
+def _moe(check, name, d, model, golden, listing, experts_key, n_experts):
+    """Experts stored one tensor per expert and projection (the hub layout); the prompt's tokens
+    of one step pick different experts in every MoE layer; top-k matters."""
+    cfg = model.config
+    moe_layers = golden["cases"][0]["moe_layers"]
+    check(len(moe_layers) >= 1, f"{name}: has MoE layers")
+    for i in moe_layers:
+        for e in range(n_experts):
+            for proj in experts_key[1]:
+                key = f"model.layers.{i}.{experts_key[0]}.experts.{e}.{proj}.weight"
+                check(key in listing, f"{name}: {key} stored")
+        check(f"model.layers.{i}.{experts_key[0]}.gate.weight" in listing, f"{name}: layer {i} router stored")
+    for c in golden["cases"]:
+        if len(c["prompt_ids"]) > 2:
+            check(min(c["prompt_distinct_experts"]) >= 2, f"{name}: prompt routed to several experts")
+        check(c["min_router_gap"] >= 1e-3, f"{name}: no near-tie in the router")
+    check(max(max(c["prompt_distinct_experts"]) for c in golden["cases"]) >= n_experts - 1,
+          f"{name}: the long prompt reaches (almost) every expert")
+    top1 = _with_config(d, num_experts_per_tok=1)
+    check(_moved(model, top1, _long_ids(golden)) > LIVE, f"{name}: top-{cfg.num_experts_per_tok} differs from top-1")
+
+
 def check_family(check, name, d, model, golden, listing):
     """Runs the checks for the family fixture `name` (directory d); returns False if it is not one."""
     cfg = model.config
@@ -69,6 +91,12 @@ def check_family(check, name, d, model, golden, listing):
         _gqa_head_dim(check, name, cfg)
         _qk_norm(check, name, model, listing, golden)
         check(cfg.tie_word_embeddings and "lm_head.weight" not in listing, f"{name}: tied")
+        return True
+    if name == "tiny-mixtral":
+        check(cfg.model_type == "mixtral" and cfg.num_local_experts == 8 and cfg.num_experts_per_tok == 2,
+              f"{name}: 8 experts, top-2")
+        check(cfg.num_key_value_heads < cfg.num_attention_heads, f"{name}: GQA")
+        _moe(check, name, d, model, golden, listing, ("block_sparse_moe", ("w1", "w2", "w3")), 8)
         return True
     check(False, f"{name}: no feature checks for this fixture")
     return True
