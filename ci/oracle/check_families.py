@@ -3,6 +3,7 @@ exercise what its name claims, shown by switching the feature off in transformer
 output change, or by reading the stored tensors. check_fixtures.py calls `check_family`.
 """
 import copy
+import os
 
 import torch
 import transformers as tf
@@ -79,6 +80,29 @@ def _moe(check, name, d, model, golden, listing, experts_key, n_experts):
     check(_moved(model, top1, _long_ids(golden)) > LIVE, f"{name}: top-{cfg.num_experts_per_tok} differs from top-1")
 
 
+def _gemma(check, name, d, model, golden, listing):
+    """What Gemma 2 and 3 share: local/global layers with the window exceeded, four norms per
+    layer, query_pre_attn_scalar, tied, SentencePiece tokenizer.model shipped."""
+    cfg = model.config
+    kinds = set(cfg.layer_types)
+    check(kinds == {"sliding_attention", "full_attention"}, f"{name}: local and global layers")
+    check(cfg.sliding_window == 8, f"{name}: window 8")
+    longest = max(len(c["prompt_ids"]) for c in golden["cases"])
+    check(longest > 2 * cfg.sliding_window, f"{name}: a prompt exceeds the window")
+    all_global = _with_config(d, layer_types=["full_attention"] * cfg.num_hidden_layers)
+    check(_moved(model, all_global, _long_ids(golden)) > LIVE, f"{name}: the local window changes the logits")
+    check(cfg.query_pre_attn_scalar != cfg.head_dim, f"{name}: query_pre_attn_scalar != head_dim")
+    plain_scale = _with_config(d, query_pre_attn_scalar=cfg.head_dim)
+    check(_moved(model, plain_scale, _long_ids(golden)) > LIVE, f"{name}: query_pre_attn_scalar matters")
+    for i in range(cfg.num_hidden_layers):
+        for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                  "post_feedforward_layernorm"):
+            check(f"model.layers.{i}.{n}.weight" in listing, f"{name}: layer {i} {n}")
+    check(cfg.hidden_activation == "gelu_pytorch_tanh", f"{name}: GeGLU with tanh GELU")
+    check(cfg.tie_word_embeddings and "lm_head.weight" not in listing, f"{name}: tied")
+    check(os.path.isfile(os.path.join(d, "tokenizer.model")), f"{name}: ships tokenizer.model")
+
+
 def check_family(check, name, d, model, golden, listing):
     """Runs the checks for the family fixture `name` (directory d); returns False if it is not one."""
     cfg = model.config
@@ -97,6 +121,16 @@ def check_family(check, name, d, model, golden, listing):
               f"{name}: 8 experts, top-2")
         check(cfg.num_key_value_heads < cfg.num_attention_heads, f"{name}: GQA")
         _moe(check, name, d, model, golden, listing, ("block_sparse_moe", ("w1", "w2", "w3")), 8)
+        return True
+    if name == "tiny-gemma2":
+        check(cfg.model_type == "gemma2", f"{name}: model_type gemma2")
+        check(cfg.layer_types == ["sliding_attention", "full_attention"] * (cfg.num_hidden_layers // 2),
+              f"{name}: sliding and global layers alternate")
+        _gemma(check, name, d, model, golden, listing)
+        ids = _long_ids(golden)
+        for knob in ("attn_logit_softcapping", "final_logit_softcapping"):
+            uncapped = _with_config(d, **{knob: None})
+            check(_moved(model, uncapped, ids) > LIVE, f"{name}: {knob} changes the logits")
         return True
     check(False, f"{name}: no feature checks for this fixture")
     return True

@@ -25,6 +25,9 @@ from tokenizers import (AddedToken, Tokenizer, decoders, models, normalizers, pr
 # safetensors stays under ~700 KB; vocab 512 is the smallest the BPE trainer fills from the corpus.
 _SMALL = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, vocab_size=512, rms_norm_eps=1e-5)
 
+# Gemma 2's soft-capping, far below the real 50 / 30 so that it bends random-weight logits
+SOFTCAP_ATTN, SOFTCAP_FINAL = 4.0, 6.0
+
 CONFIGS = {
     # the shared test model (small, MHA, untied, rope_parameters layout)
     "tiny-mha": dict(arch="llama", hidden_size=128, intermediate_size=344, num_hidden_layers=2,
@@ -82,6 +85,15 @@ CONFIGS = {
                          num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2,
                          rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
                          tie_word_embeddings=False, seed=39),
+    # Gemma 2: sliding (window 8) and global layers alternating, attention-logit and final-logit
+    # soft-capping low enough to change random-weight logits, query_pre_attn_scalar 24 != head_dim
+    # 32 (!= hidden/heads 16), GeGLU with tanh GELU, (1 + w) norms before and after attention and
+    # MLP, embeddings scaled by sqrt(hidden), tied; a Gemma-style SentencePiece tokenizer.
+    "tiny-gemma2": dict(arch="gemma2", **_SMALL, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                        query_pre_attn_scalar=24, sliding_window=8, attn_logit_softcapping=SOFTCAP_ATTN,
+                        final_logit_softcapping=SOFTCAP_FINAL, hidden_activation="gelu_pytorch_tanh",
+                        rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+                        tie_word_embeddings=True, tokenizer_kind="gemma-spm", seed=41),
 }
 
 PROMPTS = [
