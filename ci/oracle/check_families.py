@@ -58,6 +58,74 @@ def _gqa_head_dim(check, name, cfg):
     check(cfg.head_dim != cfg.hidden_size // cfg.num_attention_heads, f"{name}: explicit head_dim differs")
 
 
+def crosses_longrope(cfg, case):
+    """Whether this case starts below a longrope model's original length and generates past it."""
+    rp = getattr(cfg, "rope_parameters", None) or {}
+    if rp.get("rope_type") != "longrope":
+        return False
+    orig = rp["original_max_position_embeddings"]
+    return len(case["prompt_ids"]) <= orig < len(case["prompt_ids"]) + len(case["greedy_ids"])
+
+
+def _generate_logits(model, ids, n):
+    with torch.no_grad():
+        res = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False, eos_token_id=None,
+                             pad_token_id=model.config.eos_token_id, use_cache=True,
+                             return_dict_in_generate=True, output_logits=True)
+    return res.sequences[0, len(ids):].tolist(), torch.stack([l[0] for l in res.logits])
+
+
+def _with_rope(d, **changes):
+    cfg = tf.AutoConfig.from_pretrained(d)
+    cfg.rope_parameters = dict(cfg.rope_parameters, **changes)
+    return tf.AutoModelForCausalLM.from_pretrained(d, config=cfg, dtype=torch.float32).eval()
+
+
+def _phi3(check, name, d, model, golden, listing):
+    """Fused projections, partial rotary, and longrope's switch from the short to the long factors
+    by sequence length, as transformers' cached generation makes it."""
+    cfg = model.config
+    rp = cfg.rope_parameters
+    hd = cfg.hidden_size // cfg.num_attention_heads
+    rot = int(hd * rp["partial_rotary_factor"])
+    check(rp["partial_rotary_factor"] < 1 and rot < hd, f"{name}: partial rotary")
+    check(len(golden["rope_inv_freq"]) == rot // 2 == len(golden["rope_long_inv_freq"]),
+          f"{name}: inv_freq covers only the rotated dims")
+    check(golden["rope_inv_freq"] != golden["rope_long_inv_freq"], f"{name}: short and long factors differ")
+    check(golden["rope_attention_scaling"] > 1.0, f"{name}: longrope attention factor > 1")
+    for i in range(cfg.num_hidden_layers):
+        qkv = listing[f"model.layers.{i}.self_attn.qkv_proj.weight"]["shape"]
+        check(qkv == [(cfg.num_attention_heads + 2 * cfg.num_key_value_heads) * hd, cfg.hidden_size],
+              f"{name}: layer {i} fused qkv_proj")
+        gu = listing[f"model.layers.{i}.mlp.gate_up_proj.weight"]["shape"]
+        check(gu == [2 * cfg.intermediate_size, cfg.hidden_size], f"{name}: layer {i} fused gate_up_proj")
+    orig = rp["original_max_position_embeddings"]
+    crossing = [c for c in golden["cases"] if crosses_longrope(cfg, c)]
+    past = [c for c in golden["cases"] if len(c["prompt_ids"]) > orig]
+    check(len(crossing) >= 1 and len(past) >= 1, f"{name}: generations cross the original length, a prompt starts past it")
+    all_short = _with_rope(d, long_factor=rp["short_factor"])
+    all_long = _with_rope(d, short_factor=rp["long_factor"])
+    for c in crossing:
+        ids, n_below = c["prompt_ids"], orig - len(c["prompt_ids"]) + 1
+        # below the switch a plain forward of the prefix (all short factors) gives the same choices
+        prefix = ids + c["greedy_ids"][:n_below - 1]
+        argmax = _logits(model, prefix)[len(ids) - 1:].argmax(-1).tolist()
+        check(argmax == c["greedy_ids"][:n_below], f"{name}: greedy below the switch == no-cache argmax")
+        _, golden_steps = _generate_logits(model, ids, len(c["greedy_ids"]))
+        check(torch.allclose(golden_steps[0][:16], torch.tensor(c["last_prompt_logits_head"]), atol=1e-4),
+              f"{name}: logits head (cached path)")
+        _, short_steps = _generate_logits(all_short, ids, len(c["greedy_ids"]))
+        _, long_steps = _generate_logits(all_long, ids, len(c["greedy_ids"]))
+        check(float((golden_steps[:n_below] - short_steps[:n_below]).abs().max()) < 1e-5,
+              f"{name}: short factors before the switch")
+        check(float((golden_steps[n_below:] - short_steps[n_below:]).abs().max()) > LIVE,
+              f"{name}: the long factors take over past the original length")
+        check(float((golden_steps[:n_below] - long_steps[:n_below]).abs().max()) > LIVE,
+              f"{name}: the short factors matter before the switch")
+    for c in past:
+        check(_moved(model, all_short, c["prompt_ids"]) > LIVE, f"{name}: a long prompt uses the long factors")
+
+
 def _moe(check, name, d, model, golden, listing, experts_key, n_experts):
     """Experts stored one tensor per expert and projection (the hub layout); the prompt's tokens
     of one step pick different experts in every MoE layer; top-k matters."""
@@ -131,6 +199,11 @@ def check_family(check, name, d, model, golden, listing):
         for knob in ("attn_logit_softcapping", "final_logit_softcapping"):
             uncapped = _with_config(d, **{knob: None})
             check(_moved(model, uncapped, ids) > LIVE, f"{name}: {knob} changes the logits")
+        return True
+    if name == "tiny-phi3":
+        check(cfg.model_type == "phi3", f"{name}: model_type phi3")
+        check(cfg.num_key_value_heads < cfg.num_attention_heads, f"{name}: GQA")
+        _phi3(check, name, d, model, golden, listing)
         return True
     check(False, f"{name}: no feature checks for this fixture")
     return True

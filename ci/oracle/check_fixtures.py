@@ -22,7 +22,7 @@ import torch
 import transformers as tf
 from safetensors import safe_open
 
-from check_families import check_family
+from check_families import check_family, crosses_longrope
 
 FAILURES = []
 
@@ -64,9 +64,14 @@ def check_dir(d):
             logits = model(full).logits[0]
         check(gen[0, len(ids):].tolist() == case["greedy_ids"], f"{name}: greedy ids reproduce")
         argmax = logits[len(ids) - 1: len(ids) - 1 + len(case["greedy_ids"])].argmax(-1).tolist()
-        check(argmax == case["greedy_ids"], f"{name}: no-cache argmax == cached greedy")
+        # a longrope generation that crosses original_max_position_embeddings keeps the keys it
+        # cached with the short factors, which a full re-forward cannot reproduce: check_families
+        # checks those cases against a forward of the prefix below the switch instead
+        if not crosses_longrope(cfg, case):
+            check(argmax == case["greedy_ids"], f"{name}: no-cache argmax == cached greedy")
         head = torch.tensor(case["last_prompt_logits_head"])
-        check(torch.allclose(logits[len(ids) - 1][:16], head, atol=1e-4), f"{name}: logits head")
+        if not crosses_longrope(cfg, case):
+            check(torch.allclose(logits[len(ids) - 1][:16], head, atol=1e-4), f"{name}: logits head")
 
     if check_family(check, name, d, model, golden, listing):
         print(name, "checked")

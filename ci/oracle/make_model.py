@@ -94,6 +94,18 @@ CONFIGS = {
                         final_logit_softcapping=SOFTCAP_FINAL, hidden_activation="gelu_pytorch_tanh",
                         rope_parameters=dict(rope_type="default", rope_theta=10000.0),
                         tie_word_embeddings=True, tokenizer_kind="gemma-spm", seed=41),
+    # Phi-3 / Phi-4-mini: fused qkv_proj and gate_up_proj, partial rotary (0.75 of head_dim 16: 12
+    # rotated dims, as Phi-4-mini), longrope with original_max_position_embeddings 32 against 256
+    # (attention factor sqrt(1 + ln 8 / ln 32)): prompts 1-3 start below 32 and their generations
+    # cross it, prompt 4 starts past it. GQA, untied. Classic config layout (rope_scaling with
+    # "type": "longrope", top-level partial_rotary_factor) as Phi-4-mini's config.json, and
+    # tokenizer_class GPT2Tokenizer as Phi-4-mini's (llama.cpp's converter then reads tokenizer.json).
+    "tiny-phi3": dict(arch="phi3", **_SMALL, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, original_max_position_embeddings=32,
+                      partial_rotary_factor=0.75, rope_theta=10000.0,
+                      rope_scaling=dict(type="longrope", short_factor=[1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+                                        long_factor=[1.0, 1.5, 2.5, 4.0, 6.0, 8.0]),
+                      tie_word_embeddings=False, classic="phi3", tokenizer_class="GPT2Tokenizer", seed=57),
 }
 
 PROMPTS = [
@@ -194,6 +206,7 @@ def build(name, out):
     }[arch]
     family = arch in FAMILY_ARCHS
     gemma_tok = c.pop("tokenizer_kind", None) == "gemma-spm"
+    tokenizer_class = c.pop("tokenizer_class", "PreTrainedTokenizerFast")
     c.setdefault("max_position_embeddings", 4096)
     bos, eos = (1, 2) if spm else (0, 1)
     extra_ids = {}
@@ -230,7 +243,9 @@ def build(name, out):
         copy.deepcopy(model).to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     else:
         model.save_pretrained(out, safe_serialization=True)
-    if classic:
+    if classic == "phi3":
+        to_phi3_classic_config(out)
+    elif classic:
         to_classic_config(out, store_dtype)
     if gemma_tok:
         from gemma_tokenizer import write_gemma_tokenizer
@@ -239,7 +254,7 @@ def build(name, out):
         tok = make_spm_tokenizer(c["vocab_size"]) if spm else make_tokenizer(c["vocab_size"])
         tok.save(os.path.join(out, "tokenizer.json"))
         tc = {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True,
-              "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096}
+              "tokenizer_class": tokenizer_class, "model_max_length": 4096}
         if spm:
             tc.update(unk_token="<unk>", clean_up_tokenization_spaces=False)
         with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
@@ -380,6 +395,24 @@ def to_classic_config(out, store_dtype="float32"):
     cfg["rope_scaling"] = None if scaling.get("rope_type", "default") == "default" else scaling
     cfg.pop("dtype", None)
     cfg["torch_dtype"] = store_dtype
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
+def to_phi3_classic_config(out):
+    """Rewrite a Phi-3 config.json as Phi-3/Phi-4-mini checkpoints ship it: top-level rope_theta,
+    partial_rotary_factor and original_max_position_embeddings, and rope_scaling holding only
+    the longrope type and its two factor lists."""
+    path = os.path.join(out, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    rp = cfg.pop("rope_parameters")
+    cfg["rope_theta"] = rp["rope_theta"]
+    cfg["partial_rotary_factor"] = rp.get("partial_rotary_factor", 1.0)
+    cfg["original_max_position_embeddings"] = rp["original_max_position_embeddings"]
+    cfg["rope_scaling"] = {"type": "longrope", "short_factor": rp["short_factor"], "long_factor": rp["long_factor"]}
+    cfg.pop("dtype", None)
+    cfg["torch_dtype"] = "float32"
     with open(path, "w") as f:
         json.dump(cfg, f, indent=2)
 
