@@ -126,6 +126,34 @@ def _phi3(check, name, d, model, golden, listing):
         check(_moved(model, all_short, c["prompt_ids"]) > LIVE, f"{name}: a long prompt uses the long factors")
 
 
+def _gemma3_rope(check, name, d, model, golden):
+    """Local layers rotate with their own base, global ones with rope_theta and linear scaling."""
+    rp = model.config.rope_parameters
+    check(rp["sliding_attention"]["rope_theta"] != rp["full_attention"]["rope_theta"],
+          f"{name}: rope_local_base_freq != rope_theta")
+    check(rp["full_attention"]["rope_type"] == "linear" and rp["sliding_attention"]["rope_type"] == "default",
+          f"{name}: linear scaling on global layers only")
+    inv = golden["rope_inv_freq_by_layer_type"]
+    hd = model.config.head_dim
+    check(torch.allclose(torch.tensor(inv["full_attention"]),
+                         _default_inv(rp["full_attention"]["rope_theta"], hd) / rp["full_attention"]["factor"]),
+          f"{name}: global inv_freq = default / factor")
+    check(torch.allclose(torch.tensor(inv["sliding_attention"]), _default_inv(rp["sliding_attention"]["rope_theta"], hd)),
+          f"{name}: local inv_freq from rope_local_base_freq")
+    ids = _long_ids(golden)
+    for layer_type, change in (("sliding_attention", {"rope_theta": rp["full_attention"]["rope_theta"]}),
+                               ("full_attention", {"rope_type": "default", "factor": 1.0})):
+        cfg = tf.AutoConfig.from_pretrained(d)
+        cfg.rope_parameters = {k: dict(v) for k, v in cfg.rope_parameters.items()}
+        cfg.rope_parameters[layer_type].update(change)
+        other = tf.AutoModelForCausalLM.from_pretrained(d, config=cfg, dtype=torch.float32).eval()
+        check(_moved(model, other, ids) > LIVE, f"{name}: {layer_type} rope parameters matter")
+
+
+def _default_inv(theta, dim):
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+
+
 def _moe(check, name, d, model, golden, listing, experts_key, n_experts):
     """Experts stored one tensor per expert and projection (the hub layout); the prompt's tokens
     of one step pick different experts in every MoE layer; top-k matters."""
@@ -204,6 +232,15 @@ def check_family(check, name, d, model, golden, listing):
         check(cfg.model_type == "phi3", f"{name}: model_type phi3")
         check(cfg.num_key_value_heads < cfg.num_attention_heads, f"{name}: GQA")
         _phi3(check, name, d, model, golden, listing)
+        return True
+    if name == "tiny-gemma3":
+        check(cfg.model_type == "gemma3_text", f"{name}: model_type gemma3_text")
+        check(cfg.num_hidden_layers >= 3 and cfg.layer_types == ["sliding_attention", "sliding_attention",
+                                                                 "full_attention"], f"{name}: pattern local, local, global")
+        _gemma(check, name, d, model, golden, listing)
+        _qk_norm(check, name, model, listing, golden)
+        _gemma3_rope(check, name, d, model, golden)
+        check(cfg.attn_logit_softcapping is None and cfg.final_logit_softcapping is None, f"{name}: no soft-capping")
         return True
     check(False, f"{name}: no feature checks for this fixture")
     return True

@@ -106,6 +106,16 @@ CONFIGS = {
                       rope_scaling=dict(type="longrope", short_factor=[1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
                                         long_factor=[1.0, 1.5, 2.5, 4.0, 6.0, 8.0]),
                       tie_word_embeddings=False, classic="phi3", tokenizer_class="GPT2Tokenizer", seed=57),
+    # Gemma 3 text: 3 layers in the pattern local, local, global (sliding_window_pattern 3, window
+    # 8); local layers rotate with rope_local_base_freq 10000, global ones with rope_theta 1e6 and
+    # linear rope scaling x2; q_norm/k_norm ((1 + w), random); query_pre_attn_scalar 24 != head_dim
+    # 32; no soft-capping; GQA; tied. Classic config layout as the hub's Gemma 3 configs, with
+    # layer_types spelled out too. Gemma SentencePiece tokenizer.
+    "tiny-gemma3": dict(arch="gemma3", **dict(_SMALL, num_hidden_layers=3), num_attention_heads=4,
+                        num_key_value_heads=2, head_dim=32, query_pre_attn_scalar=24, sliding_window=8,
+                        sliding_window_pattern=3, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+                        rope_scaling=dict(rope_type="linear", factor=2.0), hidden_activation="gelu_pytorch_tanh",
+                        tie_word_embeddings=True, tokenizer_kind="gemma-spm", classic="gemma3", seed=61),
 }
 
 PROMPTS = [
@@ -245,6 +255,8 @@ def build(name, out):
         model.save_pretrained(out, safe_serialization=True)
     if classic == "phi3":
         to_phi3_classic_config(out)
+    elif classic == "gemma3":
+        to_gemma3_classic_config(out, c["sliding_window_pattern"])
     elif classic:
         to_classic_config(out, store_dtype)
     if gemma_tok:
@@ -395,6 +407,24 @@ def to_classic_config(out, store_dtype="float32"):
     cfg["rope_scaling"] = None if scaling.get("rope_type", "default") == "default" else scaling
     cfg.pop("dtype", None)
     cfg["torch_dtype"] = store_dtype
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
+def to_gemma3_classic_config(out, pattern):
+    """Rewrite a Gemma 3 text config.json in the hub's layout: rope_theta (global layers),
+    rope_local_base_freq (local layers), rope_scaling (global layers only), sliding_window_pattern."""
+    path = os.path.join(out, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    rp = cfg.pop("rope_parameters")
+    glob_rp, local_rp = dict(rp["full_attention"]), rp["sliding_attention"]
+    cfg["rope_theta"] = glob_rp.pop("rope_theta")
+    cfg["rope_local_base_freq"] = local_rp["rope_theta"]
+    cfg["rope_scaling"] = None if glob_rp.get("rope_type", "default") == "default" else glob_rp
+    cfg["sliding_window_pattern"] = pattern
+    cfg.pop("dtype", None)
+    cfg["torch_dtype"] = "float32"
     with open(path, "w") as f:
         json.dump(cfg, f, indent=2)
 
