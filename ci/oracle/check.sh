@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# CI step: re-checks the committed reference fixtures against transformers (tests/fixtures/models:
+# CI step: re-checks the committed reference fixtures against transformers (tests/fixtures/models
+# and tests/fixtures/families:
 # every golden reproduces from the files on disk, and each fixture exercises the feature it is
 # named for). Needs the pinned reference venv; builds it, or reuses it when the pins are unchanged.
 #   HALO_REF_VENV         where the venv lives (default: ~/.cache/halo/ref-venv; torch is large)
@@ -32,3 +33,5 @@ else
 fi
 
 "$py" "$root/ci/oracle/check_fixtures.py" "$root/tests/fixtures/models"
+# issue 16's families (Qwen3, Mixtral, Gemma 2/3, Phi-3, Qwen3-MoE), with their feature checks
+"$py" "$root/ci/oracle/check_fixtures.py" "$root/tests/fixtures/families"
