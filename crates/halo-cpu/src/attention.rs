@@ -5,6 +5,7 @@
 //! Every (token, head) pair writes its own output slice, so the work splits across threads with
 //! no reduction shared between sequences: a sequence's result does not depend on its batch.
 
+use crate::activation::softcap_in_place;
 use rayon::prelude::*;
 
 /// Where one token of the step sits: which sequence's block table to read and its position.
@@ -20,6 +21,10 @@ pub struct AttentionShape {
     pub block_size: usize,
     /// Keys strictly older than `pos - window + 1` are masked.
     pub window: Option<usize>,
+    /// Multiplies q·k (`head_dim^-0.5` unless the family sets its own).
+    pub scale: f32,
+    /// Scores become `cap * tanh(score / cap)` before the softmax (Gemma 2).
+    pub softcap: Option<f32>,
 }
 
 /// `q` is `[tokens, num_heads * head_dim]` (already rotated); returns the same shape.
@@ -33,7 +38,7 @@ pub fn paged_attention(
     let hd = shape.head_dim;
     let group = shape.num_heads / shape.num_kv_heads;
     let kv_row = shape.num_kv_heads * hd;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = shape.scale;
     let mut out = vec![0.0f32; q.len()];
     out.par_chunks_mut(hd).enumerate().for_each(|(idx, dst)| {
         let (token, head) = (idx / shape.num_heads, idx % shape.num_heads);
@@ -54,6 +59,9 @@ pub fn paged_attention(
                 dot(qv, k) * scale
             })
             .collect();
+        if let Some(cap) = shape.softcap {
+            softcap_in_place(&mut scores, cap);
+        }
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
         for s in scores.iter_mut() {
@@ -98,6 +106,8 @@ mod tests {
         n: usize,
         hd: usize,
         window: Option<usize>,
+        scale: f64,
+        softcap: Option<f64>,
     ) -> Vec<f32> {
         let mut out = vec![0.0; n * hd];
         for i in 0..n {
@@ -107,8 +117,9 @@ mod tests {
                     (0..hd)
                         .map(|d| (q[i * hd + d] * k[j * hd + d]) as f64)
                         .sum::<f64>()
-                        / (hd as f64).sqrt()
+                        * scale
                 })
+                .map(|x| softcap.map_or(x, |c| (x / c).tanh() * c))
                 .collect();
             let m = s.iter().cloned().fold(f64::MIN, f64::max);
             let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
@@ -137,7 +148,13 @@ mod tests {
             keys[slot * hd..][..hd].copy_from_slice(&k[p * hd..][..hd]);
             values[slot * hd..][..hd].copy_from_slice(&v[p * hd..][..hd]);
         }
-        for window in [None, Some(3)] {
+        let cases = [
+            (None, None, 0.5),
+            (Some(3), None, 0.5),
+            (None, Some(0.8), 1.7),
+            (Some(4), Some(0.8), 1.7),
+        ];
+        for (window, softcap, scale) in cases {
             let sites: Vec<TokenSite> = (0..n)
                 .map(|pos| TokenSite {
                     block_table: &table,
@@ -150,9 +167,20 @@ mod tests {
                 head_dim: hd,
                 block_size: bs,
                 window,
+                scale,
+                softcap,
             };
             let got = paged_attention(&q, &sites, &keys, &values, &shape);
-            let want = dense(&q, &k, &v, n, hd, window);
+            let want = dense(
+                &q,
+                &k,
+                &v,
+                n,
+                hd,
+                window,
+                scale as f64,
+                softcap.map(|c: f32| c as f64),
+            );
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
             }

@@ -13,12 +13,15 @@
 //! device's own rayon pool, so the many small parallel sections do not pay a cross-thread
 //! injection each.
 
+mod activation;
 mod attention;
 mod device;
+mod ffn;
 mod kv_cache;
 mod linear;
 pub mod matmul;
 mod model;
+mod moe;
 mod ops;
 pub mod qmatmul;
 

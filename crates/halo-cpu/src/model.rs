@@ -1,26 +1,41 @@
-//! The Llama-family network (Llama, Mistral, Qwen2 differ only in config: biases, windows,
-//! rope) and its forward pass over one mixed step: weights in their stored type, activations,
-//! norms, attention and the KV cache in f32.
+//! The decoder network every family shares and its forward pass over one mixed step: weights in
+//! their stored type, activations, norms, attention and the KV cache in f32. What differs
+//! between families is read from the config's knobs (biases, q/k norms, norms after the
+//! attention and the MLP, the activation, embedding scale, attention scale and soft-caps,
+//! per-layer windows and RoPE) and from the feed-forward seam ([`FeedForward`]), never from a
+//! per-family copy of the forward.
 
+use crate::activation::softcap_in_place;
 use crate::attention::{paged_attention, AttentionShape, TokenSite};
+use crate::ffn::FeedForward;
 use crate::kv_cache::KvCache;
 use crate::linear::{embed_rows, Linear, Part};
-use crate::ops::{add_in_place, rms_norm, rope, silu_mul};
+use crate::ops::{add_in_place, rms_norm, rope};
 use crate::qmatmul::QMatrix;
 use halo_hal::{DeviceError, StepBatch};
 use halo_model::{quant, Model, ModelConfig, StoredDType, Weights};
 use rayon::prelude::*;
 
 struct Layer {
-    input_norm: Vec<f32>,
-    post_norm: Vec<f32>,
+    /// Before the attention (`input_layernorm`).
+    attn_norm: Vec<f32>,
+    /// On the attention's output before the residual add (Gemma's `post_attention_layernorm`).
+    attn_out_norm: Option<Vec<f32>>,
+    /// Before the feed-forward (Llama's `post_attention_layernorm`, Gemma's
+    /// `pre_feedforward_layernorm`).
+    ffn_norm: Vec<f32>,
+    /// On the feed-forward's output before the residual add (Gemma's
+    /// `post_feedforward_layernorm`).
+    ffn_out_norm: Option<Vec<f32>>,
     /// q, k and v fused into one projection: one matmul reads all three.
     qkv: Linear,
+    /// Per-head RMSNorm weights of q and k (`head_dim` wide), applied before RoPE.
+    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
     o: Linear,
-    /// gate and up fused the same way.
-    gate_up: Linear,
-    down: Linear,
+    ffn: FeedForward,
     window: Option<usize>,
+    /// Index into [`CpuModel::inv_freqs`]: which RoPE this layer rotates with.
+    rope: usize,
 }
 
 pub struct CpuModel {
@@ -30,7 +45,8 @@ pub struct CpuModel {
     layers: Vec<Layer>,
     final_norm: Vec<f32>,
     lm_head: Linear,
-    inv_freq: Vec<f32>,
+    /// The global RoPE's inverse frequencies, then the local layers' when they differ.
+    inv_freqs: Vec<Vec<f32>>,
 }
 
 fn load_err(e: halo_model::ModelError) -> DeviceError {
@@ -111,14 +127,23 @@ impl CpuModel {
         let c = &model.config;
         let w = &model.weights;
         let (h, hd) = (c.hidden_size, c.head_dim);
-        let (q_dim, kv_dim, inter) = (
-            c.num_attention_heads * hd,
-            c.num_key_value_heads * hd,
-            c.intermediate_size,
-        );
+        let (q_dim, kv_dim) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
         let get = |name: &str, shape: &[usize]| w.load_f32(name, shape).map_err(load_err);
+        // Norm weights with the family's offset folded in once: Gemma's `(1 + w)` is computed
+        // in f32 as transformers does, so the forward is the same multiply for every family.
+        let norm = |name: &str, width: usize| -> Result<Vec<f32>, DeviceError> {
+            let mut v = get(name, &[width])?;
+            if c.norm_weight_offset != 0.0 {
+                v.iter_mut().for_each(|x| *x += c.norm_weight_offset);
+            }
+            Ok(v)
+        };
         let part = |name: &str, rows: usize, cols: usize| load_part(w, name, [rows, cols], cast);
 
+        let mut inv_freqs = vec![c.rope.inv_freq(hd)];
+        if let Some(local) = &c.local_rope {
+            inv_freqs.push(local.inv_freq(hd));
+        }
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
@@ -140,34 +165,44 @@ impl CpuModel {
             } else {
                 None
             };
-            let gate_up_w = vec![
-                part(&format!("{p}.mlp.gate_proj.weight"), inter, h)?,
-                part(&format!("{p}.mlp.up_proj.weight"), inter, h)?,
-            ];
-            let (gate_up_b, down_b) = if c.mlp_bias {
-                let mut b = get(&format!("{p}.mlp.gate_proj.bias"), &[inter])?;
-                b.extend(get(&format!("{p}.mlp.up_proj.bias"), &[inter])?);
+            let qk_norm = if c.qk_norm {
+                Some((
+                    norm(&format!("{p}.self_attn.q_norm.weight"), hd)?,
+                    norm(&format!("{p}.self_attn.k_norm.weight"), hd)?,
+                ))
+            } else {
+                None
+            };
+            // Llama's `post_attention_layernorm` is the MLP's input norm; with sandwich norms
+            // (Gemma) it is the attention's output norm and the MLP has its own pair.
+            let (attn_out_norm, ffn_norm, ffn_out_norm) = if c.sandwich_norms {
                 (
-                    Some(b),
-                    Some(get(&format!("{p}.mlp.down_proj.bias"), &[h])?),
+                    Some(norm(&format!("{p}.post_attention_layernorm.weight"), h)?),
+                    norm(&format!("{p}.pre_feedforward_layernorm.weight"), h)?,
+                    Some(norm(&format!("{p}.post_feedforward_layernorm.weight"), h)?),
                 )
             } else {
-                (None, None)
+                (
+                    None,
+                    norm(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                    None,
+                )
             };
+            let window = c.window_for_layer(l);
             layers.push(Layer {
-                input_norm: get(&format!("{p}.input_layernorm.weight"), &[h])?,
-                post_norm: get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                attn_norm: norm(&format!("{p}.input_layernorm.weight"), h)?,
+                attn_out_norm,
+                ffn_norm,
+                ffn_out_norm,
                 qkv: Linear::fused(qkv_w, qkv_b)?,
+                qk_norm,
                 o: Linear::single(
                     part(&format!("{p}.self_attn.o_proj.weight"), h, q_dim)?,
                     o_b,
                 )?,
-                gate_up: Linear::fused(gate_up_w, gate_up_b)?,
-                down: Linear::single(
-                    part(&format!("{p}.mlp.down_proj.weight"), h, inter)?,
-                    down_b,
-                )?,
-                window: c.window_for_layer(l),
+                ffn: load_dense_ffn(w, c, &p, cast)?,
+                window,
+                rope: usize::from(c.local_rope.is_some() && window.is_some()),
             });
         }
         let edge = |name: &str| load_part(w, name, [c.vocab_size, h], cast.for_edges());
@@ -186,9 +221,9 @@ impl CpuModel {
             config: c.clone(),
             embed,
             layers,
-            final_norm: get("model.norm.weight", &[h])?,
+            final_norm: norm("model.norm.weight", h)?,
             lm_head,
-            inv_freq: c.rope.inv_freq(hd),
+            inv_freqs,
         })
     }
 
@@ -201,14 +236,12 @@ impl CpuModel {
 
     /// Bytes of weights a step streams (the embedding only gives the rows it looks up).
     pub fn weight_bytes_per_step(&self) -> u64 {
-        self.projections().map(Linear::weight_bytes).sum()
-    }
-
-    fn projections(&self) -> impl Iterator<Item = &Linear> {
-        self.layers
+        let attention: u64 = self
+            .layers
             .iter()
-            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
-            .chain(std::iter::once(&self.lm_head))
+            .map(|l| l.qkv.weight_bytes() + l.o.weight_bytes() + l.ffn.weight_bytes_per_step())
+            .sum();
+        attention + self.lm_head.weight_bytes()
     }
 
     pub fn kv_row(&self) -> usize {
@@ -242,9 +275,12 @@ impl CpuModel {
             }
         }
         let n = positions.len();
+        if let Some(scale) = c.embed_scale {
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
 
         for (l, layer) in self.layers.iter().enumerate() {
-            let normed = rms_norm(&x, &layer.input_norm, eps);
+            let normed = rms_norm(&x, &layer.attn_norm, eps);
             let qkv = layer.qkv.forward(&normed, n)?;
             let mut q = Vec::with_capacity(n * q_dim);
             let mut k = Vec::with_capacity(n * kv_dim);
@@ -254,8 +290,14 @@ impl CpuModel {
                 k.extend_from_slice(&row[q_dim..q_dim + kv_dim]);
                 v.extend_from_slice(&row[q_dim + kv_dim..]);
             }
-            rope(&mut q, &positions, nh, hd, &self.inv_freq);
-            rope(&mut k, &positions, nkv, hd, &self.inv_freq);
+            if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                // `head_dim`-wide weights: every head of every row is normalized on its own.
+                q = rms_norm(&q, q_norm, eps);
+                k = rms_norm(&k, k_norm, eps);
+            }
+            let inv_freq = &self.inv_freqs[layer.rope];
+            rope(&mut q, &positions, nh, hd, inv_freq);
+            rope(&mut k, &positions, nkv, hd, inv_freq);
             for (i, &slot) in slots.iter().enumerate() {
                 cache.write(
                     l,
@@ -271,13 +313,22 @@ impl CpuModel {
                 head_dim: hd,
                 block_size: cache.block_size,
                 window: layer.window,
+                scale: c.attn_scale,
+                softcap: c.attn_logit_softcap,
             };
             let attn = paged_attention(&q, &sites, keys, values, &shape);
-            add_in_place(&mut x, &layer.o.forward(&attn, n)?);
+            let mut out = layer.o.forward(&attn, n)?;
+            if let Some(w) = &layer.attn_out_norm {
+                out = rms_norm(&out, w, eps);
+            }
+            add_in_place(&mut x, &out);
 
-            let normed = rms_norm(&x, &layer.post_norm, eps);
-            let act = silu_mul(&layer.gate_up.forward(&normed, n)?, c.intermediate_size);
-            add_in_place(&mut x, &layer.down.forward(&act, n)?);
+            let normed = rms_norm(&x, &layer.ffn_norm, eps);
+            let mut out = layer.ffn.forward(&normed, n, c.activation)?;
+            if let Some(w) = &layer.ffn_out_norm {
+                out = rms_norm(&out, w, eps);
+            }
+            add_in_place(&mut x, &out);
         }
 
         // Only rows that are sampled go through the final norm and the (large) head.
@@ -294,6 +345,44 @@ impl CpuModel {
         }
         let rows = last_rows.len() / h;
         let normed = rms_norm(&last_rows, &self.final_norm, eps);
-        self.lm_head.forward(&normed, rows)
+        let mut logits = self.lm_head.forward(&normed, rows)?;
+        if let Some(cap) = c.final_logit_softcap {
+            softcap_in_place(&mut logits, cap);
+        }
+        Ok(logits)
     }
+}
+
+/// The dense gated MLP of layer prefix `p` (gate and up fused into one projection).
+fn load_dense_ffn(
+    w: &Weights,
+    c: &ModelConfig,
+    p: &str,
+    cast: WeightCast,
+) -> Result<FeedForward, DeviceError> {
+    let (h, inter) = (c.hidden_size, c.intermediate_size);
+    let get = |name: &str, shape: &[usize]| w.load_f32(name, shape).map_err(load_err);
+    let part = |name: &str, rows: usize, cols: usize| load_part(w, name, [rows, cols], cast);
+    let gate_up_w = vec![
+        part(&format!("{p}.mlp.gate_proj.weight"), inter, h)?,
+        part(&format!("{p}.mlp.up_proj.weight"), inter, h)?,
+    ];
+    let (gate_up_b, down_b) = if c.mlp_bias {
+        let mut b = get(&format!("{p}.mlp.gate_proj.bias"), &[inter])?;
+        b.extend(get(&format!("{p}.mlp.up_proj.bias"), &[inter])?);
+        (
+            Some(b),
+            Some(get(&format!("{p}.mlp.down_proj.bias"), &[h])?),
+        )
+    } else {
+        (None, None)
+    };
+    Ok(FeedForward::Dense {
+        gate_up: Linear::fused(gate_up_w, gate_up_b)?,
+        down: Linear::single(
+            part(&format!("{p}.mlp.down_proj.weight"), h, inter)?,
+            down_b,
+        )?,
+        inter,
+    })
 }

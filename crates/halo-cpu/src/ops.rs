@@ -1,5 +1,5 @@
 //! Row-wise operations around the matmuls, written to follow Hugging Face's f32 arithmetic
-//! order (RMSNorm in f32, rotate-half RoPE, SiLU) so greedy ids match transformers exactly.
+//! order (RMSNorm in f32, rotate-half RoPE) so greedy ids match transformers exactly.
 
 /// RMSNorm of every `weight.len()`-wide row of `x` into a new buffer.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
@@ -34,20 +34,6 @@ pub fn rope(x: &mut [f32], positions: &[usize], heads: usize, head_dim: usize, i
             }
         }
     }
-}
-
-/// `silu(gate) * up` where each row of `gate_up` holds the gate half then the up half.
-pub fn silu_mul(gate_up: &[f32], inter: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(gate_up.len() / 2);
-    for row in gate_up.chunks_exact(2 * inter) {
-        let (gate, up) = row.split_at(inter);
-        out.extend(
-            gate.iter()
-                .zip(up)
-                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u),
-        );
-    }
-    out
 }
 
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {

@@ -19,9 +19,9 @@ pub mod synth;
 pub mod tokenizer;
 pub mod weights;
 
-pub use config::{Architecture, ModelConfig};
+pub use config::{Activation, Architecture, ModelConfig};
 pub use error::{ModelError, Result};
-pub use rope::{RopeConfig, RopeScaling};
+pub use rope::{LongRope, RopeConfig, RopeScaling, RotaryTables};
 pub use tokenizer::Tokenizer;
 pub use weights::{StoredDType, TensorView, Weights};
 

@@ -4,7 +4,7 @@
 
 use super::error::GgufError;
 use super::metadata::Metadata;
-use crate::config::{Architecture, ModelConfig};
+use crate::config::{default_attn_scale, Activation, Architecture, ModelConfig};
 use crate::rope::{RopeConfig, RopeScaling};
 
 /// The `general.architecture` values halo runs, for error messages.
@@ -132,11 +132,22 @@ pub fn model_config(meta: &Metadata, tensors: &dyn TensorLookup) -> Result<Model
         qkv_bias,
         o_bias: layer0("attn_output.bias"),
         mlp_bias: layer0("ffn_gate.bias"),
+        fused_projections: false,
         sliding_window,
         // GGUF has no per-layer pattern for these architectures: a window, when given, applies
         // to every layer (as Mistral's does).
         sliding_layers: vec![sliding_window.is_some(); num_hidden_layers],
         rope: rope(meta, &arch, head_dim, tensors)?,
+        local_rope: None,
+        qk_norm: false,
+        norm_weight_offset: 0.0,
+        sandwich_norms: false,
+        activation: Activation::Silu,
+        embed_scale: None,
+        attn_scale: default_attn_scale(head_dim),
+        attn_logit_softcap: None,
+        final_logit_softcap: None,
+        moe: None,
         bos_token_id: meta.opt_u32("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos_ids(meta)?,
         torch_dtype: None,
@@ -220,6 +231,7 @@ fn rope(
     Ok(RopeConfig {
         theta: theta as f32,
         scaling,
+        rotary_dim: None,
     })
 }
 

@@ -117,8 +117,8 @@ fn rope_factors(rope: &RopeConfig, head_dim: usize) -> Option<Vec<f32>> {
         return None;
     }
     let plain = RopeConfig {
-        theta: rope.theta,
         scaling: RopeScaling::Default,
+        ..rope.clone()
     };
     let base = plain.inv_freq(head_dim);
     Some(
@@ -218,6 +218,15 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
     let arch = match c.architecture {
         Architecture::Llama | Architecture::Mistral => "llama",
         Architecture::Qwen2 => "qwen2",
+        other => {
+            return Err(ModelError::Gguf {
+                path: out.to_path_buf(),
+                source: GgufError::UnknownArchitecture {
+                    arch: other.hf_name().to_owned(),
+                    supported: "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM",
+                },
+            })
+        }
     };
     let mut w = GgufWriter::new();
     let key = |k: &str| format!("{arch}.{k}");

@@ -198,7 +198,12 @@ impl GgufModel {
     /// The weights under Hugging Face names, dims reversed into `[out, in]` order. For
     /// `llama` files the Q and K rows (and biases) are put back in HF order when read.
     pub fn into_weights(self, config: &ModelConfig) -> Result<Weights> {
-        let unpermute = config.architecture != Architecture::Qwen2;
+        // llama.cpp's converter permutes Q/K rows only for its `llama` arch (Llama, Mistral,
+        // Mixtral); every other arch keeps HF's rotate-half order.
+        let unpermute = matches!(
+            config.architecture,
+            Architecture::Llama | Architecture::Mistral | Architecture::Mixtral
+        );
         let mut entries = HashMap::new();
         let mut files = Vec::with_capacity(self.shards.len());
         for (si, shard) in self.shards.into_iter().enumerate() {
