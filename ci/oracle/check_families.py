@@ -242,7 +242,7 @@ def check_family(check, name, d, model, golden, listing):
         _gemma3_rope(check, name, d, model, golden)
         check(cfg.attn_logit_softcapping is None and cfg.final_logit_softcapping is None, f"{name}: no soft-capping")
         return True
-    if name == "tiny-qwen3moe":
+    if name.startswith("tiny-qwen3moe"):
         check(cfg.model_type == "qwen3_moe" and cfg.num_experts == 8 and cfg.num_experts_per_tok == 2,
               f"{name}: 8 experts, top-2")
         _gqa_head_dim(check, name, cfg)
@@ -250,7 +250,8 @@ def check_family(check, name, d, model, golden, listing):
         _moe(check, name, d, model, golden, listing, ("mlp", ("gate_proj", "up_proj", "down_proj")), 8)
         moe_layers = golden["cases"][0]["moe_layers"]
         dense = [i for i in range(cfg.num_hidden_layers) if i not in moe_layers]
-        check(dense == list(cfg.mlp_only_layers) and len(dense) >= 1, f"{name}: mlp_only_layers are dense")
+        check(dense == list(cfg.mlp_only_layers), f"{name}: exactly the mlp_only_layers are dense")
+        check(bool(dense) == name.endswith("-dense0"), f"{name}: a dense layer iff -dense0")
         for i in dense:
             check(listing.get(f"model.layers.{i}.mlp.gate_proj.weight", {}).get("shape")
                   == [cfg.intermediate_size, cfg.hidden_size], f"{name}: layer {i} dense MLP stored")

@@ -116,14 +116,21 @@ CONFIGS = {
                         sliding_window_pattern=3, rope_theta=1000000.0, rope_local_base_freq=10000.0,
                         rope_scaling=dict(rope_type="linear", factor=2.0), hidden_activation="gelu_pytorch_tanh",
                         tie_word_embeddings=True, tokenizer_kind="gemma-spm", classic="gemma3", seed=61),
-    # Qwen3-MoE: 8 small experts (moe_intermediate_size 32) top-2 with norm_topk_prob, q/k norm,
-    # GQA, explicit head_dim 32; 3 layers of which layer 0 is a dense MLP (mlp_only_layers [0],
-    # intermediate 160), so a loader must decide per layer. Tied, to stay under 1 MB.
-    "tiny-qwen3moe": dict(arch="qwen3_moe", **dict(_SMALL, num_hidden_layers=3), num_attention_heads=4,
-                          num_key_value_heads=2, head_dim=32, num_experts=8, num_experts_per_tok=2,
-                          moe_intermediate_size=32, norm_topk_prob=True, mlp_only_layers=[0],
+    # Qwen3-MoE as Qwen3-30B-A3B is laid out: every layer MoE, 8 small experts
+    # (moe_intermediate_size 32) top-2 with norm_topk_prob, q/k norm, GQA, explicit head_dim 32,
+    # untied. llama.cpp converts and runs this one.
+    "tiny-qwen3moe": dict(arch="qwen3_moe", **_SMALL, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                          num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=True,
                           decoder_sparse_step=1, rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
-                          tie_word_embeddings=True, seed=71),
+                          tie_word_embeddings=False, seed=72),
+    # The same with a dense first layer (mlp_only_layers [0], intermediate 160) and 3 layers, so a
+    # loader must decide per layer; tied to stay under 1 MB. transformers supports it, llama.cpp's
+    # converter does not (its qwen3moe has experts in every layer), so this one has no GGUF.
+    "tiny-qwen3moe-dense0": dict(arch="qwen3_moe", **dict(_SMALL, num_hidden_layers=3), num_attention_heads=4,
+                                 num_key_value_heads=2, head_dim=32, num_experts=8, num_experts_per_tok=2,
+                                 moe_intermediate_size=32, norm_topk_prob=True, mlp_only_layers=[0],
+                                 decoder_sparse_step=1, rope_parameters=dict(rope_type="default", rope_theta=1000000.0),
+                                 tie_word_embeddings=True, seed=71),
 }
 
 PROMPTS = [
