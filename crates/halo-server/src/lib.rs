@@ -6,13 +6,17 @@
 //! from `grpc-timeout` and handed to the scheduler, grpc.health.v1 driven by the engine's
 //! heartbeat, server reflection, Prometheus metrics on a separate port, and graceful shutdown.
 //!
+//! The OpenAI-compatible HTTP API (`http`) is a second front on the same engine and pieces.
+//!
 //! [`run`] is the one entry point: the binary (`halo serve`) and in-process tests both call it
 //! with a bound listener, a started engine, [`ServerOptions`] and a shutdown future.
 
+pub mod admit;
 pub mod auth;
 pub mod convert;
 pub mod guard;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod metrics_http;
 pub mod options;
@@ -24,4 +28,4 @@ mod stream;
 pub use auth::{AuthError, AuthToken};
 pub use metrics::Metrics;
 pub use options::{Http2Options, ServerOptions, TlsOptions};
-pub use server::{run, run_with_ready, ServerError};
+pub use server::{run, run_with_http, run_with_ready, ServerError};

@@ -6,8 +6,10 @@
 //! see the status); the engine stops admitting; in-flight calls drain up to `drain_timeout`;
 //! then the transport shuts down gracefully and [`run`] returns.
 
+use crate::admit::Admission;
 use crate::guard::{GuardLayer, GuardState};
 use crate::health;
+use crate::http::{self, HttpState};
 use crate::metrics_http;
 use crate::options::ServerOptions;
 use crate::service::{ActiveCalls, WorkerService};
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
@@ -55,6 +57,25 @@ where
 /// arrive earlier wait in the listener's backlog.
 pub async fn run_with_ready<F, R>(
     listener: TcpListener,
+    engine: Engine,
+    options: ServerOptions,
+    shutdown: F,
+    ready: R,
+) -> Result<(), ServerError>
+where
+    F: Future<Output = ()>,
+    R: FnOnce(),
+{
+    run_with_http(listener, None, engine, options, shutdown, ready).await
+}
+
+/// [`run_with_ready`], also serving the OpenAI-compatible HTTP API on `http_listener` when
+/// given: the same engine, auth token, limits (`max_message_bytes` bounds a request body),
+/// metrics and drain. On shutdown, new HTTP requests get 503 while in-flight ones (streams
+/// included) finish; then the HTTP listener closes with the gRPC one.
+pub async fn run_with_http<F, R>(
+    listener: TcpListener,
+    http_listener: Option<TcpListener>,
     engine: Engine,
     options: ServerOptions,
     shutdown: F,
@@ -117,6 +138,20 @@ where
         }
         builder = builder.tls_config(cfg)?;
     }
+    let (drained_tx, drained_rx) = watch::channel(false);
+    let http_task = http_listener.map(|l| {
+        let state = HttpState::new(
+            Admission::new(engine.clone(), metrics.clone()),
+            active.clone(),
+            auth_token.clone(),
+            draining.clone(),
+            max_message_bytes,
+        );
+        let mut drained = drained_rx.clone();
+        tokio::spawn(http::serve(l, state, async move {
+            let _ = drained.wait_for(|d| *d).await;
+        }))
+    });
     let router = builder
         .layer(GuardLayer::new(GuardState {
             auth: auth_token,
@@ -154,7 +189,6 @@ where
     tracing::info!(addr = ?addr, tls = secure, max_message_bytes, "worker serving");
     ready();
 
-    let (drained_tx, drained_rx) = oneshot::channel::<()>();
     let drain = {
         let engine = engine.clone();
         let active = active.clone();
@@ -176,12 +210,13 @@ where
             if drained.is_err() {
                 tracing::warn!(left = active.count(), "shutdown: drain timeout passed");
             }
-            let _ = drained_tx.send(());
+            let _ = drained_tx.send(true);
         }
     };
     let serve = router.serve_with_incoming_shutdown(incoming, drain);
-    let grace = async {
-        if drained_rx.await.is_ok() {
+    let mut drained = drained_rx.clone();
+    let grace = async move {
+        if drained.wait_for(|d| *d).await.is_ok() {
             tokio::time::sleep(TRANSPORT_GRACE).await;
         } else {
             std::future::pending::<()>().await;
@@ -195,6 +230,12 @@ where
         }
     };
 
+    if let Some(task) = http_task {
+        // Drained already: what is left is connections closing.
+        if tokio::time::timeout(TRANSPORT_GRACE, task).await.is_err() {
+            tracing::warn!("shutdown: HTTP connections still open after the grace period");
+        }
+    }
     let _ = stop_tx.send(true);
     engine.shutdown();
     let stopped = tokio::task::spawn_blocking(move || engine.wait_stopped(ENGINE_STOP_WAIT))

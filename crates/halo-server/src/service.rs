@@ -5,7 +5,8 @@
 //! [`halo_engine::RequestHandle`] owned by the call: when a client cancels or disconnects, tonic
 //! drops the call, the handle drops, and the engine frees the blocks within one step.
 
-use crate::convert::{self, PromptInput, WireError};
+use crate::admit::Admission;
+use crate::convert::{self, WireError};
 use crate::guard::Deadline;
 use crate::metrics::Metrics;
 use crate::status;
@@ -54,6 +55,7 @@ pub struct WorkerService {
     metrics: Arc<Metrics>,
     active: Arc<ActiveCalls>,
     max_message_bytes: usize,
+    admission: Admission,
     /// Callers carry a bearer token (checked by the guard): they form one identity.
     bearer_auth: bool,
 }
@@ -78,6 +80,7 @@ impl WorkerService {
         max_message_bytes: usize,
     ) -> Self {
         WorkerService {
+            admission: Admission::new(engine.clone(), metrics.clone()),
             engine,
             metrics,
             active,
@@ -92,8 +95,7 @@ impl WorkerService {
         self
     }
 
-    /// Everything up to and including `submit`. On error the engine's state is unchanged and
-    /// the rejection is already counted.
+    /// Everything up to and including `submit` (shared with the HTTP front).
     async fn admit(
         &self,
         req: pb::GenerateRequest,
@@ -101,76 +103,15 @@ impl WorkerService {
         deadline: Option<Instant>,
         rpc: &'static str,
     ) -> Result<(RequestHandle, String), Status> {
-        let reject = |outcome: &'static str, s: Status| {
-            self.metrics
-                .record_request(rpc, outcome, status::code_label(s.code()));
-            s
-        };
-        let invalid =
-            |e: WireError| reject("invalid_argument", Status::invalid_argument(e.to_string()));
-        let request_id = convert::request_id(&req.request_id).map_err(invalid)?;
-        let mut parsed =
-            convert::parse_generate(req, request_id.clone(), deadline).map_err(invalid)?;
-        parsed.request.prompt = match parsed.prompt {
-            PromptInput::Ids(ids) => ids,
-            PromptInput::Text(text) => self
-                .tokenize(text, true)
-                .await
-                .map_err(|s| reject("invalid_argument", s))?,
-            PromptInput::Chat(chat) => {
-                self.render_chat(chat)
-                    .await
-                    .map_err(|s| reject("invalid_argument", s))?
-                    .1
-            }
-        };
-        let prompt_tokens = parsed.request.prompt.len();
-        let max_new_tokens = parsed.request.max_new_tokens;
-        let salt = convert::scoped_salt(identity.as_deref(), &parsed.cache_salt);
-        let handle = self
-            .engine
-            .submit_salted(parsed.request, &salt)
-            .map_err(|e| {
-                tracing::info!(request_id = ?request_id, reason = e.kind(), "request rejected");
-                reject(e.kind(), status::submit_error(&e))
-            })?;
-        tracing::debug!(
-            request_id = ?request_id,
-            engine_id = handle.id,
-            prompt_tokens,
-            max_new_tokens,
-            deadline = deadline.is_some(),
-            "request admitted"
-        );
-        Ok((handle, request_id))
+        self.admission.admit(req, identity, deadline, rpc).await
     }
 
-    /// The chat's prompt text and ids by the model's template; INVALID_ARGUMENT naming the
-    /// template's error when it fails to render (or the model has none).
     async fn render_chat(&self, chat: pb::ChatMessages) -> Result<(String, Vec<u32>), Status> {
-        let engine = self.engine.clone();
-        let messages: Vec<halo_engine::ChatMessage> = chat
-            .messages
-            .into_iter()
-            .map(|m| halo_engine::ChatMessage::new(m.role, m.content))
-            .collect();
-        tokio::task::spawn_blocking(move || {
-            engine.render_chat(&messages, chat.add_generation_prompt)
-        })
-        .await
-        .map_err(|_| Status::internal("the chat template task failed"))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))
+        self.admission.render_chat(chat).await
     }
 
     async fn tokenize(&self, text: String, add_special_tokens: bool) -> Result<Vec<u32>, Status> {
-        let engine = self.engine.clone();
-        let ids = tokio::task::spawn_blocking(move || {
-            engine.tokenizer().encode(&text, add_special_tokens)
-        })
-        .await
-        .map_err(|_| Status::internal("the tokenizer task failed"))?;
-        // The tokenizer's own message may quote the input: replace it.
-        ids.map_err(|_| Status::invalid_argument(WireError::Tokenize.to_string()))
+        self.admission.tokenize(text, add_special_tokens).await
     }
 }
 
@@ -283,6 +224,7 @@ impl pb::worker_server::Worker for WorkerService {
             deadline,
             self.metrics.clone(),
             active,
+            RPC_STREAM,
         );
         Ok(with_request_id(ReceiverStream::new(rx), &request_id))
     }

@@ -5,7 +5,7 @@
 
 use crate::convert;
 use crate::metrics::Metrics;
-use crate::service::{ActiveGuard, RPC_STREAM};
+use crate::service::ActiveGuard;
 use crate::status;
 use halo_engine::{Event, RequestHandle};
 use halo_proto::worker::v1 as pb;
@@ -36,12 +36,14 @@ pub(crate) fn deadline_status() -> Status {
     Status::deadline_exceeded("the request's deadline (grpc-timeout) passed")
 }
 
+/// `rpc` labels the stream's outcome in the metrics.
 pub(crate) fn spawn_pump(
     handle: RequestHandle,
     request_id: String,
     deadline: Option<Instant>,
     metrics: Arc<Metrics>,
     active: ActiveGuard,
+    rpc: &'static str,
 ) -> mpsc::Receiver<Item> {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
@@ -51,7 +53,7 @@ pub(crate) fn spawn_pump(
         if let Some(status) = last {
             let _ = tx.send(Err(status)).await;
         }
-        metrics.record_request(RPC_STREAM, outcome, code);
+        metrics.record_request(rpc, outcome, code);
         tracing::debug!(request_id = ?request_id, outcome, code, "stream ended");
         // The call counts as active until its last message is queued.
         drop(active);
