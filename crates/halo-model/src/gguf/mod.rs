@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod error;
+pub mod experts;
 pub mod export;
 pub mod file;
 pub mod metadata;
