@@ -248,6 +248,7 @@ fn llama3_rope_freqs_and_linear_scaling() {
     let base = halo_model::RopeConfig {
         theta: 1e6,
         scaling: RopeScaling::Default,
+        rotary_dim: None,
     }
     .inv_freq(HEAD_DIM);
     for i in 0..HEAD_DIM / 2 {
