@@ -5,7 +5,9 @@
 // paged cache through the sequence's row of `block_tables`, where lo = pos - window + 1 with a
 // sliding window (Hugging Face: query q sees key k iff q - window < k <= q) and 0 without.
 // The new tokens' K/V were written to the cache before this launch, so a prefill chunk sees
-// itself. GQA: query head h reads kv head h / (n_heads / n_kv).
+// itself. GQA: query head h reads kv head h / (n_heads / n_kv). Scores are q.k * scale (the
+// family's: head_dim^-0.5, Gemma's query_pre_attn_scalar^-0.5), then, with softcap > 0,
+// softcap * tanh(score / softcap) (Gemma 2), in transformers' order.
 //
 // Each warp walks keys lo + w, lo + w + ATTN_WARPS, ... with an online softmax in f32; the warps'
 // partial states are merged in warp order. The split depends only on the sequence's own length,
@@ -22,7 +24,7 @@ __device__ void attention_impl(T* __restrict__ out, const T* __restrict__ qkv,
                                const int* __restrict__ tok_seq, const int* __restrict__ tok_pos,
                                const int* __restrict__ block_tables, int max_blocks,
                                int block_size, int n_heads, int n_kv, int head_dim, float scale,
-                               int window) {
+                               float softcap, int window) {
     __shared__ float s_m[ATTN_WARPS], s_l[ATTN_WARPS];
     __shared__ float s_acc[ATTN_WARPS][ATTN_MAX_PER_LANE * HALO_WARP];
     const int row = blockIdx.x, h = blockIdx.y;
@@ -58,7 +60,8 @@ __device__ void attention_impl(T* __restrict__ out, const T* __restrict__ qkv,
             const int d = lane + e * HALO_WARP;
             if (d < head_dim) dot += qr[e] * to_f32(kr[d]);
         }
-        const float s = warp_sum(dot) * scale;
+        float s = warp_sum(dot) * scale;
+        if (softcap > 0.0f) s = tanhf(s / softcap) * softcap;
         const float m_new = fmaxf(m, s);
         const float corr = expf(m - m_new); // exp(-inf) = 0 on the first key
         const float p = expf(s - m_new);
@@ -94,8 +97,9 @@ __device__ void attention_impl(T* __restrict__ out, const T* __restrict__ qkv,
         paged_attention_##NAME(T* out, const T* qkv, const T* k_cache, const T* v_cache,         \
                                const int* tok_seq, const int* tok_pos, const int* block_tables,   \
                                int max_blocks, int block_size, int n_heads, int n_kv,             \
-                               int head_dim, float scale, int window) {                           \
+                               int head_dim, float scale, float softcap, int window) {            \
         attention_impl<T>(out, qkv, k_cache, v_cache, tok_seq, tok_pos, block_tables,             \
-                          max_blocks, block_size, n_heads, n_kv, head_dim, scale, window);        \
+                          max_blocks, block_size, n_heads, n_kv, head_dim, scale, softcap,        \
+                          window);                                                                \
     }
 HALO_FOR_DTYPES(HALO_ATTN)

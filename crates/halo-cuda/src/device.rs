@@ -5,10 +5,11 @@
 //! on the device.
 
 use crate::error::CudaError;
+use crate::family::Features;
 use crate::forward::{Buffers, Kernels, KvCache, Net};
 use crate::gemm::Gemm;
 use crate::kernels::Arch;
-use crate::plan::{geometry, StepPlan};
+use crate::plan::StepPlan;
 use crate::probe::probe_ordinal;
 use crate::sampling::{self, SampleOut, MAX_TOP_N};
 use crate::sizing;
@@ -27,6 +28,7 @@ use std::time::Instant;
 
 struct Loaded {
     config: ModelConfig,
+    features: Features,
     dtype: DType,
     kernels: Kernels,
     gemm: Gemm,
@@ -90,6 +92,7 @@ impl CudaDevice {
             gemm: &l.gemm,
             w: &l.weights,
             c: &l.config,
+            f: &l.features,
             dtype: l.dtype,
         })
     }
@@ -120,29 +123,11 @@ impl CudaDevice {
     fn upload_plan(&self, b: &Buffers, p: &StepPlan) -> Result<(), CudaError> {
         self.htod(&b.ids, &p.token_ids)?;
         self.htod(&b.positions, &p.positions)?;
+        self.htod(&b.step_max, &p.step_max)?;
         self.htod(&b.tok_seq, &p.tok_seq)?;
         self.htod(&b.slots, &p.slots)?;
         self.htod(&b.tables, &p.block_tables)?;
         self.htod(&b.sample_rows, &p.sample_rows)
-    }
-
-    fn check_logits_config(config: &ModelConfig) -> Result<(), DeviceError> {
-        if config.head_dim > geometry::ATTN_MAX_HEAD_DIM || !config.head_dim.is_multiple_of(2) {
-            return Err(DeviceError::Load(format!(
-                "head_dim {} is not supported by the CUDA attention kernel (even, at most {})",
-                config.head_dim,
-                geometry::ATTN_MAX_HEAD_DIM
-            )));
-        }
-        if !config
-            .num_attention_heads
-            .is_multiple_of(config.num_key_value_heads)
-        {
-            return Err(DeviceError::Load(
-                "attention heads are not a multiple of KV heads".into(),
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -154,16 +139,18 @@ impl Device for CudaDevice {
     fn load(&mut self, model_dir: &Path, options: &LoadOptions) -> Result<ModelInfo, DeviceError> {
         self.ctx.bind_to_thread().map_err(CudaError::from)?;
         let model = Model::open(model_dir).map_err(|e| DeviceError::Load(e.to_string()))?;
-        Self::check_logits_config(&model.config)?;
+        // What the forward pass cannot run is refused before anything is compiled or uploaded.
+        let features = Features::from_config(&model.config)?;
         let dtype = options.dtype.unwrap_or(DType::BF16);
         let kernels = Kernels::load(&self.stream, self.arch)?;
         let gemm = Gemm::new(&self.stream)?;
-        let weights = weights::upload(&model, dtype, &self.stream)?;
+        let weights = weights::upload(&model, &features, dtype, &self.stream)?;
         self.stream.synchronize().map_err(CudaError::from)?;
         let info = ModelInfo::describe(&model, dtype, weights.bytes_read);
         self.ready = None;
         self.loaded = Some(Loaded {
             config: model.config,
+            features,
             dtype,
             kernels,
             gemm,

@@ -35,6 +35,10 @@ pub enum CudaError {
     Cublas(CublasError),
     #[error("{0}")]
     OutOfMemory(String),
+    /// The model needs something the CUDA forward pass does not implement: refused at load,
+    /// never run wrong.
+    #[error("the CUDA backend does not support this model: {0}")]
+    Unsupported(String),
 }
 
 impl From<CublasError> for CudaError {
@@ -86,7 +90,7 @@ impl From<CudaError> for DeviceError {
             | CudaError::NoNvrtc
             | CudaError::NoCublas
             | CudaError::UnsupportedArch(_) => DeviceError::Unavailable(msg),
-            CudaError::Compile { .. } => DeviceError::Load(msg),
+            CudaError::Compile { .. } | CudaError::Unsupported(_) => DeviceError::Load(msg),
             CudaError::OutOfMemory(_) => DeviceError::OutOfMemory(msg),
             CudaError::Driver(DriverError(code)) => match classify(code) {
                 ErrorClass::OutOfMemory => DeviceError::OutOfMemory(msg),
@@ -123,5 +127,7 @@ mod tests {
         let blas: DeviceError =
             CudaError::Cublas(CublasError(cublasStatus_t::CUBLAS_STATUS_ALLOC_FAILED)).into();
         assert!(matches!(blas, DeviceError::OutOfMemory(_)));
+        let moe: DeviceError = CudaError::Unsupported("mixture of experts".into()).into();
+        assert!(matches!(moe, DeviceError::Load(ref m) if m.contains("does not support")));
     }
 }

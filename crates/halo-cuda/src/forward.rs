@@ -3,6 +3,7 @@
 //! graphs, so buffers never move after warmup and every launch argument is a fixed address.
 
 use crate::error::CudaError;
+use crate::family::Features;
 use crate::gemm::Gemm;
 use crate::kernels::{self, Arch, KernelId, KernelSource};
 use crate::plan::geometry;
@@ -77,6 +78,7 @@ pub(crate) struct Buffers {
     pub width: usize,
     pub ids: DevBuf,
     pub positions: DevBuf,
+    pub step_max: DevBuf,
     pub tok_seq: DevBuf,
     pub slots: DevBuf,
     pub tables: DevBuf,
@@ -119,6 +121,7 @@ impl Buffers {
             width,
             ids: z(rows * 4)?,
             positions: z(rows * 4)?,
+            step_max: z(rows * 4)?,
             tok_seq: z(rows * 4)?,
             slots: z(rows * 8)?,
             tables: z(seqs * width * 4)?,
@@ -156,6 +159,7 @@ pub(crate) struct Net<'a> {
     pub gemm: &'a Gemm,
     pub w: &'a ModelWeights,
     pub c: &'a ModelConfig,
+    pub f: &'a Features,
     pub dtype: DType,
 }
 
@@ -214,8 +218,45 @@ impl Net<'_> {
                 Arg::P(b.normed.ptr),
                 Arg::I(h as i32),
                 Arg::F(self.c.rms_norm_eps as f32),
+                Arg::F(self.f.norm_offset),
             ],
         )
+    }
+
+    /// RMSNorm in place over `per_row` sub-rows of `width` in each of `n` rows of `stride`
+    /// values: the first `n_first` sub-rows take `w_first`, the rest `w_second`.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_sub_rows(
+        &self,
+        x: u64,
+        w_first: u64,
+        w_second: u64,
+        n_first: usize,
+        n: usize,
+        per_row: usize,
+        width: usize,
+        stride: usize,
+    ) -> Result<(), CudaError> {
+        self.run(
+            KernelId::RmsNormHeads,
+            geometry::sub_rows(n, per_row, width),
+            &[
+                Arg::P(x),
+                Arg::P(w_first),
+                Arg::P(w_second),
+                Arg::I(n_first as i32),
+                Arg::I(width as i32),
+                Arg::I(stride as i32),
+                Arg::F(self.c.rms_norm_eps as f32),
+                Arg::F(self.f.norm_offset),
+            ],
+        )
+    }
+
+    /// Gemma's norm of a sublayer's output (`delta`, `n` rows of hidden) before the residual add.
+    fn norm_output(&self, b: &Buffers, weight: u64, n: usize) -> Result<(), CudaError> {
+        let h = self.c.hidden_size;
+        self.norm_sub_rows(b.delta.ptr, weight, weight, 1, n, 1, h, h)
     }
 
     /// Embedding through the logits of `samples` gathered rows, over `n` token rows.
@@ -234,8 +275,8 @@ impl Net<'_> {
             c.num_key_value_heads,
             c.intermediate_size,
         );
+        let f = self.f;
         let qkv_w = (nh + 2 * nkv) * hd;
-        let scale = 1.0 / (hd as f32).sqrt();
         self.run(
             KernelId::Embed,
             geometry::rows(n, h),
@@ -245,6 +286,7 @@ impl Net<'_> {
                 Arg::P(b.ids.ptr),
                 Arg::I(h as i32),
                 Arg::I(c.vocab_size as i32),
+                Arg::F(f.embed_scale),
             ],
         )?;
         for (l, lw) in self.w.layers.iter().enumerate() {
@@ -259,16 +301,27 @@ impl Net<'_> {
                 qkv_w,
                 lw.qkv_bias.as_ref(),
             )?;
+            if let Some((qn, kn)) = &lw.qk_norm {
+                // q heads then k heads of each token's fused row; v is left alone
+                self.norm_sub_rows(b.qkv.ptr, qn.ptr, kn.ptr, nh, n, nh + nkv, hd, qkv_w)?;
+            }
+            let (rope, tables) = (&f.ropes[lw.rope], &self.w.ropes[lw.rope]);
+            let rotary = rope.tables.rotary_dim;
             self.run(
                 KernelId::Rope,
-                geometry::rows(n, (nh + nkv) * hd / 2),
+                geometry::rows(n, (nh + nkv) * rotary / 2),
                 &[
                     Arg::P(b.qkv.ptr),
                     Arg::P(b.positions.ptr),
-                    Arg::P(self.w.inv_freq.ptr),
+                    Arg::P(b.step_max.ptr),
+                    Arg::P(tables.short.ptr),
+                    Arg::P(tables.long.ptr),
+                    Arg::I(rope.long_from),
                     Arg::I(nh as i32),
                     Arg::I(nkv as i32),
                     Arg::I(hd as i32),
+                    Arg::I(rotary as i32),
+                    Arg::F(rope.tables.attention_factor),
                 ],
             )?;
             let (kc, vc) = &kv.layers[l];
@@ -301,7 +354,8 @@ impl Net<'_> {
                     Arg::I(nh as i32),
                     Arg::I(nkv as i32),
                     Arg::I(hd as i32),
-                    Arg::F(scale),
+                    Arg::F(f.attn_scale),
+                    Arg::F(f.attn_softcap),
                     Arg::I(lw.window),
                 ],
             )?;
@@ -314,6 +368,9 @@ impl Net<'_> {
                 h,
                 lw.o_bias.as_ref(),
             )?;
+            if let Some((attn_out, _)) = &lw.sandwich {
+                self.norm_output(b, attn_out.ptr, n)?;
+            }
             self.add_rms_norm(b, b.delta.ptr, lw.post_norm.ptr, n)?;
             self.linear(
                 b.normed.ptr,
@@ -325,7 +382,7 @@ impl Net<'_> {
                 lw.gate_up_bias.as_ref(),
             )?;
             self.run(
-                KernelId::SiluMul,
+                f.activation,
                 geometry::elementwise(n * inter),
                 &[
                     Arg::P(b.act.ptr),
@@ -343,6 +400,9 @@ impl Net<'_> {
                 h,
                 lw.down_bias.as_ref(),
             )?;
+            if let Some((_, ffn_out)) = &lw.sandwich {
+                self.norm_output(b, ffn_out.ptr, n)?;
+            }
         }
         let delta = if self.w.layers.is_empty() {
             0
@@ -374,6 +434,18 @@ impl Net<'_> {
                     DType::F32,
                 )
             }?;
+            if f.final_softcap > 0.0 {
+                self.run(
+                    KernelId::LogitSoftcap,
+                    geometry::elementwise(samples * c.vocab_size),
+                    &[
+                        Arg::P(b.logits.ptr),
+                        Arg::I(samples as i32),
+                        Arg::I(c.vocab_size as i32),
+                        Arg::F(f.final_softcap),
+                    ],
+                )?;
+            }
         }
         Ok(())
     }

@@ -83,23 +83,29 @@ pub enum KernelId {
     Embed,
     GatherRows,
     AddRmsNorm,
+    RmsNormHeads,
     Rope,
     KvWrite,
     SiluMul,
+    GeluTanhMul,
     AddBias,
+    LogitSoftcap,
     PagedAttention,
     SampleTokens,
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 9] = [
+    pub const ALL: [KernelId; 12] = [
         KernelId::Embed,
         KernelId::GatherRows,
         KernelId::AddRmsNorm,
+        KernelId::RmsNormHeads,
         KernelId::Rope,
         KernelId::KvWrite,
         KernelId::SiluMul,
+        KernelId::GeluTanhMul,
         KernelId::AddBias,
+        KernelId::LogitSoftcap,
         KernelId::PagedAttention,
         KernelId::SampleTokens,
     ];
@@ -107,10 +113,13 @@ impl KernelId {
     pub fn source(self) -> KernelSource {
         match self {
             KernelId::Embed | KernelId::GatherRows => KernelSource::Embed,
-            KernelId::AddRmsNorm => KernelSource::RmsNorm,
+            KernelId::AddRmsNorm | KernelId::RmsNormHeads => KernelSource::RmsNorm,
             KernelId::Rope => KernelSource::Rope,
             KernelId::KvWrite => KernelSource::KvCache,
-            KernelId::SiluMul | KernelId::AddBias => KernelSource::Activation,
+            KernelId::SiluMul
+            | KernelId::GeluTanhMul
+            | KernelId::AddBias
+            | KernelId::LogitSoftcap => KernelSource::Activation,
             KernelId::PagedAttention => KernelSource::Attention,
             KernelId::SampleTokens => KernelSource::Sampling,
         }
@@ -121,18 +130,22 @@ impl KernelId {
             KernelId::Embed => "embed",
             KernelId::GatherRows => "gather_rows",
             KernelId::AddRmsNorm => "add_rmsnorm",
+            KernelId::RmsNormHeads => "rmsnorm_heads",
             KernelId::Rope => "rope",
             KernelId::KvWrite => "kv_write",
             KernelId::SiluMul => "silu_mul",
+            KernelId::GeluTanhMul => "gelu_tanh_mul",
             KernelId::AddBias => "add_bias",
+            KernelId::LogitSoftcap => "logit_softcap",
             KernelId::PagedAttention => "paged_attention",
             KernelId::SampleTokens => "sample_tokens",
         }
     }
 
-    /// Whether the kernel exists once per storage dtype (sampling reads f32 logits only).
+    /// Whether the kernel exists once per storage dtype (sampling and the logit cap read f32
+    /// logits only).
     pub fn is_typed(self) -> bool {
-        self != KernelId::SampleTokens
+        !matches!(self, KernelId::SampleTokens | KernelId::LogitSoftcap)
     }
 
     /// The exported symbol for activations stored in `dtype`.

@@ -2,12 +2,13 @@
 //! halo's own kernels compiled by NVRTC for the GPU at hand, and cuBLAS for the GEMMs.
 //!
 //! Module map: [`kernels`] (sources and NVRTC), [`error`] (typed errors), [`probe`] (what GPU is
-//! there, for `halo info --device cuda`), [`plan`] (a step batch as device arrays, pure host
-//! logic), [`sizing`] (KV pool from free memory, CUDA-graph buckets), [`sampling`] (the sampler's
+//! there, for `halo info --device cuda`), [`family`] (what the forward pass runs for a model's
+//! config, and what it refuses), [`plan`] (a step batch as device arrays, pure host logic), [`sizing`] (KV pool from free memory, CUDA-graph buckets), [`sampling`] (the sampler's
 //! host half and a host model of its kernel), and the device itself in [`device`].
 
 pub mod device;
 pub mod error;
+pub mod family;
 mod forward;
 mod gemm;
 pub mod kernels;

@@ -16,6 +16,9 @@ pub struct StepPlan {
     pub rows: usize,
     pub token_ids: Vec<u32>,
     pub positions: Vec<i32>,
+    /// The highest position of each token's sequence in this step: what picks LongRoPE's
+    /// frequency set (per sequence, whatever else is batched; see crates/halo-cpu/src/rope.rs).
+    pub step_max: Vec<i32>,
     /// The block-table row of each token's sequence, -1 for padding.
     pub tok_seq: Vec<i32>,
     /// The KV slot each token's K/V goes to, -1 for padding.
@@ -60,6 +63,7 @@ impl StepPlan {
             rows,
             token_ids: vec![0; rows],
             positions: vec![0; rows],
+            step_max: vec![0; rows],
             tok_seq: vec![-1; rows],
             slots: vec![-1; rows],
             block_tables: vec![0; seq_rows * table_width],
@@ -77,10 +81,12 @@ impl StepPlan {
             for (d, &b) in dst.iter_mut().zip(&s.block_table[..needed]) {
                 *d = b as i32;
             }
+            let last = (s.end_pos() - 1) as i32;
             for (j, &t) in s.tokens.iter().enumerate() {
                 let pos = s.start_pos + j;
                 plan.token_ids[row] = t;
                 plan.positions[row] = pos as i32;
+                plan.step_max[row] = last;
                 plan.tok_seq[row] = si as i32;
                 plan.slots[row] = s.slot(pos, block_size) as i64;
                 row += 1;
@@ -111,6 +117,12 @@ pub mod geometry {
     /// One block per row.
     pub fn rows(n: usize, width: usize) -> ((u32, u32, u32), (u32, u32, u32)) {
         ((n as u32, 1, 1), (row_threads(width), 1, 1))
+    }
+
+    /// One block per (token row, sub-row): `per_row` rows of `width` inside each token's row
+    /// (per-head q/k norms; 1 for a norm over the whole hidden row).
+    pub fn sub_rows(n: usize, per_row: usize, width: usize) -> ((u32, u32, u32), (u32, u32, u32)) {
+        ((n as u32, per_row as u32, 1), (row_threads(width), 1, 1))
     }
 
     /// A grid-stride elementwise launch over `total` elements.
@@ -167,6 +179,7 @@ mod tests {
         assert_eq!(p.num_tokens, 6);
         assert_eq!(p.token_ids, vec![5, 6, 7, 8, 9, 42, 0, 0]);
         assert_eq!(p.positions, vec![0, 1, 2, 3, 4, 6, 0, 0]);
+        assert_eq!(p.step_max, vec![4, 4, 4, 4, 4, 6, 0, 0]);
         assert_eq!(p.tok_seq, vec![0, 0, 0, 0, 0, 1, -1, -1]);
         assert_eq!(p.slots, vec![12, 13, 14, 15, 4, 10, -1, -1]);
         // Only the blocks covering end_pos are copied; the third block of seq 11 is not needed.
@@ -214,6 +227,7 @@ mod tests {
         assert_eq!(geometry::row_threads(100), 128);
         assert_eq!(geometry::row_threads(4096), 1024);
         assert_eq!(geometry::rows(7, 64), ((7, 1, 1), (64, 1, 1)));
+        assert_eq!(geometry::sub_rows(7, 6, 128), ((7, 6, 1), (128, 1, 1)));
         assert_eq!(geometry::elementwise(0).0 .0, 1);
         assert_eq!(geometry::elementwise(1 << 30).0 .0, 65_535);
         assert_eq!(geometry::attention(5, 32), ((5, 32, 1), (128, 1, 1)));

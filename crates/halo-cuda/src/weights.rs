@@ -1,7 +1,9 @@
 //! The model's weights on the device in the compute dtype, with the projections that share an
-//! input fused (q|k|v, gate|up) so each costs one GEMM.
+//! input fused (q|k|v, gate|up) so each costs one GEMM; checkpoints that already store them
+//! fused (Phi-3's `qkv_proj`, `gate_up_proj`) are uploaded as they are.
 
 use crate::error::CudaError;
+use crate::family::Features;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use halo_hal::{DType, DeviceError};
 use halo_model::Model;
@@ -44,7 +46,14 @@ pub(crate) fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
 
 pub(crate) struct LayerWeights {
     pub input_norm: DevBuf,
+    /// The feed-forward's input norm: `post_attention_layernorm`, or with sandwich norms
+    /// (Gemma) `pre_feedforward_layernorm`.
     pub post_norm: DevBuf,
+    /// With sandwich norms: the attention's output norm (`post_attention_layernorm`) and the
+    /// feed-forward's (`post_feedforward_layernorm`).
+    pub sandwich: Option<(DevBuf, DevBuf)>,
+    /// Per-head q and k norm weights (`head_dim` each).
+    pub qk_norm: Option<(DevBuf, DevBuf)>,
     pub qkv: DevBuf,
     pub qkv_bias: Option<DevBuf>,
     pub o: DevBuf,
@@ -55,6 +64,15 @@ pub(crate) struct LayerWeights {
     pub down_bias: Option<DevBuf>,
     /// The attention window of this layer (0 = full causal).
     pub window: i32,
+    /// Index into [`ModelWeights::ropes`].
+    pub rope: usize,
+}
+
+/// One RoPE's inverse frequencies (f32): the only set, and LongRoPE's long set (the short one
+/// again when there is none, so the kernel always has a valid address).
+pub(crate) struct RopeWeights {
+    pub short: DevBuf,
+    pub long: DevBuf,
 }
 
 pub(crate) struct ModelWeights {
@@ -63,8 +81,8 @@ pub(crate) struct ModelWeights {
     /// `None` when tied to the embedding.
     pub lm_head: Option<DevBuf>,
     pub layers: Vec<LayerWeights>,
-    /// RoPE inverse frequencies (f32), from halo_model's RopeConfig.
-    pub inv_freq: DevBuf,
+    /// Per RoPE of [`Features::ropes`], its frequency tables.
+    pub ropes: Vec<RopeWeights>,
     /// Bytes of weights a forward pass reads.
     pub bytes_read: u64,
 }
@@ -77,6 +95,7 @@ impl ModelWeights {
 
 pub(crate) fn upload(
     model: &Model,
+    features: &Features,
     dtype: DType,
     stream: &Arc<CudaStream>,
 ) -> Result<ModelWeights, DeviceError> {
@@ -129,10 +148,45 @@ pub(crate) fn upload(
             n("mlp.down_proj.bias"),
         );
         let (ow, ob) = (n("self_attn.o_proj.weight"), n("self_attn.o_proj.bias"));
+        let (post_norm, sandwich) = if features.sandwich_norms {
+            (
+                put(&[(&n("pre_feedforward_layernorm.weight"), vec![h])])?,
+                Some((
+                    put(&[(&n("post_attention_layernorm.weight"), vec![h])])?,
+                    put(&[(&n("post_feedforward_layernorm.weight"), vec![h])])?,
+                )),
+            )
+        } else {
+            (
+                put(&[(&n("post_attention_layernorm.weight"), vec![h])])?,
+                None,
+            )
+        };
+        let qk_norm = if features.qk_norm {
+            Some((
+                put(&[(&n("self_attn.q_norm.weight"), vec![hd])])?,
+                put(&[(&n("self_attn.k_norm.weight"), vec![hd])])?,
+            ))
+        } else {
+            None
+        };
+        let qkv = if features.fused_projections {
+            put(&[(&n("self_attn.qkv_proj.weight"), vec![q + 2 * kv, h])])?
+        } else {
+            put(&[(&qw, vec![q, h]), (&kw, vec![kv, h]), (&vw, vec![kv, h])])?
+        };
+        let gate_up = if features.fused_projections {
+            put(&[(&n("mlp.gate_up_proj.weight"), vec![2 * i, h])])?
+        } else {
+            put(&[(&gw, vec![i, h]), (&uw, vec![i, h])])?
+        };
+        let plan = features.layers[l];
         layers.push(LayerWeights {
             input_norm: put(&[(&n("input_layernorm.weight"), vec![h])])?,
-            post_norm: put(&[(&n("post_attention_layernorm.weight"), vec![h])])?,
-            qkv: put(&[(&qw, vec![q, h]), (&kw, vec![kv, h]), (&vw, vec![kv, h])])?,
+            post_norm,
+            sandwich,
+            qk_norm,
+            qkv,
             qkv_bias: if c.qkv_bias {
                 Some(put(&[(&qb, vec![q]), (&kb, vec![kv]), (&vb, vec![kv])])?)
             } else {
@@ -144,7 +198,7 @@ pub(crate) fn upload(
             } else {
                 None
             },
-            gate_up: put(&[(&gw, vec![i, h]), (&uw, vec![i, h])])?,
+            gate_up,
             gate_up_bias: if c.mlp_bias {
                 Some(put(&[(&gb, vec![i]), (&ub, vec![i])])?)
             } else {
@@ -156,22 +210,30 @@ pub(crate) fn upload(
             } else {
                 None
             },
-            window: c
-                .window_for_layer(l)
-                .map_or(0, |w| w.min(i32::MAX as usize) as i32),
+            window: plan.window,
+            rope: plan.rope,
         });
     }
     if c.tie_word_embeddings {
         bytes_read += (c.vocab_size * h * dtype.size_in_bytes()) as u64;
     }
-    let inv_freq = c.rope.inv_freq(hd);
-    let inv_freq = DevBuf::from_bytes(stream, &encode(&inv_freq, DType::F32))?;
+    let ropes = features
+        .ropes
+        .iter()
+        .map(|r| {
+            let long = r.tables.long.as_ref().map_or(&r.tables.short, |(l, _)| l);
+            Ok(RopeWeights {
+                short: DevBuf::from_bytes(stream, &encode(&r.tables.short, DType::F32))?,
+                long: DevBuf::from_bytes(stream, &encode(long, DType::F32))?,
+            })
+        })
+        .collect::<Result<Vec<_>, CudaError>>()?;
     Ok(ModelWeights {
         embed,
         final_norm,
         lm_head,
         layers,
-        inv_freq,
+        ropes,
         bytes_read,
     })
 }
