@@ -167,6 +167,15 @@ impl ChatTemplate {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
         });
         env.add_filter("tojson", tojson);
+        env.add_function("strftime_now", |format: String| -> Result<Value, Error> {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            strftime_utc(&format, now)
+                .map(Value::from)
+                .map_err(|e| Error::new(ErrorKind::InvalidOperation, e))
+        });
         env.add_template_owned(NAME, source.to_owned())
             .map_err(|e| ChatTemplateError::Syntax(describe(&e)))?;
         Ok(ChatTemplate {
@@ -253,6 +262,95 @@ pub fn for_path(path: &Path) -> Option<String> {
     }
 }
 
+/// `strftime_now(format)`, which transformers gives templates (Llama 3.x's templates print
+/// today's date with `strftime_now("%d %b %Y")`): the time formatted as Python's `strftime`
+/// formats it, for the directives templates use. transformers formats the local time; a worker's
+/// clock is read in UTC here, which is what a server's local time usually is, without a time
+/// zone database. Another directive is an error naming it, not silently wrong text.
+fn strftime_utc(format: &str, unix_secs: u64) -> Result<String, String> {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    let days = (unix_secs / 86_400) as i64;
+    let secs = unix_secs % 86_400;
+    let (year, month, day) = civil_date(days);
+    // 1970-01-01 was a Thursday (index 3 from Monday).
+    let weekday = ((days + 3).rem_euclid(7)) as usize;
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let before = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334][month as usize - 1];
+    let yday = before + day + u32::from(leap && month > 2);
+    let (hour, minute, second) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let month_name = MONTHS[month as usize - 1];
+        match chars.next() {
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", year.rem_euclid(100))),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('B') => out.push_str(month_name),
+            Some('b') => out.push_str(&month_name[..3]),
+            Some('A') => out.push_str(DAYS[weekday]),
+            Some('a') => out.push_str(&DAYS[weekday][..3]),
+            Some('H') => out.push_str(&format!("{hour:02}")),
+            Some('I') => out.push_str(&format!("{:02}", (hour + 11) % 12 + 1)),
+            Some('p') => out.push_str(if hour < 12 { "AM" } else { "PM" }),
+            Some('M') => out.push_str(&format!("{minute:02}")),
+            Some('S') => out.push_str(&format!("{second:02}")),
+            Some('%') => out.push('%'),
+            Some(other) => return Err(format!("strftime_now: %{other} is not supported")),
+            None => return Err("strftime_now: the format ends with a lone %".to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01, counted in
+/// 400-year eras of 146097 days, each starting on March 1st so that the leap day ends a year.
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468; // days from 0000-03-01
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +384,40 @@ mod tests {
     fn a_syntax_error_is_typed() {
         let e = ChatTemplate::new("{% for m in messages %}", "<s>", "</s>").unwrap_err();
         assert!(matches!(e, ChatTemplateError::Syntax(_)), "{e}");
+    }
+
+    #[test]
+    fn strftime_now_formats_like_python() {
+        // Python: datetime.utcfromtimestamp(t).strftime(f)
+        let cases = [
+            (0, "%d %b %Y", "01 Jan 1970"),
+            (951_782_400, "%Y-%m-%d %A %j", "2000-02-29 Tuesday 060"),
+            (
+                1_709_251_199,
+                "%d %B %Y %H:%M:%S %p %I",
+                "29 February 2024 23:59:59 PM 11",
+            ),
+            (1_735_689_600, "%a %y %% %j", "Wed 25 % 001"),
+            (4_102_444_800, "%d %b %Y", "01 Jan 2100"),
+        ];
+        for (t, f, want) in cases {
+            assert_eq!(strftime_utc(f, t).unwrap(), want, "{t} {f}");
+        }
+        assert!(strftime_utc("%Q", 0).unwrap_err().contains("%Q"));
+        assert!(strftime_utc("50%", 0).is_err());
+    }
+
+    #[test]
+    fn templates_can_call_strftime_now() {
+        let t = ChatTemplate::new(
+            "Today: {{ strftime_now('%Y') }}{% for m in messages %}|{{ m.content }}{% endfor %}",
+            "<s>",
+            "</s>",
+        )
+        .unwrap();
+        let text = t.render(&[ChatMessage::new("user", "hi")], true).unwrap();
+        let year: i64 = text["Today: ".len().."Today: ".len() + 4].parse().unwrap();
+        assert!(year >= 2024, "{text}");
+        assert!(text.ends_with("|hi"));
     }
 }
