@@ -187,9 +187,13 @@ def _gemma(check, name, d, model, golden, listing):
     check(longest > 2 * cfg.sliding_window, f"{name}: a prompt exceeds the window")
     all_global = _with_config(d, layer_types=["full_attention"] * cfg.num_hidden_layers)
     check(_moved(model, all_global, _long_ids(golden)) > LIVE, f"{name}: the local window changes the logits")
-    check(cfg.query_pre_attn_scalar != cfg.head_dim, f"{name}: query_pre_attn_scalar != head_dim")
-    plain_scale = _with_config(d, query_pre_attn_scalar=cfg.head_dim)
-    check(_moved(model, plain_scale, _long_ids(golden)) > LIVE, f"{name}: query_pre_attn_scalar matters")
+    if name.endswith("-hub"):
+        # what llama.cpp assumes for a GGUF (it stores no query_pre_attn_scalar)
+        check(cfg.query_pre_attn_scalar == cfg.head_dim, f"{name}: query_pre_attn_scalar == head_dim")
+    else:
+        check(cfg.query_pre_attn_scalar != cfg.head_dim, f"{name}: query_pre_attn_scalar != head_dim")
+        plain_scale = _with_config(d, query_pre_attn_scalar=cfg.head_dim)
+        check(_moved(model, plain_scale, _long_ids(golden)) > LIVE, f"{name}: query_pre_attn_scalar matters")
     for i in range(cfg.num_hidden_layers):
         for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
                   "post_feedforward_layernorm"):
@@ -218,7 +222,7 @@ def check_family(check, name, d, model, golden, listing):
         check(cfg.num_key_value_heads < cfg.num_attention_heads, f"{name}: GQA")
         _moe(check, name, d, model, golden, listing, ("block_sparse_moe", ("w1", "w2", "w3")), 8)
         return True
-    if name == "tiny-gemma2":
+    if name.startswith("tiny-gemma2"):
         check(cfg.model_type == "gemma2", f"{name}: model_type gemma2")
         check(cfg.layer_types == ["sliding_attention", "full_attention"] * (cfg.num_hidden_layers // 2),
               f"{name}: sliding and global layers alternate")
@@ -233,10 +237,11 @@ def check_family(check, name, d, model, golden, listing):
         check(cfg.num_key_value_heads < cfg.num_attention_heads, f"{name}: GQA")
         _phi3(check, name, d, model, golden, listing)
         return True
-    if name == "tiny-gemma3":
+    if name.startswith("tiny-gemma3"):
         check(cfg.model_type == "gemma3_text", f"{name}: model_type gemma3_text")
-        check(cfg.num_hidden_layers >= 3 and cfg.layer_types == ["sliding_attention", "sliding_attention",
-                                                                 "full_attention"], f"{name}: pattern local, local, global")
+        want = (["sliding_attention"] * 5 + ["full_attention"] if name.endswith("-hub")
+                else ["sliding_attention", "sliding_attention", "full_attention"])
+        check(cfg.layer_types == want, f"{name}: layer pattern")
         _gemma(check, name, d, model, golden, listing)
         _qk_norm(check, name, model, listing, golden)
         _gemma3_rope(check, name, d, model, golden)

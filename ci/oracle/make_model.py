@@ -116,6 +116,22 @@ CONFIGS = {
                         sliding_window_pattern=3, rope_theta=1000000.0, rope_local_base_freq=10000.0,
                         rope_scaling=dict(rope_type="linear", factor=2.0), hidden_activation="gelu_pytorch_tanh",
                         tie_word_embeddings=True, tokenizer_kind="gemma-spm", classic="gemma3", seed=61),
+    # The Gemma fixtures as llama.cpp's GGUF can carry them: its converter writes no
+    # query_pre_attn_scalar (llama.cpp scales queries by 1/sqrt(head_dim) unless the layer count
+    # says 27B) and no Gemma 3 sliding_window_pattern (llama.cpp assumes 6), so these keep
+    # query_pre_attn_scalar == head_dim, as Gemma 2 2B/9B and Gemma 3 up to 12B do, and Gemma 3's
+    # pattern of 5 local layers then 1 global. Their GGUFs must give transformers' ids.
+    "tiny-gemma2-hub": dict(arch="gemma2", **_SMALL, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                            query_pre_attn_scalar=32, sliding_window=8, attn_logit_softcapping=SOFTCAP_ATTN,
+                            final_logit_softcapping=SOFTCAP_FINAL, hidden_activation="gelu_pytorch_tanh",
+                            rope_parameters=dict(rope_type="default", rope_theta=10000.0),
+                            tie_word_embeddings=True, tokenizer_kind="gemma-spm", seed=45),
+    "tiny-gemma3-hub": dict(arch="gemma3", **dict(_SMALL, num_hidden_layers=6, intermediate_size=64),
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+                            sliding_window=8, sliding_window_pattern=6, rope_theta=1000000.0,
+                            rope_local_base_freq=10000.0, rope_scaling=dict(rope_type="linear", factor=2.0),
+                            hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+                            tokenizer_kind="gemma-spm", classic="gemma3", seed=62),
     # Qwen3-MoE as Qwen3-30B-A3B is laid out: every layer MoE, 8 small experts
     # (moe_intermediate_size 32) top-2 with norm_topk_prob, q/k norm, GQA, explicit head_dim 32,
     # untied. llama.cpp converts and runs this one.
