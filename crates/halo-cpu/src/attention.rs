@@ -99,16 +99,10 @@ mod tests {
     use super::*;
 
     /// Dense causal attention for one sequence stored contiguously, as a reference.
-    fn dense(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        n: usize,
-        hd: usize,
-        window: Option<usize>,
-        scale: f64,
-        softcap: Option<f64>,
-    ) -> Vec<f32> {
+    fn dense(q: &[f32], k: &[f32], v: &[f32], n: usize, shape: &AttentionShape) -> Vec<f32> {
+        let (hd, window) = (shape.head_dim, shape.window);
+        let scale = shape.scale as f64;
+        let softcap = shape.softcap.map(f64::from);
         let mut out = vec![0.0; n * hd];
         for i in 0..n {
             let first = window.map(|w| (i + 1).saturating_sub(w)).unwrap_or(0);
@@ -171,16 +165,7 @@ mod tests {
                 softcap,
             };
             let got = paged_attention(&q, &sites, &keys, &values, &shape);
-            let want = dense(
-                &q,
-                &k,
-                &v,
-                n,
-                hd,
-                window,
-                scale as f64,
-                softcap.map(|c: f32| c as f64),
-            );
+            let want = dense(&q, &k, &v, n, &shape);
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
             }
