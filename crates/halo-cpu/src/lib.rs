@@ -24,5 +24,6 @@ mod model;
 mod moe;
 mod ops;
 pub mod qmatmul;
+mod rope;
 
 pub use device::CpuDevice;

@@ -10,8 +10,9 @@ use crate::attention::{paged_attention, AttentionShape, TokenSite};
 use crate::ffn::FeedForward;
 use crate::kv_cache::KvCache;
 use crate::linear::{embed_rows, Linear, Part};
-use crate::ops::{add_in_place, rms_norm, rope};
+use crate::ops::{add_in_place, rms_norm};
 use crate::qmatmul::QMatrix;
+use crate::rope::Rotary;
 use halo_hal::{DeviceError, StepBatch};
 use halo_model::{quant, Model, ModelConfig, StoredDType, Weights};
 use rayon::prelude::*;
@@ -34,7 +35,7 @@ struct Layer {
     o: Linear,
     ffn: FeedForward,
     window: Option<usize>,
-    /// Index into [`CpuModel::inv_freqs`]: which RoPE this layer rotates with.
+    /// Index into [`CpuModel::rotaries`]: which RoPE this layer rotates with.
     rope: usize,
 }
 
@@ -45,8 +46,8 @@ pub struct CpuModel {
     layers: Vec<Layer>,
     final_norm: Vec<f32>,
     lm_head: Linear,
-    /// The global RoPE's inverse frequencies, then the local layers' when they differ.
-    inv_freqs: Vec<Vec<f32>>,
+    /// The global RoPE, then the local layers' when it differs.
+    rotaries: Vec<Rotary>,
 }
 
 fn load_err(e: halo_model::ModelError) -> DeviceError {
@@ -140,18 +141,27 @@ impl CpuModel {
         };
         let part = |name: &str, rows: usize, cols: usize| load_part(w, name, [rows, cols], cast);
 
-        let mut inv_freqs = vec![c.rope.inv_freq(hd)];
+        let mut rotaries = vec![Rotary::new(&c.rope, hd)];
         if let Some(local) = &c.local_rope {
-            inv_freqs.push(local.inv_freq(hd));
+            rotaries.push(Rotary::new(local, hd));
         }
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
             let p = format!("model.layers.{l}");
-            let qkv_w = vec![
-                part(&format!("{p}.self_attn.q_proj.weight"), q_dim, h)?,
-                part(&format!("{p}.self_attn.k_proj.weight"), kv_dim, h)?,
-                part(&format!("{p}.self_attn.v_proj.weight"), kv_dim, h)?,
-            ];
+            // A checkpoint that stores q|k|v as one matrix (Phi-3) is loaded as that matrix.
+            let qkv_w = if c.fused_projections {
+                vec![part(
+                    &format!("{p}.self_attn.qkv_proj.weight"),
+                    q_dim + 2 * kv_dim,
+                    h,
+                )?]
+            } else {
+                vec![
+                    part(&format!("{p}.self_attn.q_proj.weight"), q_dim, h)?,
+                    part(&format!("{p}.self_attn.k_proj.weight"), kv_dim, h)?,
+                    part(&format!("{p}.self_attn.v_proj.weight"), kv_dim, h)?,
+                ]
+            };
             let qkv_b = if c.qkv_bias {
                 let mut b = get(&format!("{p}.self_attn.q_proj.bias"), &[q_dim])?;
                 b.extend(get(&format!("{p}.self_attn.k_proj.bias"), &[kv_dim])?);
@@ -223,7 +233,7 @@ impl CpuModel {
             layers,
             final_norm: norm("model.norm.weight", h)?,
             lm_head,
-            inv_freqs,
+            rotaries,
         })
     }
 
@@ -275,6 +285,7 @@ impl CpuModel {
             }
         }
         let n = positions.len();
+        let step_max = Rotary::step_max_positions(batch);
         if let Some(scale) = c.embed_scale {
             x.iter_mut().for_each(|v| *v *= scale);
         }
@@ -295,9 +306,9 @@ impl CpuModel {
                 q = rms_norm(&q, q_norm, eps);
                 k = rms_norm(&k, k_norm, eps);
             }
-            let inv_freq = &self.inv_freqs[layer.rope];
-            rope(&mut q, &positions, nh, hd, inv_freq);
-            rope(&mut k, &positions, nkv, hd, inv_freq);
+            let rotary = &self.rotaries[layer.rope];
+            rotary.apply(&mut q, &positions, &step_max, nh);
+            rotary.apply(&mut k, &positions, &step_max, nkv);
             for (i, &slot) in slots.iter().enumerate() {
                 cache.write(
                     l,
@@ -363,10 +374,14 @@ fn load_dense_ffn(
     let (h, inter) = (c.hidden_size, c.intermediate_size);
     let get = |name: &str, shape: &[usize]| w.load_f32(name, shape).map_err(load_err);
     let part = |name: &str, rows: usize, cols: usize| load_part(w, name, [rows, cols], cast);
-    let gate_up_w = vec![
-        part(&format!("{p}.mlp.gate_proj.weight"), inter, h)?,
-        part(&format!("{p}.mlp.up_proj.weight"), inter, h)?,
-    ];
+    let gate_up_w = if c.fused_projections {
+        vec![part(&format!("{p}.mlp.gate_up_proj.weight"), 2 * inter, h)?]
+    } else {
+        vec![
+            part(&format!("{p}.mlp.gate_proj.weight"), inter, h)?,
+            part(&format!("{p}.mlp.up_proj.weight"), inter, h)?,
+        ]
+    };
     let (gate_up_b, down_b) = if c.mlp_bias {
         let mut b = get(&format!("{p}.mlp.gate_proj.bias"), &[inter])?;
         b.extend(get(&format!("{p}.mlp.up_proj.bias"), &[inter])?);

@@ -1,0 +1,184 @@
+//! Rotary position embedding on the CPU, in transformers' f32 order: `angle = pos * inv_freq`,
+//! `cos`/`sin` scaled by the attention factor, then rotate-half over the first `rotary_dim`
+//! values of each head (partial rotary leaves the rest as they are).
+//!
+//! LongRoPE (Phi-3) has two frequency sets. transformers picks one per forward call from
+//! `max(position_ids) + 1 > original_max_position_embeddings`; here each sequence picks per
+//! step from its own highest position in the step, so a sequence's choice never depends on
+//! what else is batched with it. That equals transformers for a prompt prefilled in one
+//! chunk and for decode steps. Two cases differ: (1) a prompt that crosses the original length
+//! and is prefilled in several chunks rotates its early chunks with the short set, where one
+//! transformers call would rotate every position with the long set; (2) when a generation
+//! crosses the original length, transformers' `generate` (Phi3ForCausalLM's
+//! `prepare_inputs_for_generation`) drops its cache and recomputes the whole sequence with the
+//! long set, while halo keeps the cached K/V (short set) and rotates only new tokens with the
+//! long set, as a paged cache shared between sequences must.
+
+use halo_hal::StepBatch;
+use halo_model::{RopeConfig, RotaryTables};
+
+/// One RoPE of a model (a model with a local RoPE for sliding layers has two).
+pub struct Rotary {
+    tables: RotaryTables,
+    head_dim: usize,
+}
+
+impl Rotary {
+    pub fn new(rope: &RopeConfig, head_dim: usize) -> Rotary {
+        Rotary {
+            tables: rope.tables(head_dim),
+            head_dim,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn tables(&self) -> &RotaryTables {
+        &self.tables
+    }
+
+    /// Per token of `batch` (in batch order), the highest position of its sequence in this
+    /// step: what decides the LongRoPE set the token rotates with.
+    pub fn step_max_positions(batch: &StepBatch) -> Vec<usize> {
+        let mut out = Vec::with_capacity(batch.num_tokens());
+        for s in &batch.seqs {
+            let last = (s.start_pos + s.tokens.len()).saturating_sub(1);
+            out.extend(std::iter::repeat_n(last, s.tokens.len()));
+        }
+        out
+    }
+
+    /// Rotates every head of every row of `x` (`[rows, heads * head_dim]`) in place: row `r`
+    /// is at `positions[r]` and its sequence's highest position in the step is `step_max[r]`.
+    pub fn apply(&self, x: &mut [f32], positions: &[usize], step_max: &[usize], heads: usize) {
+        let t = &self.tables;
+        let half = t.rotary_dim / 2;
+        let af = t.attention_factor;
+        let mut cos = vec![0.0f32; half];
+        let mut sin = vec![0.0f32; half];
+        let rows = x.chunks_exact_mut(heads * self.head_dim);
+        for ((row, &pos), &max) in rows.zip(positions).zip(step_max) {
+            let inv_freq = t.select(max);
+            for i in 0..half {
+                let angle = pos as f32 * inv_freq[i];
+                // transformers multiplies by its attention scaling even when it is 1.0; the
+                // product is then exact, so one path serves every RoPE type
+                cos[i] = angle.cos() * af;
+                sin[i] = angle.sin() * af;
+            }
+            for head in row.chunks_exact_mut(self.head_dim) {
+                for i in 0..half {
+                    let (a, b) = (head[i], head[i + half]);
+                    head[i] = a * cos[i] - b * sin[i];
+                    head[i + half] = b * cos[i] + a * sin[i];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use halo_hal::SeqStep;
+    use halo_model::{LongRope, RopeScaling};
+
+    fn plain(rotary_dim: Option<usize>) -> RopeConfig {
+        RopeConfig {
+            theta: 10000.0,
+            scaling: RopeScaling::Default,
+            rotary_dim,
+        }
+    }
+
+    fn long_rope() -> RopeConfig {
+        RopeConfig {
+            theta: 10000.0,
+            scaling: RopeScaling::LongRope(LongRope {
+                short_factor: vec![1.0, 2.0],
+                long_factor: vec![4.0, 8.0],
+                original_max_position_embeddings: 8,
+                attention_factor: 1.25,
+            }),
+            rotary_dim: None,
+        }
+    }
+
+    fn seq(id: u64, start_pos: usize, n: usize) -> SeqStep {
+        SeqStep {
+            seq_id: id,
+            tokens: vec![1; n],
+            start_pos,
+            block_table: Vec::new(),
+            sample: None,
+        }
+    }
+
+    #[test]
+    fn position_zero_is_identity_and_rotation_preserves_norm() {
+        let r = Rotary::new(&plain(None), 4);
+        let mut x = vec![1.0, 2.0, 3.0, 4.0];
+        r.apply(&mut x, &[0], &[0], 1);
+        assert_eq!(x, vec![1.0, 2.0, 3.0, 4.0]);
+        r.apply(&mut x, &[7], &[7], 1);
+        let norm: f32 = x.iter().map(|v| v * v).sum();
+        assert!((norm - 30.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn partial_rotary_leaves_the_tail_alone() {
+        // head of 8, 4 rotated: pairs (0, 2) and (1, 3); 4..8 untouched
+        let r = Rotary::new(&plain(Some(4)), 8);
+        let mut x: Vec<f32> = (1..=16).map(|v| v as f32).collect();
+        let before = x.clone();
+        r.apply(&mut x, &[3], &[3], 2);
+        let inv = plain(None).inv_freq(4);
+        for head in 0..2 {
+            let b = &before[head * 8..][..8];
+            let a = &x[head * 8..][..8];
+            assert_eq!(&a[4..], &b[4..]);
+            for i in 0..2 {
+                let (c, s) = ((3.0 * inv[i]).cos(), (3.0 * inv[i]).sin());
+                assert_eq!(a[i], b[i] * c - b[i + 2] * s);
+                assert_eq!(a[i + 2], b[i + 2] * c + b[i] * s);
+            }
+        }
+    }
+
+    #[test]
+    fn long_rope_scales_and_switches_per_sequence() {
+        let r = Rotary::new(&long_rope(), 4);
+        let t = r.tables().clone();
+        let x0 = vec![1.0f32, 0.0, 0.0, 0.0];
+        let mut short = x0.clone();
+        r.apply(&mut short, &[2], &[7], 1);
+        let mut long = x0.clone();
+        r.apply(&mut long, &[2], &[8], 1);
+        assert_eq!(short[0], (2.0 * t.short[0]).cos() * 1.25);
+        assert_eq!(long[0], (2.0 * t.long.as_ref().unwrap().0[0]).cos() * 1.25);
+        assert_ne!(short, long);
+    }
+
+    /// The chunked-prefill caveat: a prompt that crosses the original length (8) prefilled in
+    /// two chunks rotates its first chunk with the short set, one chunk rotates it all long.
+    #[test]
+    fn each_sequence_decides_from_its_own_highest_position() {
+        let one_chunk = StepBatch {
+            seqs: vec![seq(1, 0, 10)],
+        };
+        assert_eq!(Rotary::step_max_positions(&one_chunk), vec![9; 10]);
+        let first = StepBatch {
+            seqs: vec![seq(1, 0, 6), seq(2, 20, 1)],
+        };
+        let maxes = Rotary::step_max_positions(&first);
+        assert_eq!(maxes, vec![5, 5, 5, 5, 5, 5, 20]);
+        let r = Rotary::new(&long_rope(), 4);
+        // the same row at position 3, alone in one chunk of 10 or in the first chunk of 6
+        let mut whole = vec![1.0f32, 0.5, -1.0, 2.0];
+        r.apply(&mut whole, &[3], &[9], 1);
+        let mut chunked = vec![1.0f32, 0.5, -1.0, 2.0];
+        r.apply(&mut chunked, &[3], &[maxes[3]], 1);
+        assert_ne!(whole, chunked);
+        // the decoding sequence batched beside it keeps the long set
+        assert!(r.tables().uses_long(maxes[6]));
+    }
+}
