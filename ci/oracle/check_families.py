@@ -83,7 +83,10 @@ def _with_rope(d, **changes):
 
 def _phi3(check, name, d, model, golden, listing):
     """Fused projections, partial rotary, and longrope's switch from the short to the long factors
-    by sequence length, as transformers' cached generation makes it."""
+    by sequence length, as transformers' generation makes it: each step's logits are those of a
+    full forward over the sequence so far, with the long factors once it is longer than
+    original_max_position_embeddings (Phi-3's prepare_inputs_for_generation drops the cache at
+    that point, so the prefix is recomputed with the long factors)."""
     cfg = model.config
     rp = cfg.rope_parameters
     hd = cfg.hidden_size // cfg.num_attention_heads
@@ -111,6 +114,12 @@ def _phi3(check, name, d, model, golden, listing):
         prefix = ids + c["greedy_ids"][:n_below - 1]
         argmax = _logits(model, prefix)[len(ids) - 1:].argmax(-1).tolist()
         check(argmax == c["greedy_ids"][:n_below], f"{name}: greedy below the switch == no-cache argmax")
+        # past it, transformers' Phi-3 generation drops its cache and re-runs the whole sequence
+        # with the long factors, so a full forward (longer than the original length: long
+        # factors everywhere) chooses the same tokens
+        full = _logits(model, ids + c["greedy_ids"])
+        argmax = full[len(ids) - 1 + n_below: len(ids) - 1 + len(c["greedy_ids"])].argmax(-1).tolist()
+        check(argmax == c["greedy_ids"][n_below:], f"{name}: greedy past the switch == full long-factor forward")
         _, golden_steps = _generate_logits(model, ids, len(c["greedy_ids"]))
         check(torch.allclose(golden_steps[0][:16], torch.tensor(c["last_prompt_logits_head"]), atol=1e-4),
               f"{name}: logits head (cached path)")

@@ -64,9 +64,9 @@ def check_dir(d):
             logits = model(full).logits[0]
         check(gen[0, len(ids):].tolist() == case["greedy_ids"], f"{name}: greedy ids reproduce")
         argmax = logits[len(ids) - 1: len(ids) - 1 + len(case["greedy_ids"])].argmax(-1).tolist()
-        # a longrope generation that crosses original_max_position_embeddings keeps the keys it
-        # cached with the short factors, which a full re-forward cannot reproduce: check_families
-        # checks those cases against a forward of the prefix below the switch instead
+        # a longrope generation that crosses original_max_position_embeddings chose its first
+        # tokens with the short factors, which one full (long-factor) forward cannot reproduce:
+        # check_families checks those cases on both sides of the switch instead
         if not crosses_longrope(cfg, case):
             check(argmax == case["greedy_ids"], f"{name}: no-cache argmax == cached greedy")
         head = torch.tensor(case["last_prompt_logits_head"])
