@@ -233,6 +233,12 @@ impl Device for CpuDevice {
 }
 
 impl CpuDevice {
+    /// Bytes of weights the last step read (a mixture of experts reads only the experts that
+    /// step's tokens chose; dense models read every projection), 0 before a model is loaded.
+    pub fn last_step_weight_bytes(&self) -> u64 {
+        self.model.as_ref().map_or(0, |m| m.last_step_weight_bytes())
+    }
+
     /// The raw logits (`[n, vocab]`) of every sampled sequence in `batch`, without sampling.
     /// Not part of the Device trait (logits never cross it): golden tests compare these with
     /// transformers' own.

@@ -4,6 +4,7 @@
 
 use crate::activation::glu;
 use crate::linear::Linear;
+use crate::moe::SparseMoe;
 use halo_hal::DeviceError;
 use halo_model::Activation;
 
@@ -14,6 +15,8 @@ pub enum FeedForward {
         down: Linear,
         inter: usize,
     },
+    /// A router and experts ([`crate::moe`]): each token runs only the experts it chose.
+    Moe(SparseMoe),
 }
 
 impl FeedForward {
@@ -28,15 +31,26 @@ impl FeedForward {
                 let a = glu(&gate_up.forward(x, n)?, *inter, act);
                 down.forward(&a, n)
             }
+            FeedForward::Moe(m) => m.forward(x, n, act),
         }
     }
 
-    /// Bytes of weights one step streams through this block.
+    /// Bytes of weights one step streams through this block (a sparse block: one token's
+    /// router and experts, what a batch-1 decode step reads).
     pub fn weight_bytes_per_step(&self) -> u64 {
         match self {
             FeedForward::Dense { gate_up, down, .. } => {
                 gate_up.weight_bytes() + down.weight_bytes()
             }
+            FeedForward::Moe(m) => m.token_weight_bytes(),
+        }
+    }
+
+    /// Bytes of weights the last forward read (a sparse block: the experts its tokens chose).
+    pub fn last_step_weight_bytes(&self) -> u64 {
+        match self {
+            FeedForward::Dense { .. } => self.weight_bytes_per_step(),
+            FeedForward::Moe(m) => m.last_step_weight_bytes(),
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::attention::{paged_attention, AttentionShape, TokenSite};
 use crate::ffn::FeedForward;
 use crate::kv_cache::KvCache;
 use crate::linear::{embed_rows, Linear, Part};
+use crate::moe;
 use crate::ops::{add_in_place, rms_norm};
 use crate::qmatmul::QMatrix;
 use crate::rope::Rotary;
@@ -210,7 +211,10 @@ impl CpuModel {
                     part(&format!("{p}.self_attn.o_proj.weight"), h, q_dim)?,
                     o_b,
                 )?,
-                ffn: load_dense_ffn(w, c, &p, cast)?,
+                ffn: match c.sparse_layer_names(l) {
+                    Some(names) => FeedForward::Moe(moe::load_sparse(w, &p, c, names, &part)?),
+                    None => load_dense_ffn(w, c, &p, cast)?,
+                },
                 window,
                 rope: usize::from(c.local_rope.is_some() && window.is_some()),
             });
@@ -242,6 +246,17 @@ impl CpuModel {
             Some(e) => e,
             None => self.lm_head.matrix().expect("a tied head is one matrix"),
         }
+    }
+
+    /// Bytes of weights the last forward read: what [`CpuModel::weight_bytes_per_step`] counts,
+    /// with each sparse layer's share the experts that step's tokens chose.
+    pub fn last_step_weight_bytes(&self) -> u64 {
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| l.qkv.weight_bytes() + l.o.weight_bytes() + l.ffn.last_step_weight_bytes())
+            .sum();
+        layers + self.lm_head.weight_bytes()
     }
 
     /// Bytes of weights a step streams (the embedding only gives the rows it looks up).

@@ -8,7 +8,7 @@ use crate::config::{default_attn_scale, Activation, Architecture, ModelConfig};
 use crate::rope::{RopeConfig, RopeScaling};
 
 /// The `general.architecture` values halo runs, for error messages.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, qwen3moe";
 
 /// What the config needs to know about tensors: whether one exists, its ggml dims, and (for
 /// `rope_freqs.weight`) its values as f32.
@@ -20,7 +20,10 @@ pub trait TensorLookup {
 pub fn architecture(meta: &Metadata) -> Result<(Architecture, String), GgufError> {
     let arch = meta.str("general.architecture")?;
     let a = match arch {
+        // llama.cpp writes Mixtral as `llama` with experts.
+        "llama" if meta.opt_usize("llama.expert_count")?.unwrap_or(0) > 0 => Architecture::Mixtral,
         "llama" => Architecture::Llama,
+        "qwen3moe" => Architecture::Qwen3Moe,
         "qwen2" => Architecture::Qwen2,
         other => {
             return Err(GgufError::UnknownArchitecture {
@@ -139,7 +142,7 @@ pub fn model_config(meta: &Metadata, tensors: &dyn TensorLookup) -> Result<Model
         sliding_layers: vec![sliding_window.is_some(); num_hidden_layers],
         rope: rope(meta, &arch, head_dim, tensors)?,
         local_rope: None,
-        qk_norm: false,
+        qk_norm: layer0("attn_q_norm.weight"),
         norm_weight_offset: 0.0,
         sandwich_norms: false,
         activation: Activation::Silu,
@@ -147,7 +150,12 @@ pub fn model_config(meta: &Metadata, tensors: &dyn TensorLookup) -> Result<Model
         attn_scale: default_attn_scale(head_dim),
         attn_logit_softcap: None,
         final_logit_softcap: None,
-        moe: None,
+        moe: crate::config::moe::MoeConfig::from_gguf(
+            meta,
+            &arch,
+            num_hidden_layers,
+            intermediate_size,
+        )?,
         bos_token_id: meta.opt_u32("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos_ids(meta)?,
         torch_dtype: None,

@@ -1,13 +1,15 @@
 //! llama.cpp's tensor names mapped to the Hugging Face names the rest of halo reads.
 
 /// Per-layer tensors: GGUF suffix after `blk.N.` → HF suffix after `model.layers.N.`.
-const LAYER: [(&str, &str); 9] = [
+const LAYER: [(&str, &str); 11] = [
     ("attn_norm", "input_layernorm"),
     ("ffn_norm", "post_attention_layernorm"),
     ("attn_q", "self_attn.q_proj"),
     ("attn_k", "self_attn.k_proj"),
     ("attn_v", "self_attn.v_proj"),
     ("attn_output", "self_attn.o_proj"),
+    ("attn_q_norm", "self_attn.q_norm"),
+    ("attn_k_norm", "self_attn.k_norm"),
     ("ffn_gate", "mlp.gate_proj"),
     ("ffn_up", "mlp.up_proj"),
     ("ffn_down", "mlp.down_proj"),

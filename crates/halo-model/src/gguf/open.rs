@@ -208,6 +208,15 @@ impl GgufModel {
         let mut files = Vec::with_capacity(self.shards.len());
         for (si, shard) in self.shards.into_iter().enumerate() {
             for t in &shard.file.tensors {
+                // A mixture of experts' stacked tensors become one entry per expert.
+                let data_start = shard.file.data_start;
+                if let Some(moe) = super::experts::entries(t, si, data_start, config.architecture) {
+                    entries.extend(moe.map_err(|source| ModelError::Gguf {
+                        path: shard.path.clone(),
+                        source,
+                    })?);
+                    continue;
+                }
                 // Tensors halo has no HF name for keep their GGUF name (rope_freqs.weight is
                 // already in the config).
                 let name = hf_name(&t.name).unwrap_or_else(|| t.name.clone());
