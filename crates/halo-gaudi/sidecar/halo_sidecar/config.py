@@ -1,8 +1,10 @@
 """Reads a model directory's config.json into the few numbers the torch model needs.
 
 Both config layouts are accepted: the older top-level `rope_theta` + `rope_scaling`, and the newer
-`rope_parameters` object (transformers >= 5). RoPE frequencies follow transformers' definitions
-for the default, linear and llama3 rope types, computed in f32 as transformers does.
+`rope_parameters` object (transformers >= 5; Gemma 3's holds one entry per layer type). RoPE
+frequencies follow transformers' definitions for the default, linear, llama3 and longrope rope
+types (rope.py), computed in f32 as transformers does. What a family changes beyond the numbers
+here comes from families.py.
 """
 
 from __future__ import annotations
@@ -14,11 +16,23 @@ from dataclasses import dataclass
 
 import torch
 
+from .families import Family, FamilyError, family, gemma_layer_types
+from .rope import rope_tables
+
 ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "mistral",
     "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
+    "MixtralForCausalLM": "mixtral",
+    "Gemma2ForCausalLM": "gemma2",
+    "Gemma3ForCausalLM": "gemma3",
+    "Phi3ForCausalLM": "phi3",
 }
+# model_type values that name the same architectures
+MODEL_TYPES = {"gemma3_text": "gemma3"}
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "gemma2", "gemma3", "phi3")
 
 
 class ConfigError(ValueError):
@@ -44,6 +58,11 @@ class ModelConfig:
     # One entry per layer: the sliding window in tokens, or None for full attention.
     layer_windows: list
     torch_dtype: str | None
+    family: Family = None
+    # the leading dims of each head that RoPE rotates (Phi-3's partial_rotary_factor)
+    rotary_dim: int = 0
+    # One rope spec per layer: `rope` everywhere except Gemma 3's local layers.
+    layer_ropes: list = None
 
 
 def _int(cfg: dict, key: str, default=None) -> int:
@@ -55,8 +74,9 @@ def _int(cfg: dict, key: str, default=None) -> int:
     return value
 
 
-def _rope(cfg: dict) -> dict:
-    params = cfg.get("rope_parameters")
+def _rope(cfg: dict, params=None) -> dict:
+    if params is None:
+        params = cfg.get("rope_parameters")
     if isinstance(params, dict):
         rope = dict(params)
     else:
@@ -64,11 +84,15 @@ def _rope(cfg: dict) -> dict:
         if "rope_theta" in cfg:
             rope["rope_theta"] = cfg["rope_theta"]
     kind = rope.get("rope_type", rope.get("type", "default")) or "default"
-    if kind not in ("default", "linear", "llama3"):
-        raise ConfigError(f"unsupported rope type {kind!r} (default, linear, llama3)")
+    if kind not in ("default", "linear", "llama3", "longrope"):
+        raise ConfigError(f"unsupported rope type {kind!r} (default, linear, llama3, longrope)")
     rope["rope_type"] = kind
+    if kind == "longrope" and "original_max_position_embeddings" not in rope:
+        # Phi-3 keeps it at the top level of config.json
+        rope["original_max_position_embeddings"] = cfg.get("original_max_position_embeddings")
     needed = {"linear": ["factor"], "llama3": ["factor", "low_freq_factor", "high_freq_factor",
-                                               "original_max_position_embeddings"]}
+                                               "original_max_position_embeddings"],
+              "longrope": ["original_max_position_embeddings"]}
     for key in needed.get(kind, []):
         value = rope.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -80,17 +104,43 @@ def _rope(cfg: dict) -> dict:
     return rope
 
 
+def _check_longrope(rope: dict, rotary_dim: int) -> None:
+    for key in ("short_factor", "long_factor"):
+        factors = rope.get(key)
+        if (not isinstance(factors, list) or len(factors) != rotary_dim // 2
+                or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not f > 0 for f in factors)):
+            raise ConfigError(f"longrope {key} must list {rotary_dim // 2} positive numbers (rotary dim / 2)")
+
+
+def _gemma3_ropes(cfg: dict, types: list) -> tuple[dict, list]:
+    """Gemma 3: global layers use rope_theta and rope_scaling, local ones their own base."""
+    params = cfg.get("rope_parameters")
+    if isinstance(params, dict) and "full_attention" in params:
+        glob = _rope(cfg, params["full_attention"])
+        local = _rope(cfg, params.get("sliding_attention") or {"rope_type": "default", "rope_theta": 10000.0})
+    else:
+        glob = _rope(cfg)
+        if "rope_theta" not in cfg and not isinstance(params, dict):
+            glob["rope_theta"] = 1_000_000.0  # transformers' Gemma 3 default for global layers
+        local_base = cfg.get("rope_local_base_freq", 10000.0)
+        local = _rope(cfg, {"rope_type": "default", "rope_theta": local_base})
+    return glob, [local if t == "sliding_attention" else glob for t in types]
+
+
 def _layer_windows(cfg: dict, arch: str, num_layers: int) -> list:
     window = cfg.get("sliding_window")
-    if arch == "qwen2" and not cfg.get("use_sliding_window", False):
+    if arch in ("qwen2", "qwen3", "qwen3_moe") and not cfg.get("use_sliding_window", False):
         window = None
     if window is None:
         return [None] * num_layers
     window = _int(cfg, "sliding_window")
+    if arch in ("gemma2", "gemma3"):
+        types = gemma_layer_types(cfg, num_layers)
+        return [window if t == "sliding_attention" else None for t in types]
     types = cfg.get("layer_types")
     if isinstance(types, list) and len(types) == num_layers:
         return [window if t == "sliding_attention" else None for t in types]
-    if arch == "qwen2":
+    if arch in ("qwen2", "qwen3", "qwen3_moe"):
         first = cfg.get("max_window_layers", num_layers)
         return [window if i >= first else None for i in range(num_layers)]
     return [window] * num_layers
@@ -108,9 +158,10 @@ def load_config(model_dir: str) -> ModelConfig:
     archs = cfg.get("architectures") or []
     arch = next((ARCHITECTURES[a] for a in archs if a in ARCHITECTURES), None)
     if arch is None:
-        arch = cfg.get("model_type")
-    if arch not in ("llama", "mistral", "qwen2"):
-        raise ConfigError(f"unsupported architecture {archs or arch!r} (Llama, Mistral, Qwen2)")
+        arch = MODEL_TYPES.get(cfg.get("model_type"), cfg.get("model_type"))
+    if arch not in SUPPORTED:
+        raise ConfigError(f"unsupported architecture {archs or arch!r} (Llama, Mistral, Qwen2, Qwen3, "
+                          "Qwen3-MoE, Mixtral, Gemma 2, Gemma 3 text, Phi-3)")
     hidden = _int(cfg, "hidden_size")
     heads = _int(cfg, "num_attention_heads")
     kv_heads = _int(cfg, "num_key_value_heads", heads)
@@ -120,6 +171,24 @@ def load_config(model_dir: str) -> ModelConfig:
     if not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
         raise ConfigError("head_dim must be a positive even integer")
     layers = _int(cfg, "num_hidden_layers")
+    try:
+        fam = family(cfg, arch, layers)
+        if arch == "gemma3":
+            rope, layer_ropes = _gemma3_ropes(cfg, gemma_layer_types(cfg, layers))
+        else:
+            rope = _rope(cfg)
+            layer_ropes = [rope] * layers
+    except FamilyError as e:
+        raise ConfigError(str(e)) from None
+    partial = cfg.get("partial_rotary_factor", rope.get("partial_rotary_factor", 1.0))
+    if isinstance(partial, bool) or not isinstance(partial, (int, float)) or not 0 < partial <= 1:
+        raise ConfigError("config.json: partial_rotary_factor must be in (0, 1]")
+    rotary_dim = int(head_dim * partial)
+    if rotary_dim <= 0 or rotary_dim % 2:
+        raise ConfigError(f"the rotated part of a head ({rotary_dim} dims) must be a positive even number")
+    if rope["rope_type"] == "longrope":
+        _check_longrope(rope, rotary_dim)
+    max_pos = _int(cfg, "max_position_embeddings", 2048)
     return ModelConfig(
         architecture=arch,
         hidden_size=hidden,
@@ -129,38 +198,32 @@ def load_config(model_dir: str) -> ModelConfig:
         num_kv_heads=kv_heads,
         head_dim=head_dim,
         vocab_size=_int(cfg, "vocab_size"),
-        max_position_embeddings=_int(cfg, "max_position_embeddings", 2048),
+        max_position_embeddings=max_pos,
         rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", arch in ("gemma2", "gemma3"))),
         qkv_bias=True if arch == "qwen2" else bool(cfg.get("attention_bias", False)),
         mlp_bias=bool(cfg.get("mlp_bias", False)),
-        rope=_rope(cfg),
+        rope=rope,
         layer_windows=_layer_windows(cfg, arch, layers),
         torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
+        family=fam,
+        rotary_dim=rotary_dim,
+        layer_ropes=layer_ropes,
     )
 
 
+def longrope_recompute_position(cfg: ModelConfig) -> int | None:
+    """For longrope: the position whose token makes a sequence longer than the original length.
+    A forward pass picks the long factors for a row whose positions reach it, but the KV already
+    cached for that sequence was computed with the short ones; transformers (Phi-3's generate)
+    then recomputes the whole sequence, so the caller sends it again from position 0 at this
+    position to match. None for every other rope type."""
+    if cfg.rope["rope_type"] != "longrope":
+        return None
+    return int(cfg.rope["original_max_position_embeddings"])
+
+
 def inv_freq(cfg: ModelConfig) -> torch.Tensor:
-    """RoPE inverse frequencies (head_dim / 2 of them, f32), as transformers computes them."""
-    dim = cfg.head_dim
-    rope = cfg.rope
-    base = rope["rope_theta"]
-    exps = torch.arange(0, dim, 2, dtype=torch.int64).to(dtype=torch.float) / dim
-    freqs = 1.0 / (base**exps)
-    kind = rope["rope_type"]
-    if kind == "linear":
-        freqs = freqs / float(rope["factor"])
-    elif kind == "llama3":
-        factor = float(rope["factor"])
-        low = float(rope["low_freq_factor"])
-        high = float(rope["high_freq_factor"])
-        old_len = float(rope["original_max_position_embeddings"])
-        low_wavelen = old_len / low
-        high_wavelen = old_len / high
-        wavelen = 2 * math.pi / freqs
-        scaled = torch.where(wavelen > low_wavelen, freqs / factor, freqs)
-        smooth = (old_len / wavelen - low) / (high - low)
-        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-        medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
-        freqs = torch.where(medium, smoothed, scaled)
-    return freqs.to(torch.float32)
+    """RoPE inverse frequencies (rotary_dim / 2 of them, f32), as transformers computes them:
+    the global layers' for Gemma 3, the short factors' for longrope."""
+    return rope_tables(cfg.rope, cfg.rotary_dim, cfg.max_position_embeddings).short
