@@ -147,7 +147,7 @@ fn engine_flags_out_of_range_exit_2_naming_the_flag() {
 #[test]
 fn serve_limits_out_of_range_exit_2_naming_the_flag() {
     let model = model();
-    let cases: [(&str, &str, &str); 9] = [
+    let cases: [(&str, &str, &str); 8] = [
         (
             "--max-concurrent",
             "0",
@@ -184,11 +184,6 @@ fn serve_limits_out_of_range_exit_2_naming_the_flag() {
             "--max-new-tokens (max_new_tokens_cap) must be between 1 and 16777216, got 18446744073709551615",
         ),
         (
-            "--stall-timeout-secs",
-            "18446744073709551615",
-            "--stall-timeout-secs (stall_timeout) must be at most 86400, got 18446744073709551615",
-        ),
-        (
             "--max-batch-seqs",
             "1024",
             "max_batch_tokens (512) must be at least max_batch_seqs (1024)",
@@ -206,6 +201,66 @@ fn serve_limits_out_of_range_exit_2_naming_the_flag() {
             value,
         ];
         assert_usage_line(&args, &format!("error: {why}"));
+    }
+}
+
+/// `serve`'s timeouts: a drain past a day (or a stall timeout of zero or past a day) is refused
+/// by the flag's parser; a value near `u64::MAX` seconds used to reach `Duration` arithmetic.
+#[test]
+fn serve_timeouts_out_of_range_exit_2_naming_the_flag() {
+    let model = model();
+    let cases: [(&str, &str, &str, &str); 6] = [
+        (
+            "--drain-timeout-secs",
+            "DRAIN_TIMEOUT_SECS",
+            "86401",
+            "must be between 0 and 86400",
+        ),
+        (
+            "--drain-timeout-secs",
+            "DRAIN_TIMEOUT_SECS",
+            "18446744073709551615",
+            "must be between 0 and 86400",
+        ),
+        (
+            "--drain-timeout-secs",
+            "DRAIN_TIMEOUT_SECS",
+            "ten",
+            "expected whole seconds between 0 and 86400",
+        ),
+        (
+            "--stall-timeout-secs",
+            "STALL_TIMEOUT_SECS",
+            "0",
+            "must be between 1 and 86400",
+        ),
+        (
+            "--stall-timeout-secs",
+            "STALL_TIMEOUT_SECS",
+            "18446744073709551615",
+            "must be between 1 and 86400",
+        ),
+        (
+            "--stall-timeout-secs",
+            "STALL_TIMEOUT_SECS",
+            "1.5",
+            "expected whole seconds between 1 and 86400",
+        ),
+    ];
+    for (flag, meta, value, why) in cases {
+        let args = [
+            "serve",
+            "--model",
+            &model,
+            "--listen",
+            "127.0.0.1:0",
+            "--no-metrics",
+            flag,
+            value,
+        ];
+        let want =
+            format!("error: invalid value '{value}' for '{flag} <{meta}>': {why} (see --help)");
+        assert_usage_line(&args, &want);
     }
 }
 

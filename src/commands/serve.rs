@@ -1,5 +1,6 @@
 //! `halo serve`: loads the model on a device through the engine, then serves the worker gRPC API
-//! (`halo_server::run`) until SIGTERM or Ctrl-C, and drains before exiting 0.
+//! (and with `--http-listen` the OpenAI-compatible HTTP API: `halo_server::run_with_http`) until
+//! SIGTERM or Ctrl-C, and drains before exiting 0.
 //!
 //! Secrets never come from flag values (which every user sees in `ps`): the bearer token comes
 //! from `--auth-token-file` or `HALO_AUTH_TOKEN`.
@@ -67,13 +68,42 @@ pub struct ServeArgs {
     /// PEM CA bundle; clients must present a certificate it signed (mutual TLS).
     #[arg(long, requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
-    /// Seconds in-flight requests may take to finish after SIGTERM.
-    #[arg(long, default_value_t = 30)]
+    /// OpenAI-compatible HTTP API address (/v1/completions, /v1/chat/completions, /v1/models,
+    /// /health), HOST:PORT; off unless given. Port 0 picks a free port (the serving line names
+    /// it). Same auth token, limits and metrics as gRPC.
+    #[arg(long, value_parser = parse_listen)]
+    http_listen: Option<ListenAddr>,
+    /// Seconds in-flight requests may take to finish after SIGTERM (at most a day).
+    #[arg(long, default_value_t = 30, value_parser = parse_drain_timeout)]
     drain_timeout_secs: u64,
     /// Seconds without scheduler progress (while work is pending) before health reports
-    /// NOT_SERVING.
-    #[arg(long, default_value_t = 30)]
+    /// NOT_SERVING (1 to a day).
+    #[arg(long, default_value_t = 30, value_parser = parse_stall_timeout)]
     stall_timeout_secs: u64,
+}
+
+/// The longest drain after SIGTERM: as long as the longest stall timeout (a day); beyond it a
+/// value is a typo, and a `Duration` near `u64::MAX` seconds overflows deadline arithmetic.
+const MAX_DRAIN_TIMEOUT_SECS: u64 = halo_engine::config::MAX_STALL_TIMEOUT.as_secs();
+
+/// Whole seconds in `lo..=hi`; clap prefixes the flag, so the one-line error names it.
+fn parse_secs(s: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    let v: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected whole seconds between {lo} and {hi}"))?;
+    if v < lo || v > hi {
+        return Err(format!("must be between {lo} and {hi}"));
+    }
+    Ok(v)
+}
+
+fn parse_drain_timeout(s: &str) -> Result<u64, String> {
+    parse_secs(s, 0, MAX_DRAIN_TIMEOUT_SECS)
+}
+
+fn parse_stall_timeout(s: &str) -> Result<u64, String> {
+    parse_secs(s, 1, halo_engine::config::MAX_STALL_TIMEOUT.as_secs())
 }
 
 /// The default metrics address when --listen names a fixed port.
@@ -159,7 +189,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_input_tokens: args.max_input_tokens,
         max_total_tokens: args.max_total_tokens,
         max_new_tokens_cap: args.max_new_tokens,
-        stall_timeout: Duration::from_secs(args.stall_timeout_secs.max(1)),
+        stall_timeout: Duration::from_secs(args.stall_timeout_secs),
         observer: Some(metrics.clone()),
         ..args.engine.config()
     };
@@ -187,6 +217,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 )
             })?)
         };
+        let http_listener = match &args.http_listen {
+            None => None,
+            Some(h) => Some(
+                bind(h)
+                    .await
+                    .with_context(|| format!("cannot listen on {} for HTTP", h.text))?,
+            ),
+        };
         let model_dir = args.model.clone();
         let load = LoadOptions {
             quantize: args.engine.quantize,
@@ -203,10 +241,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(|l| l.local_addr())
             .transpose()?;
-        let metrics_note = match metrics_addr {
+        let mut metrics_note = match metrics_addr {
             Some(a) => format!("metrics on http://{a}/metrics"),
             None => "metrics off".to_string(),
         };
+        if let Some(l) = &http_listener {
+            metrics_note.push_str(&format!("; OpenAI API on http://{}/v1", l.local_addr()?));
+        }
 
         let options = ServerOptions {
             max_message_bytes: args.max_message_bytes,
@@ -226,9 +267,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "cannot print the serving line");
             }
         };
-        halo_server::run_with_ready(listener, engine, options, shutdown_signal(), announce)
-            .await
-            .context("serving")
+        halo_server::run_with_http(
+            listener,
+            http_listener,
+            engine,
+            options,
+            shutdown_signal(),
+            announce,
+        )
+        .await
+        .context("serving")
     })
 }
 

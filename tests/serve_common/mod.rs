@@ -27,6 +27,8 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub metrics_addr: String,
+    /// The OpenAI-compatible HTTP address when started with `--http-listen`.
+    pub http_addr: Option<String>,
     pub log: PathBuf,
 }
 
@@ -92,16 +94,33 @@ impl Server {
             .and_then(|r| r.split('/').next())
             .unwrap_or_default()
             .to_string();
+        // "...; OpenAI API on http://127.0.0.1:PORT/v1)"
+        let http_addr = line
+            .split("OpenAI API on http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .map(str::to_string);
         Server {
             child,
             addr,
             metrics_addr,
+            http_addr,
             log,
         }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The OpenAI API's base URL (`http://ADDR/v1`); panics without `--http-listen`.
+    pub fn http_base(&self) -> String {
+        format!(
+            "http://{}/v1",
+            self.http_addr
+                .as_deref()
+                .expect("started with --http-listen")
+        )
     }
 
     pub fn sigterm(&self) {
