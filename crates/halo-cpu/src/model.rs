@@ -212,7 +212,7 @@ impl CpuModel {
                     o_b,
                 )?,
                 ffn: match c.sparse_layer_names(l) {
-                    Some(names) => FeedForward::Moe(moe::load_sparse(w, &p, c, names, &part)?),
+                    Some(names) => FeedForward::Moe(moe::load_sparse(w, &p, c, names, part)?),
                     None => load_dense_ffn(w, c, &p, cast)?,
                 },
                 window,

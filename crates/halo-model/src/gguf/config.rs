@@ -8,7 +8,7 @@ use crate::config::{default_attn_scale, Activation, Architecture, ModelConfig};
 use crate::rope::{RopeConfig, RopeScaling};
 
 /// The `general.architecture` values halo runs, for error messages.
-pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, qwen3moe";
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3";
 
 /// What the config needs to know about tensors: whether one exists, its ggml dims, and (for
 /// `rope_freqs.weight`) its values as f32.
@@ -25,6 +25,10 @@ pub fn architecture(meta: &Metadata) -> Result<(Architecture, String), GgufError
         "llama" => Architecture::Llama,
         "qwen3moe" => Architecture::Qwen3Moe,
         "qwen2" => Architecture::Qwen2,
+        "qwen3" => Architecture::Qwen3,
+        "gemma2" => Architecture::Gemma2,
+        "gemma3" => Architecture::Gemma3,
+        "phi3" => Architecture::Phi3,
         other => {
             return Err(GgufError::UnknownArchitecture {
                 arch: other.to_owned(),
@@ -86,7 +90,8 @@ pub fn model_config(meta: &Metadata, tensors: &dyn TensorLookup) -> Result<Model
         }
     }
     if let Some(r) = meta.opt_usize(&key("rope.dimension_count"))? {
-        if r != head_dim {
+        // Phi-3's partial rotary is read by gguf/phi3.rs.
+        if r != head_dim && architecture != Architecture::Phi3 {
             return Err(invalid(
                 &key("rope.dimension_count"),
                 format!(
@@ -118,7 +123,7 @@ pub fn model_config(meta: &Metadata, tensors: &dyn TensorLookup) -> Result<Model
         .opt_usize(&key("attention.sliding_window"))?
         .filter(|&w| w > 0);
 
-    Ok(ModelConfig {
+    let mut c = ModelConfig {
         architecture,
         hidden_size,
         intermediate_size,
@@ -159,7 +164,14 @@ pub fn model_config(meta: &Metadata, tensors: &dyn TensorLookup) -> Result<Model
         bos_token_id: meta.opt_u32("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos_ids(meta)?,
         torch_dtype: None,
-    })
+    };
+    if matches!(architecture, Architecture::Gemma2 | Architecture::Gemma3) {
+        super::gemma::apply(meta, &arch, &mut c)?;
+    }
+    if architecture == Architecture::Phi3 {
+        super::phi3::apply(meta, &arch, tensors, &mut c)?;
+    }
+    Ok(c)
 }
 
 /// End-of-generation ids: EOS, then EOT and EOM (llama.cpp stops on all three).

@@ -5,7 +5,7 @@ use super::config::{model_config, TensorLookup};
 use super::error::GgufError;
 use super::file::GgufFile;
 use super::metadata::Metadata;
-use super::names::hf_name;
+use super::names::{hf_name_for, hf_name_fused};
 use super::split::{shard_paths, SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS};
 use super::tensor_info::TensorInfo;
 use crate::config::{Architecture, ModelConfig};
@@ -219,7 +219,13 @@ impl GgufModel {
                 }
                 // Tensors halo has no HF name for keep their GGUF name (rope_freqs.weight is
                 // already in the config).
-                let name = hf_name(&t.name).unwrap_or_else(|| t.name.clone());
+                let fused = config
+                    .fused_projections
+                    .then(|| hf_name_fused(&t.name))
+                    .flatten();
+                let name = fused
+                    .or_else(|| hf_name_for(&t.name, config.sandwich_norms))
+                    .unwrap_or_else(|| t.name.clone());
                 let heads = if !unpermute {
                     None
                 } else if name.contains(".self_attn.q_proj.") {
