@@ -5,6 +5,7 @@
 #   3. cargo test over the whole workspace (unit, property, golden, end-to-end and scenario tests),
 #      every test binary even after one fails (--no-fail-fast), so one failure hides no other;
 #   4. formatting and clippy with warnings as errors.
+# (Also the pinned `openai` Python client's venv, which tests/serve_http_openai.rs drives.)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -28,6 +29,10 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 echo "== sidecar pytest" >&2
 (cd crates/halo-gaudi/sidecar && "$HALO_SIDECAR_PYTHON" -m pytest -q -p no:cacheprovider tests)
+
+echo "== openai client environment (pinned, ~/.cache/halo/openai-venv; tests/serve_http_openai.rs)" >&2
+HALO_OPENAI_PYTHON=$(bash ci/openai-venv.sh | tail -n 1)
+export HALO_OPENAI_PYTHON
 
 echo "== CUDA kernels under NVRTC" >&2
 bash ci/nvrtc.sh

@@ -30,35 +30,6 @@ fn golden(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap()
 }
 
-/// tiny-qwen2 with the ChatML template transformers' golden renderings use.
-fn qwen2_with_chatml() -> tempfile::TempDir {
-    let src = fixture("tiny-qwen2");
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
-    let templates: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_templates/golden.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let chatml = templates["templates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "qwen2-chatml")
-        .unwrap()["template"]
-        .clone();
-    let path = dir.path().join("tokenizer_config.json");
-    let mut tc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    tc["chat_template"] = chatml;
-    std::fs::write(&path, serde_json::to_string(&tc).unwrap()).unwrap();
-    dir
-}
-
 /// A plain-HTTP client. reqwest is built (for halo-bench) without a bundled TLS provider, so
 /// ring's is installed first; installing it twice is harmless.
 fn http_client() -> reqwest::Client {
