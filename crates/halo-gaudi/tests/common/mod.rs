@@ -28,7 +28,12 @@ pub struct Case {
 }
 
 pub fn golden() -> Vec<Case> {
-    let text = std::fs::read_to_string(model_dir().join("golden.json")).expect("golden.json");
+    golden_at(&model_dir())
+}
+
+/// The cases of the golden.json in `dir`.
+pub fn golden_at(dir: &std::path::Path) -> Vec<Case> {
+    let text = std::fs::read_to_string(dir.join("golden.json")).expect("golden.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("golden.json parses");
     let ids = |x: &serde_json::Value| -> Vec<u32> {
         x.as_array()
@@ -93,10 +98,15 @@ pub fn warmup_request() -> WarmupRequest {
 
 /// A started, loaded and warmed device.
 pub fn ready_device(opts: GaudiOptions) -> GaudiDevice {
+    ready_device_for(opts, &model_dir())
+}
+
+/// A started device with the model in `dir` loaded (f32) and warmed.
+pub fn ready_device_for(opts: GaudiOptions, dir: &std::path::Path) -> GaudiDevice {
     let mut dev = GaudiDevice::new(opts).expect("sidecar starts");
     let info = dev
         .load(
-            &model_dir(),
+            dir,
             &LoadOptions {
                 dtype: Some(DType::F32),
                 ..Default::default()
