@@ -25,7 +25,7 @@
 //! out at once), **used = blocks with a reference count above zero**, and free + used = total
 //! always holds. After all work drains, used = 0 and free = total.
 
-use halo_hal::BlockId;
+use halo_hal::{BlockId, FREED_BLOCK};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -215,8 +215,10 @@ impl BlockManager {
         }
     }
 
+    /// Releases every block of a table, tail first; entries already freed
+    /// ([`FREED_BLOCK`], outside a sliding window) hold nothing.
     pub fn release_all(&mut self, table: &[BlockId]) {
-        for &b in table.iter().rev() {
+        for &b in table.iter().rev().filter(|&&b| b != FREED_BLOCK) {
             self.release(b);
         }
     }
@@ -355,7 +357,7 @@ impl BlockManager {
         if let Some(tables) = tables {
             let mut counts = vec![0u32; self.total()];
             for t in tables {
-                for &b in *t {
+                for &b in t.iter().filter(|&&b| b != FREED_BLOCK) {
                     counts[b as usize] += 1;
                 }
             }

@@ -277,8 +277,9 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         config.validate().map_err(EngineError::Config)?;
         // A directory with config.json or a GGUF file (or a directory holding one).
-        let (_, tokenizer) = halo_model::open_config_and_tokenizer(model_dir)
+        let (model_config, tokenizer) = halo_model::open_config_and_tokenizer(model_dir)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let kv_window = kv_window(&model_config);
         let detok_tokenizer = Arc::new(tokenizer.inner().clone());
         let chat_template = halo_model::chat_template::for_path(model_dir)
             .map(|source| ChatTemplate::for_model(&source, &tokenizer));
@@ -377,7 +378,8 @@ impl Engine {
                     info.kv.block_size,
                     Some(detok_tokenizer),
                     config.observer.clone(),
-                );
+                )
+                .with_kv_window(kv_window);
                 // Readers see the real pool from the start, not zeros until the first step.
                 if let Ok(mut s) = shared.stats.lock() {
                     *s = scheduler.stats();
@@ -881,4 +883,14 @@ impl std::fmt::Debug for Engine {
             .field("health", &self.health())
             .finish()
     }
+}
+
+/// The window every layer of the model attends through (the widest when they differ), or
+/// `None` when any layer sees the whole history (Gemma-style mixes of local and global layers
+/// keep every block). The scheduler releases KV blocks older than this window.
+pub fn kv_window(config: &halo_model::ModelConfig) -> Option<usize> {
+    let windows: Option<Vec<usize>> = (0..config.num_hidden_layers)
+        .map(|l| config.window_for_layer(l))
+        .collect();
+    windows?.into_iter().max()
 }

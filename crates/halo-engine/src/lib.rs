@@ -31,7 +31,7 @@ pub use block_manager::BlockManager;
 pub use complete::{Completion, RunError};
 pub use config::{EngineConfig, Limits};
 pub use detok::IncrementalDetokenizer;
-pub use engine::{Engine, EngineInfo};
+pub use engine::{kv_window, Engine, EngineInfo};
 pub use error::{EngineError, SubmitError};
 pub use event::{Event, Failure, FailureKind, Finish, FinishReason, Timings, Usage};
 pub use halo_hal::{SamplingParams, TopToken};

@@ -17,6 +17,13 @@
 //!
 //! Progress: admission guarantees every request fits the pool alone, and the oldest running
 //! sequence may preempt every newer one, so the oldest always advances.
+//!
+//! Sliding windows ([`Scheduler::with_kv_window`]): when every layer of the model attends
+//! through a window, a block wholly older than the window of a sequence's next position can
+//! never be read again, so step 5 releases it and leaves [`FREED_BLOCK`] in its table entry.
+//! A sequence then holds about `window` tokens of KV however long it grows. Released blocks
+//! that were registered stay in the prefix cache (evictable), so a later request, or this one
+//! recomputed after preemption, can still hit them.
 
 use crate::block_manager::BlockManager;
 use crate::config::Limits;
@@ -26,7 +33,7 @@ use crate::observer::{EngineObserver, LiveStats, Outcome, StepReport};
 use crate::request::GenerateRequest;
 use crate::sequence::{SeqState, Sequence};
 use crate::validate::validate_request;
-use halo_hal::{Device, DeviceError, SeqFailure, SeqStep, StepBatch};
+use halo_hal::{Device, DeviceError, SeqFailure, SeqStep, StepBatch, FREED_BLOCK};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,6 +87,9 @@ pub struct Scheduler {
     observer: Option<Arc<dyn EngineObserver>>,
     stats: LiveStats,
     lost: bool,
+    /// The attention window of every layer (the widest when they differ); `None` when any
+    /// layer attends to the whole history.
+    kv_window: Option<usize>,
 }
 
 impl Scheduler {
@@ -103,7 +113,20 @@ impl Scheduler {
             observer,
             stats: LiveStats::default(),
             lost: false,
+            kv_window: None,
         }
+    }
+
+    /// For a model whose every layer attends through a sliding window of at most `window`
+    /// tokens: release blocks outside the window as sequences grow (see the module comment).
+    /// `None` (or 0) keeps every block.
+    pub fn with_kv_window(mut self, window: Option<usize>) -> Self {
+        self.kv_window = window.filter(|&w| w > 0);
+        self
+    }
+
+    pub fn kv_window(&self) -> Option<usize> {
+        self.kv_window
     }
 
     pub fn limits(&self) -> &Limits {
@@ -325,6 +348,9 @@ impl Scheduler {
                     num_seqs: plan.len(),
                     device: output.timings.clone(),
                 };
+                // The batch shares each sequence's penalty counts; dropping it first lets
+                // `apply` update them in place instead of copying them.
+                drop(batch);
                 self.apply(plan, output.results, out);
                 self.stats.steps += 1;
                 if let Some(o) = &self.observer {
@@ -580,6 +606,9 @@ impl Scheduler {
                     s.block_hashes.push(h);
                 }
             }
+            if let Some(w) = self.kv_window {
+                release_outside_window(&mut self.blocks, s, w, self.cfg.enable_prefix_caching);
+            }
             if !p.sample {
                 continue;
             }
@@ -678,5 +707,30 @@ impl Scheduler {
             o.on_request_finished(outcome, &usage, &timings);
         }
         out.push(Output { id, event });
+    }
+}
+
+/// Releases the leading blocks of `s` that no future query can read: the next query is at
+/// position `num_computed` and sees keys from `num_computed + 1 - window` on, so block `i` is
+/// dead once `(i + 1) * block_size <= num_computed + 1 - window`. With prefix caching a block is
+/// kept until the block after it is registered, since registering names the parent block (an
+/// already released parent could have been reused by then). Freed entries form a prefix of the
+/// table, so the walk back from the newest dead block stops at the first one already freed.
+fn release_outside_window(
+    blocks: &mut BlockManager,
+    s: &mut Sequence,
+    window: usize,
+    caching: bool,
+) {
+    let mut dead = (s.num_computed + 1).saturating_sub(window) / blocks.block_size();
+    if caching {
+        dead = dead.min(s.block_hashes.len().saturating_sub(1));
+    }
+    for i in (0..dead.min(s.blocks.len())).rev() {
+        let b = std::mem::replace(&mut s.blocks[i], FREED_BLOCK);
+        if b == FREED_BLOCK {
+            break;
+        }
+        blocks.release(b);
     }
 }

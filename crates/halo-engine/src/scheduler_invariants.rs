@@ -5,6 +5,7 @@
 
 use super::Scheduler;
 use crate::sequence::SeqState;
+use halo_hal::FREED_BLOCK;
 use std::collections::HashMap;
 
 impl Scheduler {
@@ -48,6 +49,22 @@ impl Scheduler {
             if s.blocks.len() * bs < s.num_computed || s.num_computed >= s.tokens.len() {
                 return Err(format!(
                     "request {id}: blocks do not cover its computed tokens"
+                ));
+            }
+            // Freed entries: a prefix of the table, wholly outside the window of the next
+            // position, and only for a windowed model.
+            let freed = s.blocks.iter().take_while(|&&b| b == FREED_BLOCK).count();
+            if s.blocks[freed..].contains(&FREED_BLOCK) {
+                return Err(format!("request {id}: a freed block after a live one"));
+            }
+            let visible_from = match self.kv_window {
+                Some(w) => (s.num_computed + 1).saturating_sub(w),
+                None => 0,
+            };
+            if freed * bs > visible_from {
+                return Err(format!(
+                    "request {id}: block {} freed but inside the attention window",
+                    freed - 1
                 ));
             }
         }

@@ -42,6 +42,9 @@ pub struct Sequence {
     detokenize: bool,
     detok: Option<IncrementalDetokenizer>,
     stop: StopMatcher,
+    /// Token counts for penalties, kept up to date token by token (present when the request
+    /// uses penalties); they depend on the tokens alone, so preemption keeps them.
+    penalties: Option<PenaltyContext>,
 }
 
 /// The outcome of accepting one sampled token.
@@ -56,6 +59,10 @@ impl Sequence {
         let mut tokens = Vec::with_capacity(req.prompt.len() + req.max_new_tokens);
         tokens.extend_from_slice(&req.prompt);
         let stop = StopMatcher::new(req.stop.stop_sequences.clone());
+        let penalties = req
+            .sampling
+            .uses_penalties()
+            .then(|| PenaltyContext::from_history(&req.prompt, &[]));
         Sequence {
             id,
             state: SeqState::Waiting,
@@ -71,6 +78,7 @@ impl Sequence {
             detokenize,
             detok: None,
             stop,
+            penalties,
             req,
         }
     }
@@ -110,17 +118,13 @@ impl Sequence {
     }
 
     pub fn sample_request(&self) -> SampleRequest {
-        let params = self.req.sampling.clone();
-        let penalties = params.uses_penalties().then(|| PenaltyContext {
-            prompt: self.prompt.clone(),
-            generated: self.tokens[self.prompt.len()..].to_vec(),
-        });
         SampleRequest {
-            params,
+            params: self.req.sampling.clone(),
             rng_offset: self.generated() as u64,
             logprobs: self.req.logprobs,
             top_n: self.req.top_n,
-            penalties,
+            // shared, not copied: the counts are updated in place after the step
+            penalties: self.penalties.clone(),
         }
     }
 
@@ -135,6 +139,9 @@ impl Sequence {
     ) -> Result<Accepted, crate::detok::DetokError> {
         let tok = sampled.token;
         self.tokens.push(tok);
+        if let Some(p) = &mut self.penalties {
+            p.record_output(tok);
+        }
         self.timer.token(now);
         self.tokens_sent += 1;
 
@@ -331,5 +338,41 @@ mod tests {
         }
         assert_eq!(s.flush_text(Some(&tok)), "我");
         assert_eq!(s.flush_text(Some(&tok)), "");
+    }
+
+    #[test]
+    fn penalty_counts_follow_the_tokens_without_copying() {
+        let mut req = GenerateRequest::greedy(vec![5, 7, 5], 10);
+        req.sampling.repetition_penalty = 1.2;
+        let mut s = Sequence::new(1, req, Instant::now(), false);
+        for t in [7, 9, 7] {
+            let step = s.sample_request();
+            let counts = step.penalties.clone().expect("penalties requested");
+            assert!(
+                counts.is_shared(),
+                "the request shares the sequence's counts"
+            );
+            drop(step);
+            drop(counts);
+            let sampled = SampledToken {
+                token: t,
+                logprob: 0.0,
+                top: Vec::new(),
+            };
+            s.accept(sampled, &[2], None, Instant::now()).unwrap();
+            assert!(!s.penalties.as_ref().unwrap().is_shared());
+        }
+        assert_eq!(
+            s.sample_request().penalties,
+            Some(PenaltyContext::from_history(&[5, 7, 5], &[7, 9, 7]))
+        );
+        // without penalties nothing is kept or sent
+        let s = Sequence::new(
+            2,
+            GenerateRequest::greedy(vec![5], 10),
+            Instant::now(),
+            false,
+        );
+        assert_eq!(s.sample_request().penalties, None);
     }
 }

@@ -4,7 +4,10 @@
 //! and, to "sample", reads the whole history back through the block table and hashes it. A wrong
 //! block table, a stale or wrongly shared prefix block, or a lost position changes the output, so
 //! scheduler tests compare against [`ScriptedDevice::expected_next`] computed on the true
-//! history. `NoOp` mode skips all of that (scheduling-overhead benchmarks).
+//! history. `NoOp` mode skips all of that (scheduling-overhead benchmarks). With a window
+//! ([`ScriptedDevice::with_window`]) it reads, like sliding-window attention, only the last
+//! `window` positions, and fails the step if any position a new token could attend to sits in a
+//! freed block.
 //! Failures are injected through [`Control`], shared so tests can reach a device the engine owns.
 
 use halo_hal::rng::{mix64, uniform};
@@ -79,6 +82,7 @@ pub struct ScriptedDevice {
     max_seq_len: usize,
     kv: Vec<u32>,
     control: Arc<Mutex<Control>>,
+    window: Option<usize>,
 }
 
 const UNWRITTEN: u32 = u32::MAX;
@@ -93,7 +97,15 @@ impl ScriptedDevice {
             max_seq_len: 0,
             kv: Vec::new(),
             control: Arc::new(Mutex::new(Control::default())),
+            window: None,
         }
+    }
+
+    /// Attend (and so hash) only the last `window` positions, as a model whose every layer
+    /// uses that sliding window.
+    pub fn with_window(mut self, window: usize) -> Self {
+        self.window = Some(window);
+        self
     }
 
     pub fn control(&self) -> Arc<Mutex<Control>> {
@@ -240,6 +252,21 @@ impl Device for ScriptedDevice {
         batch.validate(layout, self.vocab_size, self.max_seq_len)?;
         let bs = layout.block_size;
         for s in &batch.seqs {
+            // every position any new token can see must still be in a live block
+            let visible = self
+                .window
+                .map_or(0, |w| (s.start_pos + 1).saturating_sub(w));
+            if let Some(i) = (visible / bs..s.end_pos().div_ceil(bs))
+                .find(|&i| s.block_table[i] == halo_hal::FREED_BLOCK)
+            {
+                return Err(DeviceError::BadBatch(format!(
+                    "sequence {}: block {i} was freed but position {} can still be attended",
+                    s.seq_id,
+                    (i * bs).max(visible)
+                )));
+            }
+        }
+        for s in &batch.seqs {
             for (i, &t) in s.tokens.iter().enumerate() {
                 self.kv[s.slot(s.start_pos + i, bs)] = t;
             }
@@ -253,7 +280,10 @@ impl Device for ScriptedDevice {
                 });
                 continue;
             }
-            let history: Vec<u32> = (0..s.end_pos()).map(|p| self.kv[s.slot(p, bs)]).collect();
+            let first = self.window.map_or(0, |w| s.end_pos().saturating_sub(w));
+            let history: Vec<u32> = (first..s.end_pos())
+                .map(|p| self.kv[s.slot(p, bs)])
+                .collect();
             if history.contains(&UNWRITTEN) {
                 return Err(DeviceError::BadBatch(format!(
                     "sequence {} reads a KV slot nothing wrote",

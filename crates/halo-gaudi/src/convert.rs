@@ -50,10 +50,13 @@ pub(crate) fn step_request(batch: &StepBatch, epoch: u64, step_id: u64) -> pb::S
             block_table: s.block_table.clone(),
             sample: s.sample.as_ref().map(|r| {
                 let p = &r.params;
-                let (has, prompt, generated) = match &r.penalties {
-                    Some(ctx) if p.uses_penalties() => {
-                        (true, ctx.prompt.to_vec(), ctx.generated.clone())
-                    }
+                // The history goes as counts (one pair per distinct token), not raw lists.
+                let (has, history_tokens, history_output_counts) = match &r.penalties {
+                    Some(ctx) if p.uses_penalties() => (
+                        true,
+                        ctx.entries().iter().map(|e| e.token).collect(),
+                        ctx.entries().iter().map(|e| e.output_count).collect(),
+                    ),
                     _ => (false, Vec::new(), Vec::new()),
                 };
                 pb::SampleRequest {
@@ -71,8 +74,10 @@ pub(crate) fn step_request(batch: &StepBatch, epoch: u64, step_id: u64) -> pb::S
                     logprobs: r.logprobs,
                     top_n: r.top_n,
                     has_penalties: has,
-                    prompt_tokens: prompt,
-                    generated_tokens: generated,
+                    prompt_tokens: Vec::new(),
+                    generated_tokens: Vec::new(),
+                    history_tokens,
+                    history_output_counts,
                 }
             }),
         })

@@ -44,12 +44,10 @@ fn cases() -> Vec<(Vec<f32>, SampleRequest)> {
             presence_penalty: pick(next(), &[0.0, 0.0, 0.7]),
             seed: (next() * 1e18) as u64,
         };
-        let penalties = params.uses_penalties().then(|| PenaltyContext {
-            prompt: (0..5)
-                .map(|_| (next() * vocab as f64) as u32)
-                .collect::<Vec<_>>()
-                .into(),
-            generated: (0..6).map(|_| (next() * vocab as f64) as u32).collect(),
+        let penalties = params.uses_penalties().then(|| {
+            let prompt: Vec<u32> = (0..5).map(|_| (next() * vocab as f64) as u32).collect();
+            let generated: Vec<u32> = (0..6).map(|_| (next() * vocab as f64) as u32).collect();
+            PenaltyContext::from_history(&prompt, &generated)
         });
         let req = SampleRequest {
             params,
@@ -82,8 +80,12 @@ fn python_sampler_mirrors_the_reference_exactly() {
                 "top_n": r.top_n,
             });
             if let Some(ctx) = &r.penalties {
-                v["prompt"] = json!(ctx.prompt.to_vec());
-                v["generated"] = json!(ctx.generated);
+                // as the sidecar gets it on the wire: (token, output count) per distinct token
+                v["history"] = json!(ctx
+                    .entries()
+                    .iter()
+                    .map(|e| [e.token, e.output_count])
+                    .collect::<Vec<_>>());
             }
             v
         })

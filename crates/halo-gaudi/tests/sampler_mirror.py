@@ -22,6 +22,7 @@ def main():
             top_n=case["top_n"],
             prompt=case.get("prompt"),
             generated=case.get("generated"),
+            history=[tuple(h) for h in case["history"]] if "history" in case else None,
         )
         try:
             s = sampling.sample(np.array(case["logits"], dtype=np.float32), req)

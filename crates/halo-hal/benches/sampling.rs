@@ -8,7 +8,6 @@ use halo_hal::rng::uniform;
 use halo_hal::sampling::sample;
 use halo_hal::{PenaltyContext, SampleRequest, SamplingParams};
 use std::hint::black_box;
-use std::sync::Arc;
 
 const SEQS: usize = 64;
 const VOCAB: usize = 128 * 1024;
@@ -32,8 +31,19 @@ fn rows() -> Vec<Vec<f32>> {
         .collect()
 }
 
+fn prompt() -> Vec<u32> {
+    (0..512u32).map(|i| i * 97 % VOCAB as u32).collect()
+}
+
+/// Sequence `s`'s first `n` output tokens (a spread of ids with repeats).
+fn generated(s: u64, n: u32) -> Vec<u32> {
+    (0..n)
+        .map(|i| (i * 131 + s as u32) % (VOCAB as u32 / 4))
+        .collect()
+}
+
 fn requests(params: SamplingParams, penalties: bool) -> Vec<SampleRequest> {
-    let prompt: Arc<[u32]> = (0..512u32).map(|i| i * 97 % VOCAB as u32).collect();
+    let prompt = prompt();
     (0..SEQS as u64)
         .map(|s| SampleRequest {
             params: SamplingParams {
@@ -43,12 +53,7 @@ fn requests(params: SamplingParams, penalties: bool) -> Vec<SampleRequest> {
             rng_offset: s * 7,
             logprobs: true,
             top_n: 0,
-            penalties: penalties.then(|| PenaltyContext {
-                prompt: prompt.clone(),
-                generated: (0..512u32)
-                    .map(|i| (i * 131 + s as u32) % VOCAB as u32)
-                    .collect(),
-            }),
+            penalties: penalties.then(|| PenaltyContext::from_history(&prompt, &generated(s, 512))),
         })
         .collect()
 }
@@ -115,5 +120,48 @@ fn step(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, step);
+/// What a step costs the engine thread per penalized sequence as the output grows: hand the
+/// history to the sampler (the engine's `sample_request`), sample with top_k 50, and record the
+/// new token. Before the counts were incremental this copied and sorted the whole history every
+/// step, so the cost grew with the length; now it grows with the distinct tokens only.
+fn penalty_history(c: &mut Criterion) {
+    let rows = rows();
+    let params = SamplingParams {
+        temperature: 0.8,
+        top_k: 50,
+        repetition_penalty: 1.1,
+        frequency_penalty: 0.3,
+        presence_penalty: 0.2,
+        ..Default::default()
+    };
+    let mut g = c.benchmark_group("penalized_step_64x128k");
+    g.sample_size(10);
+    for len in [512u32, 8192] {
+        let mut seqs: Vec<PenaltyContext> = (0..SEQS as u64)
+            .map(|s| PenaltyContext::from_history(&prompt(), &generated(s, len)))
+            .collect();
+        g.bench_function(format!("top_k_50_penalties_output_{len}"), |b| {
+            b.iter(|| {
+                for (s, (row, ctx)) in rows.iter().zip(seqs.iter_mut()).enumerate() {
+                    let req = SampleRequest {
+                        params: SamplingParams {
+                            seed: s as u64,
+                            ..params.clone()
+                        },
+                        rng_offset: len as u64,
+                        logprobs: true,
+                        top_n: 0,
+                        penalties: Some(ctx.clone()),
+                    };
+                    let t = sample(black_box(row), &req).unwrap().token;
+                    drop(req);
+                    ctx.record_output(t);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, step, penalty_history);
 criterion_main!(benches);

@@ -2,13 +2,19 @@
 
 use crate::error::DeviceError;
 use crate::info::KvCacheLayout;
+pub use crate::penalty::PenaltyContext;
 use std::collections::HashSet;
-use std::sync::Arc;
 
 /// The engine's id for a sequence; stable across steps (and across preemption).
 pub type SeqId = u64;
 /// The index of a KV block in the device's pool.
 pub type BlockId = u32;
+
+/// A block-table entry whose block the engine released because no query can see it any more:
+/// with a model whose every layer attends through a sliding window, blocks wholly older than
+/// the window of the step's first new position. It keeps the table's positions; attention
+/// never reads it (it reads only positions inside the window) and nothing is written to it.
+pub const FREED_BLOCK: BlockId = BlockId::MAX;
 
 /// How to pick the next token. Defaults are "off" for every filter: greedy decoding.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,13 +67,6 @@ impl SamplingParams {
             || self.frequency_penalty != 0.0
             || self.presence_penalty != 0.0
     }
-}
-
-/// The tokens penalties look at.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct PenaltyContext {
-    pub prompt: Arc<[u32]>,
-    pub generated: Vec<u32>,
 }
 
 /// Asks the device to sample after the last token of a [`SeqStep`].
@@ -181,15 +180,22 @@ impl StepBatch {
                     s.end_pos()
                 ));
             }
-            if let Some(b) = s
-                .block_table
-                .iter()
-                .find(|&&b| b as usize >= layout.num_blocks)
-            {
-                return bad(format!(
-                    "sequence {}: block {b} outside the pool of {}",
-                    s.seq_id, layout.num_blocks
-                ));
+            for (i, &b) in s.block_table.iter().enumerate() {
+                if b == FREED_BLOCK {
+                    // only blocks wholly before this step's new positions may have been freed
+                    if (i + 1) * layout.block_size > s.start_pos {
+                        return bad(format!(
+                            "sequence {}: block {i} of its table was freed but position {} is written",
+                            s.seq_id,
+                            (i * layout.block_size).max(s.start_pos)
+                        ));
+                    }
+                } else if b as usize >= layout.num_blocks {
+                    return bad(format!(
+                        "sequence {}: block {b} outside the pool of {}",
+                        s.seq_id, layout.num_blocks
+                    ));
+                }
             }
             // Two sequences may share (read) prefix blocks, but never write the same slot.
             for pos in s.start_pos..s.end_pos() {
@@ -382,6 +388,26 @@ mod tests {
             seqs: vec![seq(1, vec![16], 0, vec![0])],
         };
         assert!(oov.validate(&layout(), 16, 64).is_err());
+    }
+
+    #[test]
+    fn freed_entries_only_before_the_written_positions() {
+        // positions 8..=9 written; blocks 0 and 1 (positions 0..8) may be freed
+        let ok = StepBatch {
+            seqs: vec![seq(1, vec![1, 2], 8, vec![FREED_BLOCK, FREED_BLOCK, 3])],
+        };
+        ok.validate(&layout(), 16, 64).unwrap();
+        // position 7 is written into a freed block
+        let bad = StepBatch {
+            seqs: vec![seq(1, vec![1, 2], 7, vec![FREED_BLOCK, FREED_BLOCK, 3])],
+        };
+        let Err(DeviceError::BadBatch(msg)) = bad.validate(&layout(), 16, 64) else {
+            panic!("a write into a freed block passed");
+        };
+        assert_eq!(
+            msg,
+            "sequence 1: block 1 of its table was freed but position 7 is written"
+        );
     }
 
     #[test]

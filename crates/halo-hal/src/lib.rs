@@ -14,15 +14,17 @@ pub mod batch;
 pub mod device;
 pub mod error;
 pub mod info;
+pub mod penalty;
 pub mod rng;
 pub mod sampling;
 
 pub use batch::{
     BlockId, PenaltyContext, SampleRequest, SampledToken, SamplingParams, SeqFailure, SeqId,
-    SeqResult, SeqStep, StepBatch, StepOutput, StepTimings, TopToken,
+    SeqResult, SeqStep, StepBatch, StepOutput, StepTimings, TopToken, FREED_BLOCK,
 };
 pub use device::Device;
 pub use error::DeviceError;
 pub use info::{
     DType, DeviceInfo, DeviceKind, KvCacheLayout, LoadOptions, ModelInfo, WarmupRequest,
 };
+pub use penalty::HistoryToken;

@@ -252,29 +252,24 @@ fn last_in_order(logits: &[f32]) -> u32 {
     last as u32
 }
 
-/// Applies repetition, frequency and presence penalties in place. Each distinct token is touched
-/// once (no vocabulary-sized scratch): the history is sorted, not mapped.
+/// Applies repetition, frequency and presence penalties in place. The history comes as counts
+/// (one entry per distinct token), so a step costs O(distinct tokens), however long the history.
 pub fn apply_penalties(logits: &mut [f32], req: &SampleRequest) {
     let params = &req.params;
     let Some(ctx) = &req.penalties else { return };
-    if params.repetition_penalty != 1.0 {
-        let mut seen: Vec<u32> = ctx.prompt.iter().chain(&ctx.generated).copied().collect();
-        seen.sort_unstable();
-        seen.dedup();
-        let rp = params.repetition_penalty;
-        for t in seen {
-            if let Some(l) = logits.get_mut(t as usize) {
-                *l = if *l > 0.0 { *l / rp } else { *l * rp };
-            }
+    let rp = params.repetition_penalty;
+    let output_penalties = params.frequency_penalty != 0.0 || params.presence_penalty != 0.0;
+    // Each token's logit changes on its own: repetition first, then frequency and presence,
+    // the same order and arithmetic as applying each pass over the whole row.
+    for e in ctx.entries() {
+        let Some(l) = logits.get_mut(e.token as usize) else {
+            continue;
+        };
+        if rp != 1.0 {
+            *l = if *l > 0.0 { *l / rp } else { *l * rp };
         }
-    }
-    if params.frequency_penalty != 0.0 || params.presence_penalty != 0.0 {
-        let mut generated = ctx.generated.clone();
-        generated.sort_unstable();
-        for run in generated.chunk_by(|a, b| a == b) {
-            if let Some(l) = logits.get_mut(run[0] as usize) {
-                *l -= run.len() as u32 as f32 * params.frequency_penalty + params.presence_penalty;
-            }
+        if output_penalties && e.output_count > 0 {
+            *l -= e.output_count as f32 * params.frequency_penalty + params.presence_penalty;
         }
     }
 }
@@ -436,10 +431,7 @@ mod tests {
             repetition_penalty: 2.0,
             ..Default::default()
         });
-        r.penalties = Some(PenaltyContext {
-            prompt: vec![0u32].into(),
-            generated: vec![1],
-        });
+        r.penalties = Some(PenaltyContext::from_history(&[0], &[1]));
         apply_penalties(&mut l, &r);
         assert_eq!(l, vec![1.0, -4.0, 1.0]);
     }
@@ -452,10 +444,7 @@ mod tests {
             presence_penalty: 0.25,
             ..Default::default()
         });
-        r.penalties = Some(PenaltyContext {
-            prompt: vec![2u32].into(),
-            generated: vec![0, 0, 1],
-        });
+        r.penalties = Some(PenaltyContext::from_history(&[2], &[0, 0, 1]));
         apply_penalties(&mut l, &r);
         assert_eq!(l, vec![-1.25, -0.75, 0.0]);
     }
@@ -493,13 +482,16 @@ mod tests {
         pick(logits, all, inv_t, req)
     }
 
-    /// Penalties as they were: a vocabulary-sized `seen` map and a HashMap of counts.
-    fn penalties_by_maps(logits: &mut [f32], req: &SampleRequest) {
-        let params = &req.params;
-        let Some(ctx) = &req.penalties else { return };
+    /// Penalties from the raw history: a vocabulary-sized `seen` map and a HashMap of counts.
+    fn penalties_by_maps(
+        logits: &mut [f32],
+        params: &SamplingParams,
+        prompt: &[u32],
+        generated: &[u32],
+    ) {
         if params.repetition_penalty != 1.0 {
             let mut seen = vec![false; logits.len()];
-            for &t in ctx.prompt.iter().chain(&ctx.generated) {
+            for &t in prompt.iter().chain(generated) {
                 if let Some(s) = seen.get_mut(t as usize) {
                     *s = true;
                 }
@@ -511,7 +503,7 @@ mod tests {
         }
         if params.frequency_penalty != 0.0 || params.presence_penalty != 0.0 {
             let mut counts = std::collections::HashMap::<u32, u32>::new();
-            for &t in &ctx.generated {
+            for &t in generated {
                 *counts.entry(t).or_default() += 1;
             }
             for (t, c) in counts {
@@ -631,13 +623,16 @@ mod tests {
                 presence_penalty: [0.0, 0.7][case as usize % 2],
                 ..Default::default()
             });
-            r.penalties = Some(PenaltyContext {
-                prompt: hist(case + 1000, 40).into(),
-                generated: hist(case + 2000, 60),
-            });
+            let (prompt, generated) = (hist(case + 1000, 40), hist(case + 2000, 60));
+            // the counts built as the engine builds them: the prompt at once, then token by token
+            let mut ctx = PenaltyContext::from_history(&prompt, &[]);
+            for &t in &generated {
+                ctx.record_output(t);
+            }
+            r.penalties = Some(ctx);
             let (mut a, mut b) = (l.clone(), l.clone());
             apply_penalties(&mut a, &r);
-            penalties_by_maps(&mut b, &r);
+            penalties_by_maps(&mut b, &r.params, &prompt, &generated);
             assert_eq!(
                 a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                 b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),

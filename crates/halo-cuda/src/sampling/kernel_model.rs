@@ -157,7 +157,7 @@ proptest! {
             repetition_penalty: rp, frequency_penalty: fp, presence_penalty: pp, seed,
         };
         let (prompt, generated) = history.split_at(history.len() / 2);
-        let ctx = PenaltyContext { prompt: prompt.to_vec().into(), generated: generated.to_vec() };
+        let ctx = PenaltyContext::from_history(prompt, generated);
         let req = request(params, offset, Some(ctx));
         let want = sampling::sample(&logits, &req).map(|s| s.token);
         prop_assert_eq!(model_choose(&logits, &req), want);

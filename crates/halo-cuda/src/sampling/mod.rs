@@ -10,7 +10,6 @@ use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 use halo_hal::{
     DeviceError, SampleRequest, SampledToken, SeqFailure, SeqResult, StepBatch, TopToken,
 };
-use std::collections::BTreeMap;
 
 /// The most alternatives (`top_n`) a request may ask for; the output buffers are this wide.
 pub const MAX_TOP_N: usize = 64;
@@ -112,30 +111,22 @@ pub fn pack(batch: &StepBatch, sampled: &[usize], vocab: usize) -> Result<Sample
     Ok(pack)
 }
 
-/// One entry per distinct in-vocabulary token of the history (the reference skips the rest).
+/// One entry per distinct in-vocabulary token of the history (the reference skips the rest);
+/// the engine keeps the history as exactly these counts, ascending by token.
 fn penalty_entries(req: &SampleRequest, vocab: usize) -> Vec<PenaltyEntry> {
     let Some(ctx) = &req.penalties else {
         return Vec::new();
     };
-    let mut by_token: BTreeMap<u32, PenaltyEntry> = BTreeMap::new();
-    for &t in ctx.prompt.iter().filter(|&&t| (t as usize) < vocab) {
-        by_token
-            .entry(t)
-            .or_insert(PenaltyEntry {
-                token: t,
-                ..Default::default()
-            })
-            .seen = 1;
-    }
-    for &t in ctx.generated.iter().filter(|&&t| (t as usize) < vocab) {
-        let e = by_token.entry(t).or_insert(PenaltyEntry {
-            token: t,
-            ..Default::default()
-        });
-        e.seen = 1;
-        e.generated_count += 1;
-    }
-    by_token.into_values().collect()
+    ctx.entries()
+        .iter()
+        .filter(|e| (e.token as usize) < vocab)
+        .map(|e| PenaltyEntry {
+            token: e.token,
+            seen: 1,
+            generated_count: e.output_count,
+            pad: 0,
+        })
+        .collect()
 }
 
 /// Turns the kernel's records into results, in batch order.
@@ -220,10 +211,7 @@ mod tests {
             frequency_penalty: 0.5,
             ..Default::default()
         };
-        req.penalties = Some(PenaltyContext {
-            prompt: vec![4u32, 4, 9, 999].into(),
-            generated: vec![9, 2, 9],
-        });
+        req.penalties = Some(PenaltyContext::from_history(&[4, 4, 9, 999], &[9, 2, 9]));
         let b = StepBatch {
             seqs: vec![step(1, None), step(2, Some(req))],
         };

@@ -22,6 +22,11 @@ from .config import load_config
 from .model import CausalLM, Weights
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+# A block-table entry the engine released (halo_hal::FREED_BLOCK): with a model whose every
+# layer attends through a sliding window, a block wholly older than the window. It is never
+# written; the gathered tables point it at the scratch block, which the window mask hides.
+FREED_BLOCK = 0xFFFFFFFF
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
@@ -222,14 +227,18 @@ class Executor:
                 raise BadRequest(f"sequence {s.seq_id}: length {s.end} exceeds {self.max_seq_len}")
             if len(s.block_table) < -(-s.end // bs):
                 raise BadRequest(f"sequence {s.seq_id}: block table too short for {s.end} positions")
-            if any(b >= self.num_blocks for b in s.block_table):
-                raise BadRequest(f"sequence {s.seq_id}: a block is outside the pool of {self.num_blocks}")
+            for i, b in enumerate(s.block_table):
+                if b == FREED_BLOCK:
+                    if (i + 1) * bs > s.start_pos:
+                        raise BadRequest(f"sequence {s.seq_id}: block {i} was freed but a position in it is written")
+                elif b >= self.num_blocks:
+                    raise BadRequest(f"sequence {s.seq_id}: a block is outside the pool of {self.num_blocks}")
             for pos in range(s.start_pos, s.end):
                 slot = s.block_table[pos // bs] * bs + pos % bs
                 if slot in written:
                     raise BadRequest(f"sequence {s.seq_id}: a KV slot is written twice in one step")
                 written.add(slot)
-            if s.sample is not None and s.sample.params.uses_penalties() and s.sample.generated is None:
+            if s.sample is not None and s.sample.params.uses_penalties() and not s.sample.has_history():
                 raise BadRequest(f"sequence {s.seq_id}: penalties without a token history")
 
     # -- tensors ----------------------------------------------------------------------------
@@ -248,6 +257,7 @@ class Executor:
             p = np.arange(s.start_pos, s.end, dtype=np.int64)
             pos[r, :n] = p
             table = np.asarray(s.block_table, dtype=np.int64)
+            table[table == FREED_BLOCK] = scratch
             slots[r, :n] = table[p // bs] * bs + p % bs
             used = min(len(table), nb)
             tables[r, :used] = table[:used]

@@ -44,9 +44,15 @@ class Request:
     rng_offset: int = 0
     logprobs: bool = False
     top_n: int = 0
-    # None when no penalty is on (the history is not sent then).
+    # None when no penalty is on (the history is not sent then). The history comes either as
+    # raw lists (prompt, generated) or as counts: (token, occurrences in the output) per
+    # distinct token of prompt and output.
     prompt: list[int] | None = None
     generated: list[int] | None = None
+    history: list[tuple[int, int]] | None = None
+
+    def has_history(self) -> bool:
+        return self.generated is not None or self.prompt is not None or self.history is not None
 
 
 @dataclass
@@ -91,28 +97,35 @@ def argmax(logits: np.ndarray) -> int:
     return int(np.argmax(logits))  # the first maximum, as the reference's strict >
 
 
+def _history_counts(req: Request) -> list[tuple[int, int]]:
+    """(token, occurrences in the output) per distinct token of prompt and output."""
+    if req.history is not None:
+        return req.history
+    counts: dict[int, int] = {}
+    for t in req.prompt or []:
+        counts.setdefault(t, 0)
+    for t in req.generated or []:
+        counts[t] = counts.get(t, 0) + 1
+    return list(counts.items())
+
+
 def apply_penalties(logits: np.ndarray, req: Request) -> np.ndarray:
     p = req.params
     out = logits.astype(np.float32, copy=True)
-    if req.prompt is None and req.generated is None:
+    if not req.has_history():
         return out
     vocab = out.size
-    generated = req.generated or []
-    if p.repetition_penalty != 1.0:
+    history = [(t, c) for t, c in _history_counts(req) if 0 <= t < vocab]
+    if p.repetition_penalty != 1.0 and history:
         seen = np.zeros(vocab, dtype=bool)
-        for t in list(req.prompt or []) + list(generated):
-            if 0 <= t < vocab:
-                seen[t] = True
+        seen[[t for t, _ in history]] = True
         rp = np.float32(p.repetition_penalty)
         vals = out[seen]
         out[seen] = np.where(vals > 0, vals / rp, vals * rp).astype(np.float32)
     if p.frequency_penalty != 0.0 or p.presence_penalty != 0.0:
-        counts: dict[int, int] = {}
-        for t in generated:
-            counts[t] = counts.get(t, 0) + 1
         fp, pp = np.float32(p.frequency_penalty), np.float32(p.presence_penalty)
-        for t, c in counts.items():
-            if 0 <= t < vocab:
+        for t, c in history:
+            if c > 0:
                 out[t] = np.float32(out[t] - (np.float32(c) * fp + pp))
     return out
 

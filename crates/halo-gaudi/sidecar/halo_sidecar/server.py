@@ -42,7 +42,12 @@ def _sample_request(pb, msg) -> sampling.Request:
     )
     req = sampling.Request(params=params, rng_offset=msg.rng_offset, logprobs=msg.logprobs, top_n=msg.top_n)
     if msg.has_penalties:
-        req.prompt, req.generated = list(msg.prompt_tokens), list(msg.generated_tokens)
+        if len(msg.history_tokens) != len(msg.history_output_counts):
+            raise BadRequest("history_tokens and history_output_counts differ in length")
+        if msg.history_tokens:
+            req.history = list(zip(msg.history_tokens, msg.history_output_counts))
+        else:
+            req.prompt, req.generated = list(msg.prompt_tokens), list(msg.generated_tokens)
     return req
 
 
