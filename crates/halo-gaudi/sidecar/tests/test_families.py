@@ -1,10 +1,15 @@
 """Issue 16's families: config.json parsing per family, its errors, the MoE block and the rope
 tables, each against a direct computation."""
 
+import glob
 import json
+import os
 
 import pytest
 import torch
+
+from halo_sidecar.backend import select
+from halo_sidecar.executor import Executor, Seq
 
 from halo_sidecar.config import ConfigError, load_config, longrope_recompute_position
 from halo_sidecar.families import MoeSpec
@@ -137,3 +142,27 @@ def test_moe_block_matches_per_token_sum(norm_topk):
             want[n] += wk * (block.down[e] @ h)
     assert len(chosen) > 2  # the tokens spread over several experts
     torch.testing.assert_close(got.reshape(-1, 16), want, rtol=1e-5, atol=1e-5)
+
+
+FAMILY_DIRS = sorted(
+    os.path.dirname(p) for p in glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..",
+                                                       "tests", "fixtures", "families", "*", "golden.json")))
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f16"])
+@pytest.mark.parametrize("model_dir", FAMILY_DIRS, ids=os.path.basename)
+def test_families_run_in_half_precision(model_dir, dtype):
+    """bf16 / f16 storage: every family loads and its prompt logits track the f32 golden's."""
+    with open(os.path.join(model_dir, "golden.json"), encoding="utf-8") as f:
+        case = json.load(f)["cases"][3]
+    ex = Executor(select("cpu"))
+    ex.load(model_dir, dtype)
+    ex.warmup(16, 128, 4, 128, 16, 0)
+    seq = Seq(0, case["prompt_ids"], 0, list(range(8)), None)
+    shape = ex.buckets.prefill(1, len(seq.tokens), seq.end)
+    row = ex._forward(shape, ex._inputs(shape, [seq]))[0]
+    assert torch.isfinite(row).all()
+    want = torch.tensor(case["last_prompt_logits_head"])
+    got = row[:16]
+    # bf16 keeps ~3 significant digits through up to 6 random layers; a wrong path decorrelates
+    assert torch.corrcoef(torch.stack([got, want]))[0, 1] > 0.95, (got, want)
