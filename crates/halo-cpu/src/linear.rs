@@ -132,7 +132,7 @@ pub fn embed_rows(table: &QMatrix, tokens: impl Iterator<Item = u32>, out: &mut 
     for t in tokens {
         let start = out.len();
         out.resize(start + h, 0.0);
-        quant::dequantize(table.dtype(), table.row(t as usize), &mut out[start..]);
+        quant::dequantize(table.dtype(), &table.row(t as usize), &mut out[start..]);
     }
 }
 

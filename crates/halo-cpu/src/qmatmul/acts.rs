@@ -16,6 +16,9 @@ pub(crate) struct Acts {
     pub d: Vec<f32>,
     /// `[m, k / 16]` sums of 16 codes (K-quant activations only; empty otherwise).
     pub bsums: Vec<i16>,
+    /// `[m, k / 32]` sums of each block's codes (32-value blocks only; empty otherwise): the
+    /// packed Q8_0 kernel's unsigned-code offset is taken off with them.
+    pub sum32: Vec<i32>,
 }
 
 impl Acts {
@@ -40,12 +43,20 @@ impl Acts {
         } else {
             Vec::new()
         };
+        let sum32 = if block == 32 {
+            q.chunks_exact(32)
+                .map(|c| c.iter().map(|&v| v as i32).sum())
+                .collect()
+        } else {
+            Vec::new()
+        };
         Acts {
             k,
             block,
             q,
             d,
             bsums,
+            sum32,
         }
     }
 

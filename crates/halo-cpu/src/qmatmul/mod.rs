@@ -22,14 +22,22 @@
 //!   Tiles only decide how many of these independent chains run side by side, so an output does
 //!   not depend on M or on where its row sits in the batch.
 //!
+//!   - Q8_0, Q4_K and Q6_K on AVX-512 VNNI: the weights are repacked at construction, 16 rows
+//!     interleaved ([`q8_packed`], [`k_packed`]), so a lane is one output and each output's
+//!     chain is the portable one (for Q8_0: `acc = acc + (dw·dx)·(isum as f32)` per block in
+//!     K order, unfused), so AVX-512 and the portable path give the same bits.
+//!
 //! The structure is the f32 kernel's: activations are quantized once, N is split over the
 //! caller's rayon pool, each task computes a contiguous block of yᵀ, and each group of weight
 //! rows is read once and met by every activation tile while it is cache-hot. Up to 4 activation
 //! rows the kernel streams one weight row at a time.
 
 mod acts;
+mod groups;
 mod half;
+mod k_packed;
 mod portable;
+mod q8_packed;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -37,18 +45,23 @@ use crate::matmul::{self, Isa};
 use halo_hal::error::DeviceError;
 use halo_model::dtype::StoredDType;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 pub(crate) use acts::Acts;
 
 /// A weight matrix of `rows × cols` in its stored form: `rows` rows of `dtype.row_bytes(cols)`
-/// bytes, each row a run of ggml blocks (or plain little-endian floats).
+/// bytes, each row a run of ggml blocks (or plain little-endian floats). On a CPU with AVX-512
+/// VNNI, Q8_0, Q4_K and Q6_K rows are held repacked for its kernels ([`q8_packed`],
+/// [`k_packed`]); [`QMatrix::row`] gives ggml's bytes either way.
 #[derive(Clone, Debug)]
 pub struct QMatrix {
     dtype: StoredDType,
     rows: usize,
     cols: usize,
     row_bytes: usize,
+    /// `data` is in [`q8_packed`]'s layout rather than ggml's rows.
+    packed: bool,
     data: Vec<u8>,
 }
 
@@ -77,13 +90,36 @@ impl QMatrix {
                 data.len()
             )));
         }
+        // The detected ISA is the one every later call on this CPU runs (another is only ever
+        // asked for by tests, which get the rows unpacked).
+        let packed = (dtype == StoredDType::Q8_0 || k_packed::packs(dtype))
+            && QIsa::detect() == QIsa::Avx512Vnni;
+        let data = match dtype {
+            StoredDType::Q8_0 if packed => q8_packed::pack(rows, cols, &data),
+            _ if packed => k_packed::pack(dtype, rows, cols, &data),
+            _ => data,
+        };
         Ok(QMatrix {
             dtype,
             rows,
             cols,
             row_bytes,
+            packed,
             data,
         })
+    }
+
+    /// The same matrix with ggml's row layout (a copy only when it is packed).
+    fn rows_layout(&self) -> Cow<'_, QMatrix> {
+        if self.packed {
+            Cow::Owned(QMatrix {
+                packed: false,
+                data: self.data().into_owned(),
+                ..*self
+            })
+        } else {
+            Cow::Borrowed(self)
+        }
     }
 
     pub fn dtype(&self) -> StoredDType {
@@ -100,24 +136,33 @@ impl QMatrix {
         self.cols
     }
 
-    /// Bytes held (what one pass over the matrix streams).
+    /// Bytes held (what one pass over the matrix streams; a packed matrix whose row count is
+    /// not a multiple of 16 holds a few padding rows).
     pub fn bytes(&self) -> usize {
         self.data.len()
     }
 
-    /// Bytes of one row.
+    /// Bytes of one row in ggml's layout.
     pub fn row_bytes(&self) -> usize {
         self.row_bytes
     }
 
-    /// The stored bytes, row-major.
-    pub fn data(&self) -> &[u8] {
-        &self.data
+    /// All rows in ggml's layout, row-major (a copy when the matrix is held repacked).
+    pub fn data(&self) -> Cow<'_, [u8]> {
+        match self.dtype {
+            _ if !self.packed => Cow::Borrowed(&self.data),
+            StoredDType::Q8_0 => Cow::Owned(q8_packed::unpack(&self.data, self.rows, self.cols)),
+            t => Cow::Owned(k_packed::unpack(t, &self.data, self.rows, self.cols)),
+        }
     }
 
-    /// Row `r`'s stored bytes (for embedding lookups).
-    pub fn row(&self, r: usize) -> &[u8] {
-        &self.data[r * self.row_bytes..][..self.row_bytes]
+    /// Row `r`'s bytes in ggml's layout (for embedding lookups; a copy when packed).
+    pub fn row(&self, r: usize) -> Cow<'_, [u8]> {
+        match self.dtype {
+            _ if !self.packed => Cow::Borrowed(&self.data[r * self.row_bytes..][..self.row_bytes]),
+            StoredDType::Q8_0 => Cow::Owned(q8_packed::unpack_row(&self.data, self.cols, r)),
+            t => Cow::Owned(k_packed::unpack_row(t, &self.data, self.cols, r)),
+        }
     }
 }
 
@@ -232,6 +277,23 @@ pub fn qmatmul_t_with(isa: QIsa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]
         isa.supported(),
         "qmatmul_t: {isa:?} is not supported by this CPU"
     );
+    if w.packed {
+        #[cfg(target_arch = "x86_64")]
+        if isa == QIsa::Avx512Vnni {
+            if k == 0 {
+                y.fill(0.0);
+            } else if m > 0 && n > 0 {
+                let acts = Acts::quantize(w.dtype, x, m, k);
+                if w.dtype == StoredDType::Q8_0 {
+                    q8_packed::matmul_avx512(&acts, m, &w.data, n, y);
+                } else {
+                    k_packed::matmul_avx512(w.dtype, &acts, m, &w.data, n, y);
+                }
+            }
+            return;
+        }
+        return quantized(isa, x, m, &w.rows_layout(), y);
+    }
     match w.dtype {
         StoredDType::F32 => {
             let mut wf = Vec::new();

@@ -191,7 +191,7 @@ fn quantized_matches_f64_reference_on_every_isa() {
             for (n, k) in shapes(dtype) {
                 let w = random_matrix(dtype, n, k, (n * 1000 + k) as u64);
                 let wd: Vec<Vec<(f64, f64)>> =
-                    (0..n).map(|j| dequant_row(dtype, w.row(j))).collect();
+                    (0..n).map(|j| dequant_row(dtype, &w.row(j))).collect();
                 for m in [1usize, 4, 16, 64] {
                     let x = values((m * 7 + k) as u64, m * k);
                     let mut y = vec![f32::NAN; m * n];
@@ -277,6 +277,11 @@ fn k_quants_give_the_same_bits_on_every_isa() {
     for dtype in [StoredDType::Q4_K, StoredDType::Q5_K, StoredDType::Q6_K] {
         let (n, k, m) = (21, 512, 6);
         let w = random_matrix(dtype, n, k, 3);
+        // AVX-512 holds Q4_K and Q6_K repacked (k_packed.rs); Q5_K keeps ggml's rows.
+        assert_eq!(
+            w.packed,
+            QIsa::Avx512Vnni.supported() && dtype != StoredDType::Q5_K
+        );
         let x = values(4, m * k);
         let mut want = vec![0.0f32; m * n];
         qmatmul_t_with(QIsa::Portable, &x, m, &w, &mut want);
@@ -289,13 +294,33 @@ fn k_quants_give_the_same_bits_on_every_isa() {
 }
 
 #[test]
+fn packed_q8_0_gives_the_portable_bits() {
+    // AVX-512 holds Q8_0 repacked and runs the portable chain per output (q8_packed.rs).
+    if !QIsa::Avx512Vnni.supported() {
+        return;
+    }
+    for (n, k) in [(37usize, 96usize), (16, 32), (70, 256)] {
+        let w = random_matrix(StoredDType::Q8_0, n, k, 11 + n as u64);
+        assert!(w.packed, "Q8_0 is held packed on AVX-512");
+        for m in [1usize, 3, 9, 70] {
+            let x = values(6 + m as u64, m * k);
+            let mut want = vec![0.0f32; m * n];
+            qmatmul_t_with(QIsa::Portable, &x, m, &w, &mut want);
+            let mut y = vec![0.0f32; m * n];
+            in_pool(2, || qmatmul_t_with(QIsa::Avx512Vnni, &x, m, &w, &mut y));
+            assert!(same_bits(&y, &want), "n={n} k={k} m={m}");
+        }
+    }
+}
+
+#[test]
 fn half_types_give_the_f32_kernels_bits_on_widened_weights() {
     for isa in QIsa::available() {
         for dtype in [StoredDType::F16, StoredDType::BF16, StoredDType::F32] {
             for &(n, k) in &[(37usize, 768usize), (9, 100), (5, 13), (70, 2048), (3, 7)] {
                 let w = random_matrix(dtype, n, k, (n + k) as u64);
                 let mut wf = vec![0.0f32; n * k];
-                halo_model::quant::dequantize(dtype, w.data(), &mut wf);
+                halo_model::quant::dequantize(dtype, &w.data(), &mut wf);
                 for m in [1usize, 3, 4, 5, 16, 33] {
                     let x = values((m + k) as u64, m * k);
                     let mut want = vec![0.0f32; m * n];

@@ -1,0 +1,385 @@
+//! Q4_K and Q6_K weights repacked for AVX-512 VNNI, 16 rows interleaved four codes at a time as
+//! in [`super::q8_packed`] (see there for why): a lane is one output, `vpdpbusd` against a
+//! broadcast group of four activation codes sums a sub-block for 16 rows at once, and the
+//! per-row sub-block scales and mins are vectors of 16 lanes.
+//!
+//! Per super-block (256 values) of a group, `SB` bytes (`Q4K_SB` = 2368 against 16 × 144 in
+//! ggml's rows: the scales and mins are held one byte each; `Q6K_SB` = 3360 = 16 × 210):
+//! - Q4_K: `d` ×16 (f16), `dmin` ×16 (f16), scale `[8][16]` (u8, sub-block × row), min
+//!   `[8][16]` (u8), then 32 chunks of 64 bytes: chunk `8p + t`, bytes `4r .. 4r + 4` = row `r`'s
+//!   ggml `qs[32p + 4t .. 32p + 4t + 4]`, whose low nibbles are values `64p + 4t + u` and high
+//!   nibbles values `64p + 32 + 4t + u`.
+//! - Q6_K: `d` ×16 (f16), scales `[8][16][2]` (i8: sub-blocks `2h`, `2h + 1` of row `r` side by
+//!   side, as `vpdpwssd` wants them), then the 6-bit codes of the 64 four-value chunks `j` as
+//!   32 low-nibble vectors (`j` in the low nibble of vector `j mod 32`, `j + 32` in its high one)
+//!   and 16 vectors of high bit pairs (`j`, `j + 16`, `j + 32`, `j + 48` at bits 0, 2, 4, 6 of
+//!   vector `j mod 16`).
+//!
+//! Chain per output: the integer sums of [`super::portable::kquant_block`] (exact, so the lane
+//! order does not matter) and then [`super::portable::k_step`]'s unfused float step per
+//! super-block in K order, so the bits are the portable path's.
+
+use super::groups::{self, GROUP};
+use super::{kscales, Acts};
+use halo_model::dtype::StoredDType;
+
+const Q4K_SB: usize = 32 + 32 + 128 + 128 + 2048;
+const Q6K_SB: usize = 32 + 256 + 2048 + 1024;
+
+/// Activation rows one tile meets with a chunk's codes in registers.
+const TILE_M: usize = 4;
+
+/// Whether `dtype` has a packed form here.
+pub(crate) fn packs(dtype: StoredDType) -> bool {
+    matches!(dtype, StoredDType::Q4_K | StoredDType::Q6_K)
+}
+
+fn sb_bytes(dtype: StoredDType) -> usize {
+    match dtype {
+        StoredDType::Q4_K => Q4K_SB,
+        StoredDType::Q6_K => Q6K_SB,
+        other => unreachable!("{other} is not packed here"),
+    }
+}
+
+/// Bytes of `rows × cols` values of `dtype` in this layout.
+pub(crate) fn packed_len(dtype: StoredDType, rows: usize, cols: usize) -> usize {
+    rows.div_ceil(GROUP) * (cols / 256) * sb_bytes(dtype)
+}
+
+/// Q6_K code `e` (0..256) of a ggml super-block.
+fn q6_code(b: &[u8], e: usize) -> u8 {
+    let (n, t, l) = (e / 128, (e % 128) / 32, e % 32);
+    let byte = b[64 * n + l + 32 * (t & 1)];
+    let nib = if t < 2 { byte & 0xF } else { byte >> 4 };
+    nib | (((b[128 + 32 * n + l] >> (2 * t)) & 3) << 4)
+}
+
+/// Repacks `rows` rows of `cols` values of `dtype` (ggml's layout). Padding rows are all zero
+/// (scale 0, so they add nothing; their outputs are never written).
+pub(crate) fn pack(dtype: StoredDType, rows: usize, cols: usize, plain: &[u8]) -> Vec<u8> {
+    let (nsb, bb, sb) = (cols / 256, dtype.block_bytes(), sb_bytes(dtype));
+    debug_assert_eq!(plain.len(), rows * nsb * bb);
+    let mut out = vec![0u8; packed_len(dtype, rows, cols)];
+    for (gb, dst) in out.chunks_exact_mut(sb).enumerate() {
+        let (g, s) = (gb / nsb, gb % nsb);
+        for r in 0..GROUP.min(rows - g * GROUP) {
+            let b = &plain[((g * GROUP + r) * nsb + s) * bb..][..bb];
+            if dtype == StoredDType::Q4_K {
+                dst[2 * r..2 * r + 2].copy_from_slice(&b[0..2]);
+                dst[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&b[2..4]);
+                let (sc, mn) = kscales(&b[4..16]);
+                for j in 0..8 {
+                    dst[64 + 16 * j + r] = sc[j];
+                    dst[192 + 16 * j + r] = mn[j];
+                }
+                for c in 0..32 {
+                    dst[320 + 64 * c + 4 * r..][..4].copy_from_slice(&b[16 + 4 * c..][..4]);
+                }
+            } else {
+                dst[2 * r..2 * r + 2].copy_from_slice(&b[208..210]);
+                for h in 0..8 {
+                    dst[32 + 32 * h + 2 * r] = b[192 + 2 * h];
+                    dst[32 + 32 * h + 2 * r + 1] = b[192 + 2 * h + 1];
+                }
+                for j in 0..64 {
+                    for u in 0..4 {
+                        let q = q6_code(b, 4 * j + u);
+                        let lo = 288 + 64 * (j % 32) + 4 * r + u;
+                        dst[lo] |= (q & 0xF) << (4 * (j / 32));
+                        let hi = 2336 + 64 * (j % 16) + 4 * r + u;
+                        dst[hi] |= (q >> 4) << (2 * (j / 16));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Row `row` of a packed matrix back in ggml's layout.
+pub(crate) fn unpack_row(dtype: StoredDType, packed: &[u8], cols: usize, row: usize) -> Vec<u8> {
+    let (nsb, bb, sb) = (cols / 256, dtype.block_bytes(), sb_bytes(dtype));
+    let (g, r) = (row / GROUP, row % GROUP);
+    let mut out = vec![0u8; nsb * bb];
+    for (s, b) in out.chunks_exact_mut(bb).enumerate() {
+        let src = &packed[(g * nsb + s) * sb..][..sb];
+        if dtype == StoredDType::Q4_K {
+            b[0..2].copy_from_slice(&src[2 * r..2 * r + 2]);
+            b[2..4].copy_from_slice(&src[32 + 2 * r..32 + 2 * r + 2]);
+            let sc: [u8; 8] = std::array::from_fn(|j| src[64 + 16 * j + r]);
+            let mn: [u8; 8] = std::array::from_fn(|j| src[192 + 16 * j + r]);
+            // The inverse of `kscales` (every one of the 96 bits is a scale or min bit).
+            for j in 0..4 {
+                b[4 + j] = sc[j] | (sc[j + 4] >> 4) << 6;
+                b[8 + j] = mn[j] | (mn[j + 4] >> 4) << 6;
+                b[12 + j] = (sc[j + 4] & 0xF) | (mn[j + 4] & 0xF) << 4;
+            }
+            for c in 0..32 {
+                b[16 + 4 * c..][..4].copy_from_slice(&src[320 + 64 * c + 4 * r..][..4]);
+            }
+        } else {
+            b[208..210].copy_from_slice(&src[2 * r..2 * r + 2]);
+            for h in 0..8 {
+                b[192 + 2 * h] = src[32 + 32 * h + 2 * r];
+                b[192 + 2 * h + 1] = src[32 + 32 * h + 2 * r + 1];
+            }
+            for e in 0..256 {
+                let (j, u) = (e / 4, e % 4);
+                let lo = (src[288 + 64 * (j % 32) + 4 * r + u] >> (4 * (j / 32))) & 0xF;
+                let hi = (src[2336 + 64 * (j % 16) + 4 * r + u] >> (2 * (j / 16))) & 3;
+                let (n, t, l) = (e / 128, (e % 128) / 32, e % 32);
+                b[64 * n + l + 32 * (t & 1)] |= lo << (4 * (t / 2));
+                b[128 + 32 * n + l] |= hi << (2 * t);
+            }
+        }
+    }
+    out
+}
+
+/// Every row of a packed matrix back in ggml's layout.
+pub(crate) fn unpack(dtype: StoredDType, packed: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    (0..rows)
+        .flat_map(|r| unpack_row(dtype, packed, cols, r))
+        .collect()
+}
+
+/// `y = x · wᵀ` for a packed matrix of `n` rows of `dtype`: `acts` are the `m` quantized
+/// activation rows, `y` is `[m, n]` row-major.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn matmul_avx512(
+    dtype: StoredDType,
+    acts: &Acts,
+    m: usize,
+    packed: &[u8],
+    n: usize,
+    y: &mut [f32],
+) {
+    let k = acts.k;
+    let (nsb, sb) = (k / 256, sb_bytes(dtype));
+    assert!(
+        acts.block == 256
+            && k.is_multiple_of(256)
+            && acts.q.len() >= m * k
+            && acts.d.len() >= m * nsb
+            && acts.bsums.len() >= m * (k / 16)
+            && packed.len() == n.div_ceil(GROUP) * nsb * sb
+            && y.len() == m * n
+    );
+    let q4 = dtype == StoredDType::Q4_K;
+    let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
+        let w = packed[g * nsb * sb..].as_ptr();
+        macro_rules! go {
+            ($f:ident) => {
+                match c {
+                    4 => $f::<4>(acts, i0, w, nsb, col, n, mask),
+                    3 => $f::<3>(acts, i0, w, nsb, col, n, mask),
+                    2 => $f::<2>(acts, i0, w, nsb, col, n, mask),
+                    _ => $f::<1>(acts, i0, w, nsb, col, n, mask),
+                }
+            };
+        }
+        // SAFETY: the caller checked the CPU has AVX-512 F/BW/VL/VNNI and F16C; the assert
+        // above bounds every read (group g's super-blocks, activation rows i0 .. i0 + c);
+        // `groups::run` hands each tile its own in-bounds columns of `y`.
+        unsafe {
+            if q4 {
+                go!(q4k_tile)
+            } else {
+                go!(q6k_tile)
+            }
+        }
+    };
+    groups::run(m, n, k, TILE_M, y, &run_tile);
+}
+
+/// Broadcast of the four bytes (or two i16) at `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn bcast4(p: *const u8) -> std::arch::x86_64::__m512i {
+    std::arch::x86_64::_mm512_set1_epi32(p.cast::<i32>().read_unaligned())
+}
+
+/// Q4_K: one group against activation rows `i0 .. i0 + C`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4k_tile<const C: usize>(
+    acts: &Acts,
+    i0: usize,
+    w: *const u8,
+    nsb: usize,
+    y: *mut f32,
+    n: usize,
+    mask: u16,
+) {
+    use std::arch::x86_64::*;
+    let k = acts.k;
+    let (aq, ad, bs) = (
+        acts.q.as_ptr().cast::<u8>(),
+        acts.d.as_ptr(),
+        acts.bsums.as_ptr().cast::<u8>(),
+    );
+    let low4 = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); C];
+    for s in 0..nsb {
+        let blk = w.add(s * Q4K_SB);
+        let mut isum = [_mm512_setzero_si512(); C];
+        let mut msum = [_mm512_setzero_si512(); C];
+        for p in 0..4 {
+            for half in 0..2 {
+                let sub = 2 * p + half;
+                let mut q = [_mm512_setzero_si512(); 8];
+                for (t, q) in q.iter_mut().enumerate() {
+                    let raw = _mm512_loadu_si512(blk.add(320 + 64 * (8 * p + t)).cast());
+                    *q = if half == 0 {
+                        _mm512_and_si512(raw, low4)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low4)
+                    };
+                }
+                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(64 + 16 * sub).cast()));
+                let m32 = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(192 + 16 * sub).cast()));
+                // (min, min) as two i16 per lane, against the two sums of 16 of the sub-block.
+                let mpair = _mm512_or_si512(m32, _mm512_slli_epi32::<16>(m32));
+                for c in 0..C {
+                    let row = i0 + c;
+                    let a = aq.add(row * k + 256 * s + 64 * p + 32 * half);
+                    let mut d0 = _mm512_setzero_si512();
+                    let mut d1 = _mm512_setzero_si512();
+                    for t in (0..8).step_by(2) {
+                        d0 = _mm512_dpbusd_epi32(d0, q[t], bcast4(a.add(4 * t)));
+                        d1 = _mm512_dpbusd_epi32(d1, q[t + 1], bcast4(a.add(4 * t + 4)));
+                    }
+                    let dot = _mm512_add_epi32(d0, d1);
+                    isum[c] = _mm512_add_epi32(isum[c], _mm512_mullo_epi32(dot, sc));
+                    let b2 = bs.add(2 * (row * (k / 16) + 16 * s + 2 * sub));
+                    msum[c] = _mm512_dpwssd_epi32(msum[c], mpair, bcast4(b2));
+                }
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.cast()));
+        let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(32).cast()));
+        for c in 0..C {
+            let dx = _mm512_set1_ps(*ad.add((i0 + c) * nsb + s));
+            let a1 = _mm512_add_ps(
+                acc[c],
+                _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum[c])),
+            );
+            acc[c] = _mm512_sub_ps(
+                a1,
+                _mm512_mul_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(msum[c])),
+            );
+        }
+    }
+    for (c, acc) in acc.iter().enumerate() {
+        _mm512_mask_storeu_ps(y.add((i0 + c) * n), mask, *acc);
+    }
+}
+
+/// Q6_K: one group against activation rows `i0 .. i0 + C`. Codes are unsigned (0..63); the
+/// −32 offset comes off as `32·Σ sc·bsum`, summed by `vpdpwssd` on the paired scales.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6k_tile<const C: usize>(
+    acts: &Acts,
+    i0: usize,
+    w: *const u8,
+    nsb: usize,
+    y: *mut f32,
+    n: usize,
+    mask: u16,
+) {
+    use std::arch::x86_64::*;
+    let k = acts.k;
+    let (aq, ad, bs) = (
+        acts.q.as_ptr().cast::<u8>(),
+        acts.d.as_ptr(),
+        acts.bsums.as_ptr().cast::<u8>(),
+    );
+    let low4 = _mm512_set1_epi8(0x0F);
+    let low2 = _mm512_set1_epi8(0x03);
+    let mut acc = [_mm512_setzero_ps(); C];
+    for s in 0..nsb {
+        let blk = w.add(s * Q6K_SB);
+        let mut isum = [_mm512_setzero_si512(); C];
+        let mut corr = [_mm512_setzero_si512(); C];
+        // Eighth h: chunks 8h .. 8h + 8, sub-blocks 2h and 2h + 1 (16 values each).
+        for h in 0..8 {
+            let mut q = [_mm512_setzero_si512(); 8];
+            for (jj, q) in q.iter_mut().enumerate() {
+                let j = 8 * h + jj;
+                let lo = _mm512_loadu_si512(blk.add(288 + 64 * (j % 32)).cast());
+                let lo = _mm512_and_si512(
+                    _mm512_srl_epi16(lo, _mm_cvtsi32_si128(4 * (j / 32) as i32)),
+                    low4,
+                );
+                let hi = _mm512_loadu_si512(blk.add(2336 + 64 * (j % 16)).cast());
+                let hi = _mm512_and_si512(
+                    _mm512_srl_epi16(hi, _mm_cvtsi32_si128(2 * (j / 16) as i32)),
+                    low2,
+                );
+                *q = _mm512_or_si512(lo, _mm512_slli_epi16::<4>(hi));
+            }
+            let pair = _mm512_cvtepi8_epi16(_mm256_loadu_si256(blk.add(32 + 32 * h).cast()));
+            let sc0 = _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(pair));
+            let sc1 = _mm512_srai_epi32::<16>(pair);
+            for c in 0..C {
+                let row = i0 + c;
+                let a = aq.add(row * k + 256 * s + 32 * h);
+                let mut d0 = _mm512_setzero_si512();
+                let mut d1 = _mm512_setzero_si512();
+                for t in 0..4 {
+                    d0 = _mm512_dpbusd_epi32(d0, q[t], bcast4(a.add(4 * t)));
+                    d1 = _mm512_dpbusd_epi32(d1, q[t + 4], bcast4(a.add(16 + 4 * t)));
+                }
+                isum[c] = _mm512_add_epi32(
+                    isum[c],
+                    _mm512_add_epi32(_mm512_mullo_epi32(d0, sc0), _mm512_mullo_epi32(d1, sc1)),
+                );
+                let b2 = bs.add(2 * (row * (k / 16) + 16 * s + 2 * h));
+                corr[c] = _mm512_dpwssd_epi32(corr[c], pair, bcast4(b2));
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.cast()));
+        for c in 0..C {
+            let dx = _mm512_set1_ps(*ad.add((i0 + c) * nsb + s));
+            let is = _mm512_sub_epi32(isum[c], _mm512_slli_epi32::<5>(corr[c]));
+            acc[c] = _mm512_add_ps(
+                acc[c],
+                _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(is)),
+            );
+        }
+    }
+    for (c, acc) in acc.iter().enumerate() {
+        _mm512_mask_storeu_ps(y.add((i0 + c) * n), mask, *acc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain_rows(dtype: StoredDType, rows: usize, cols: usize) -> Vec<u8> {
+        (0..rows * dtype.row_bytes(cols).unwrap())
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn pack_then_unpack_gives_the_rows_back() {
+        for dtype in [StoredDType::Q4_K, StoredDType::Q6_K] {
+            for (rows, cols) in [(1, 256), (16, 512), (17, 256), (37, 768)] {
+                let plain = plain_rows(dtype, rows, cols);
+                let packed = pack(dtype, rows, cols, &plain);
+                assert_eq!(packed.len(), packed_len(dtype, rows, cols));
+                assert_eq!(
+                    unpack(dtype, &packed, rows, cols),
+                    plain,
+                    "{dtype} {rows}x{cols}"
+                );
+            }
+        }
+    }
+}
