@@ -9,7 +9,14 @@
 //! `model.layers.N.mlp.experts.E.gate_proj.weight` for Qwen3-MoE), with no copy.
 
 use super::error::GgufError;
+use super::tensor_info::TensorInfo;
+use super::writer::GgufWriter;
 use crate::config::moe::{ExpertNames, MoeConfig};
+use crate::config::Architecture;
+use crate::error::ModelError;
+use crate::weights::{Entry, EntryDType};
+use crate::{Model, StoredDType};
+use std::path::Path;
 
 /// One expert's share of a stacked tensor: its HF name, shape `[rows, cols]`, and byte range
 /// relative to the start of the stacked tensor's data.
@@ -78,6 +85,37 @@ pub fn split(
         .collect()))
 }
 
+/// The weight entries a GGUF tensor of an MoE architecture becomes: one per expert for a stacked
+/// tensor, the router under its HF name; `None` for every other tensor (or architecture).
+/// `data_start` is the file's data section offset, `file` its index in the shard list.
+pub(crate) fn entries(
+    t: &TensorInfo,
+    file: usize,
+    data_start: usize,
+    arch: Architecture,
+) -> Option<Result<Vec<(String, Entry)>, GgufError>> {
+    let names = ExpertNames::for_architecture(arch)?;
+    let start = data_start + t.offset as usize;
+    let entry = |shape: Vec<usize>, from: usize, to: usize| Entry {
+        file,
+        dtype: EntryDType::Stored(t.dtype),
+        shape,
+        start: start + from,
+        end: start + to,
+        unpermute_head_rows: None,
+        file_name: Some(t.name.clone()),
+    };
+    if let Some(router) = router_name(&t.name, names) {
+        return Some(Ok(vec![(router, entry(t.shape(), 0, t.size))]));
+    }
+    let slices = split(&t.name, &t.shape(), t.size, names)?;
+    Some(slices.map(|v| {
+        v.into_iter()
+            .map(|s| (s.name, entry(s.shape, s.start, s.end)))
+            .collect()
+    }))
+}
+
 /// One stacked tensor an exporter writes for a sparse layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stack {
@@ -128,6 +166,47 @@ pub fn is_expert(hf: &str, names: ExpertNames) -> bool {
     hf.strip_prefix("model.layers.")
         .and_then(|r| r.split_once('.'))
         .is_some_and(|(_, part)| part.starts_with(&format!("{}.experts.", names.block)))
+}
+
+/// Writes every sparse layer's experts as llama.cpp's stacked tensors, each in the type
+/// `type_of(dense_like, cols)` gives the dense projection it stands for; returns the tensors
+/// and bytes written.
+pub(crate) fn write_stacks(
+    model: &Model,
+    out: &Path,
+    w: &mut GgufWriter,
+    type_of: impl Fn(&str, usize) -> StoredDType,
+) -> crate::error::Result<(usize, u64)> {
+    let c = &model.config;
+    let (Some(m), Some(names)) = (&c.moe, ExpertNames::for_architecture(c.architecture)) else {
+        return Ok((0, 0));
+    };
+    let gguf_err = |source| ModelError::Gguf {
+        path: out.to_path_buf(),
+        source,
+    };
+    let (mut tensors, mut bytes) = (0, 0u64);
+    for layer in (0..c.num_hidden_layers).filter(|&l| m.is_sparse(l)) {
+        for st in stacks(m, names, layer, c.hidden_size) {
+            let [experts, rows, cols] = st.shape;
+            let mut values = Vec::with_capacity(experts * rows * cols);
+            for e in &st.experts {
+                values.extend(model.weights.check(e, &[rows, cols])?.to_f32());
+            }
+            let dtype = type_of(&st.dense_like, cols);
+            let data = crate::quant::quantize_to_vec(dtype, &values).ok_or_else(|| {
+                gguf_err(GgufError::BadTensor {
+                    tensor: st.gguf.clone(),
+                    msg: format!("{cols} columns do not fit {dtype} blocks"),
+                })
+            })?;
+            bytes += data.len() as u64;
+            tensors += 1;
+            w.add_tensor(&st.gguf, &st.shape, dtype, data)
+                .map_err(gguf_err)?;
+        }
+    }
+    Ok((tensors, bytes))
 }
 
 #[cfg(test)]
@@ -204,6 +283,42 @@ mod tests {
         assert_eq!(down.gguf, "blk.0.ffn_down_exps.weight");
         assert_eq!(down.shape, [3, 32, 8]);
         assert_eq!(down.dense_like, "model.layers.0.mlp.down_proj.weight");
+    }
+
+    #[test]
+    fn an_exported_mixtral_reads_back_with_the_same_experts() {
+        use crate::gguf::export::{export, Quantization};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/families/tiny-mixtral");
+        let hf = Model::open(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("tiny-mixtral-f32.gguf");
+        export(&hf, Quantization::F32, &file).unwrap();
+        let back = Model::open(&file).unwrap();
+        assert_eq!(back.config.architecture, Architecture::Mixtral);
+        assert_eq!(back.config.moe, hf.config.moe);
+        back.check_tensors().unwrap();
+        for (name, shape) in hf.config.expected_tensors() {
+            let a = hf.weights.check(&name, &shape).unwrap().to_f32();
+            let b = back.weights.check(&name, &shape).unwrap().to_f32();
+            assert_eq!(a, b, "{name}");
+        }
+        // The converter's layout: one stacked tensor per projection, the router in f32.
+        let g = crate::gguf::GgufModel::open(&file).unwrap();
+        let info = |n: &str| g.tensors().find(|t| t.name == n).cloned().unwrap();
+        assert_eq!(info("blk.1.ffn_down_exps.weight").dims, vec![32, 64, 8]);
+        assert_eq!(info("blk.0.ffn_gate_inp.weight").dtype, StoredDType::F32);
+        let q8 = tmp.path().join("tiny-mixtral-q8_0.gguf");
+        export(&hf, Quantization::Q8_0, &q8).unwrap();
+        let g = crate::gguf::GgufModel::open(&q8).unwrap();
+        let t = g
+            .tensors()
+            .find(|t| t.name == "blk.0.ffn_up_exps.weight")
+            .unwrap();
+        assert_eq!(t.dtype, StoredDType::Q8_0);
+        assert!(g
+            .tensors()
+            .all(|t| t.name != "blk.0.ffn_gate_inp.weight" || t.dtype == StoredDType::F32));
     }
 
     #[test]

@@ -216,14 +216,15 @@ pub struct ExportSummary {
 pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummary> {
     let c = &model.config;
     let arch = match c.architecture {
-        Architecture::Llama | Architecture::Mistral => "llama",
+        Architecture::Llama | Architecture::Mistral | Architecture::Mixtral => "llama",
         Architecture::Qwen2 => "qwen2",
         other => {
             return Err(ModelError::Gguf {
                 path: out.to_path_buf(),
                 source: GgufError::UnknownArchitecture {
                     arch: other.hf_name().to_owned(),
-                    supported: "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM",
+                    supported: "LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, \
+                                Qwen2ForCausalLM",
                 },
             })
         }
@@ -253,6 +254,10 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
             &key("attention.layer_norm_rms_epsilon"),
             c.rms_norm_eps as f32,
         );
+    if let Some(m) = &c.moe {
+        w.add_u32(&key("expert_count"), as_u32(m.num_experts))
+            .add_u32(&key("expert_used_count"), as_u32(m.experts_per_token));
+    }
     if let Some(window) = c.sliding_window {
         w.add_u32(&key("attention.sliding_window"), as_u32(window));
     }
@@ -291,11 +296,21 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
                 source,
             })?;
     }
+    let experts = crate::config::moe::ExpertNames::for_architecture(c.architecture);
     for (hf, shape) in c.expected_tensors() {
-        let name = gguf_name(&hf)
+        // A sparse layer's experts go out stacked, after this loop.
+        if experts.is_some_and(|n| super::experts::is_expert(&hf, n)) {
+            continue;
+        }
+        let router = experts.and_then(|n| super::experts::gguf_name(&hf, n));
+        let name = router
+            .clone()
+            .or_else(|| gguf_name(&hf))
             .ok_or_else(|| export_err(out, format!("no GGUF name for tensor '{hf}'")))?;
         let mut values = model.weights.check(&hf, &shape)?.to_f32();
         let dtype = match shape.as_slice() {
+            // llama-quantize keeps the router (`ffn_gate_inp`) in f32.
+            _ if router.is_some() => StoredDType::F32,
             [rows, cols] => {
                 // Heads are head_dim rows in both q and k, so one permutation serves both.
                 if arch == "llama"
@@ -318,6 +333,11 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
                 source,
             })?;
     }
+    let (n, b) = super::experts::write_stacks(model, out, &mut w, |hf, cols| {
+        tensor_type(q, hf, cols, c.num_hidden_layers, c.tie_word_embeddings)
+    })?;
+    tensors += n;
+    bytes += b;
     w.write(out).map_err(|source| ModelError::Io {
         path: out.to_path_buf(),
         source,

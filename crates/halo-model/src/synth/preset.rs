@@ -14,7 +14,15 @@ pub struct Llama3Scaling {
     pub original_max_position_embeddings: usize,
 }
 
-/// A Llama-architecture model shape.
+/// The experts of a mixture-of-experts preset: Mixtral's layout (every layer sparse, each
+/// expert an MLP of `intermediate_size`, the kept router weights renormalised).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoePreset {
+    pub num_experts: usize,
+    pub experts_per_token: usize,
+}
+
+/// A Llama-architecture model shape (Mixtral's when `moe` is set).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preset {
     pub name: &'static str,
@@ -33,6 +41,7 @@ pub struct Preset {
     pub rope_scaling: Option<Llama3Scaling>,
     pub tie_word_embeddings: bool,
     pub default_dtype: SynthDType,
+    pub moe: Option<MoePreset>,
 }
 
 /// Token ids of the two special tokens every synthetic tokenizer starts with.
@@ -56,6 +65,7 @@ pub const PRESETS: &[Preset] = &[
         rope_scaling: None,
         tie_word_embeddings: false,
         default_dtype: SynthDType::F32,
+        moe: None,
     },
     Preset {
         name: "bench-110m",
@@ -74,6 +84,7 @@ pub const PRESETS: &[Preset] = &[
         // llama2.c shares the classifier with the embedding; that is what makes it 110M
         tie_word_embeddings: true,
         default_dtype: SynthDType::F32,
+        moe: None,
     },
     Preset {
         name: "llama-1b",
@@ -97,6 +108,29 @@ pub const PRESETS: &[Preset] = &[
         }),
         tie_word_embeddings: true,
         default_dtype: SynthDType::Bf16,
+        moe: None,
+    },
+    Preset {
+        name: "bench-moe",
+        about: "a Mixtral-style MoE at bench-110m's width (hidden 768, 12 layers, 12/4 heads, \
+                16 experts of 512, top-2, vocab 32000, tied)",
+        hidden_size: 768,
+        intermediate_size: 512,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        num_key_value_heads: 4,
+        head_dim: 64,
+        vocab_size: 32000,
+        max_position_embeddings: 1024,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        rope_scaling: None,
+        tie_word_embeddings: true,
+        default_dtype: SynthDType::F32,
+        moe: Some(MoePreset {
+            num_experts: 16,
+            experts_per_token: 2,
+        }),
     },
 ];
 
@@ -122,14 +156,38 @@ impl Preset {
         let kv = (self.num_key_value_heads * self.head_dim) as u64;
         let i = self.intermediate_size as u64;
         let v = self.vocab_size as u64;
-        let per_layer = 2 * h + 2 * q * h + 2 * kv * h + 3 * i * h;
+        // A sparse layer has a router and `num_experts` MLPs where a dense one has one MLP.
+        let ffn = match self.moe {
+            Some(m) => m.num_experts as u64 * (h + 3 * i * h),
+            None => 3 * i * h,
+        };
+        let per_layer = 2 * h + 2 * q * h + 2 * kv * h + ffn;
         let head = if self.tie_word_embeddings { 0 } else { v * h };
         v * h + h + head + per_layer * self.num_hidden_layers as u64
     }
 
     /// config.json as transformers 5 writes a LlamaConfig (keys sorted, `rope_parameters` layout),
     /// plus a `halo_synth` record of how it was made (transformers ignores unknown keys).
+    /// For an MoE preset, MixtralConfig's keys instead of LlamaConfig's.
     pub fn config_json(&self, dtype: SynthDType, seed: u64) -> Value {
+        let mut v = self.llama_config_json(dtype, seed);
+        if let (Some(m), Some(obj)) = (self.moe, v.as_object_mut()) {
+            for k in ["attention_bias", "mlp_bias", "pretraining_tp"] {
+                obj.remove(k);
+            }
+            obj.insert("architectures".into(), json!(["MixtralForCausalLM"]));
+            obj.insert("model_type".into(), json!("mixtral"));
+            obj.insert("num_local_experts".into(), json!(m.num_experts));
+            obj.insert("num_experts_per_tok".into(), json!(m.experts_per_token));
+            obj.insert("output_router_logits".into(), json!(false));
+            obj.insert("router_aux_loss_coef".into(), json!(0.001));
+            obj.insert("router_jitter_noise".into(), json!(0.0));
+            obj.insert("sliding_window".into(), Value::Null);
+        }
+        v
+    }
+
+    fn llama_config_json(&self, dtype: SynthDType, seed: u64) -> Value {
         let mut rope = json!({ "rope_theta": self.rope_theta, "rope_type": "default" });
         if let Some(s) = self.rope_scaling {
             rope = json!({
@@ -202,7 +260,7 @@ mod tests {
             assert_eq!(preset(p.name), Some(p));
         }
         assert!(preset("nope").is_none());
-        assert_eq!(preset_names(), "tiny, bench-110m, llama-1b");
+        assert_eq!(preset_names(), "tiny, bench-110m, llama-1b, bench-moe");
     }
 
     #[test]
@@ -210,5 +268,7 @@ mod tests {
         // stories110M (shared classifier): 109.5M; Llama-3.2-1B (tied): 1.236B.
         assert_eq!(preset("bench-110m").unwrap().param_count(), 109_529_856);
         assert_eq!(preset("llama-1b").unwrap().param_count(), 1_235_814_400);
+        // 24.6M embedding + 12 x (1.57M attention + 16 x 1.18M experts + router).
+        assert_eq!(preset("bench-moe").unwrap().param_count(), 270_109_440);
     }
 }

@@ -1,4 +1,4 @@
-//! The tensors of a synthetic Llama model, generated lazily: each one's bytes are produced only
+//! The tensors of a synthetic Llama (or Mixtral) model, generated lazily: each one's bytes are produced only
 //! when the safetensors writer asks for them and dropped once written, so writing a 1B-parameter
 //! model holds one tensor (at most the embedding) in memory, never the whole model.
 
@@ -125,9 +125,23 @@ pub fn plan(preset: &Preset, seed: u64, dtype: SynthDType) -> Vec<(String, Synth
             vec![h],
             norm,
         );
-        add(format!("{p}.mlp.gate_proj.weight"), vec![i, h], weight);
-        add(format!("{p}.mlp.up_proj.weight"), vec![i, h], weight);
-        add(format!("{p}.mlp.down_proj.weight"), vec![h, i], weight);
+        match preset.moe {
+            // Mixtral's names: the router, then each expert's w1 (gate), w2 (down), w3 (up).
+            Some(m) => {
+                let b = format!("{p}.block_sparse_moe");
+                add(format!("{b}.gate.weight"), vec![m.num_experts, h], weight);
+                for e in 0..m.num_experts {
+                    add(format!("{b}.experts.{e}.w1.weight"), vec![i, h], weight);
+                    add(format!("{b}.experts.{e}.w2.weight"), vec![h, i], weight);
+                    add(format!("{b}.experts.{e}.w3.weight"), vec![i, h], weight);
+                }
+            }
+            None => {
+                add(format!("{p}.mlp.gate_proj.weight"), vec![i, h], weight);
+                add(format!("{p}.mlp.up_proj.weight"), vec![i, h], weight);
+                add(format!("{p}.mlp.down_proj.weight"), vec![h, i], weight);
+            }
+        }
     }
     add("model.norm.weight".into(), vec![h], norm);
     if !preset.tie_word_embeddings {
