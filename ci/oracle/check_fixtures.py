@@ -10,7 +10,9 @@ bf16 file go through transformers' own loader) and confirms:
     inv_freq (llama3: in all three wavelength regimes), the bf16 file widens to the golden's weights,
     the explicit head_dim differs from hidden/heads, biases exist exactly where the family puts them.
 
-Usage: python check_fixtures.py FIXTURES_DIR   (e.g. tests/fixtures/models)
+For issue 16's families (tests/fixtures/families) the feature checks are in check_families.py.
+
+Usage: python check_fixtures.py FIXTURES_DIR   (tests/fixtures/models or tests/fixtures/families)
 Exit status 0 when every check passes, 1 otherwise.
 """
 import json
