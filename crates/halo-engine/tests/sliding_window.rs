@@ -165,3 +165,24 @@ fn without_a_window_every_block_is_kept() {
     // 10 + 24 positions have KV, every block of them still held
     assert_eq!(s.block_manager().num_used(), 34usize.div_ceil(4));
 }
+
+#[test]
+fn cancel_and_deadline_mid_generation_free_every_live_block() {
+    let (mut s, mut dev) = windowed(&Setup::default());
+    s.submit(1, GenerateRequest::greedy(prompt(5, 10), 100), Instant::now())
+        .unwrap();
+    let mut late = GenerateRequest::greedy(prompt(6, 10), 100);
+    late.deadline = Some(Instant::now() + std::time::Duration::from_millis(30));
+    s.submit(2, late, Instant::now()).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..40 {
+        s.step(&mut dev, &mut out);
+        s.check_invariants().unwrap();
+    }
+    assert!(s.cancel(1, &mut out));
+    std::thread::sleep(std::time::Duration::from_millis(40));
+    s.step(&mut dev, &mut out);
+    s.check_invariants().unwrap();
+    assert!(!s.has_work());
+    assert_eq!(s.block_manager().num_free(), s.block_manager().total());
+}
