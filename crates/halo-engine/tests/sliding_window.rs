@@ -169,8 +169,12 @@ fn without_a_window_every_block_is_kept() {
 #[test]
 fn cancel_and_deadline_mid_generation_free_every_live_block() {
     let (mut s, mut dev) = windowed(&Setup::default());
-    s.submit(1, GenerateRequest::greedy(prompt(5, 10), 100), Instant::now())
-        .unwrap();
+    s.submit(
+        1,
+        GenerateRequest::greedy(prompt(5, 10), 100),
+        Instant::now(),
+    )
+    .unwrap();
     let mut late = GenerateRequest::greedy(prompt(6, 10), 100);
     late.deadline = Some(Instant::now() + std::time::Duration::from_millis(30));
     s.submit(2, late, Instant::now()).unwrap();
