@@ -2,6 +2,7 @@
 //! them (config.json in transformers 5's `rope_parameters` layout, generation_config.json,
 //! tokenizer_config.json).
 
+use super::phi3::Phi3Preset;
 use super::SynthDType;
 use serde_json::{json, Value};
 
@@ -42,6 +43,8 @@ pub struct Preset {
     pub tie_word_embeddings: bool,
     pub default_dtype: SynthDType,
     pub moe: Option<MoePreset>,
+    /// Phi-3's layout (fused projections, partial rotary, LongRoPE) when set.
+    pub phi3: Option<Phi3Preset>,
 }
 
 /// Token ids of the two special tokens every synthetic tokenizer starts with.
@@ -66,6 +69,7 @@ pub const PRESETS: &[Preset] = &[
         tie_word_embeddings: false,
         default_dtype: SynthDType::F32,
         moe: None,
+        phi3: None,
     },
     Preset {
         name: "bench-110m",
@@ -85,6 +89,7 @@ pub const PRESETS: &[Preset] = &[
         tie_word_embeddings: true,
         default_dtype: SynthDType::F32,
         moe: None,
+        phi3: None,
     },
     Preset {
         name: "llama-1b",
@@ -109,6 +114,7 @@ pub const PRESETS: &[Preset] = &[
         tie_word_embeddings: true,
         default_dtype: SynthDType::Bf16,
         moe: None,
+        phi3: None,
     },
     Preset {
         name: "bench-moe",
@@ -130,6 +136,30 @@ pub const PRESETS: &[Preset] = &[
         moe: Some(MoePreset {
             num_experts: 16,
             experts_per_token: 2,
+        }),
+        phi3: None,
+    },
+    Preset {
+        name: "bench-phi3",
+        about: "Phi-4-mini's layout at bench-110m's width (hidden 768, 12 layers, 12/4 heads, \
+                fused qkv/gate_up, 3/4 partial rotary, LongRoPE 4096 -> 131072, vocab 32000, tied)",
+        hidden_size: 768,
+        intermediate_size: 2048,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        num_key_value_heads: 4,
+        head_dim: 64,
+        vocab_size: 32000,
+        max_position_embeddings: 131072,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        rope_scaling: None,
+        tie_word_embeddings: true,
+        default_dtype: SynthDType::F32,
+        moe: None,
+        phi3: Some(Phi3Preset {
+            partial_rotary_factor: 0.75,
+            original_max_position_embeddings: 4096,
         }),
     },
 ];
@@ -171,6 +201,9 @@ impl Preset {
     /// For an MoE preset, MixtralConfig's keys instead of LlamaConfig's.
     pub fn config_json(&self, dtype: SynthDType, seed: u64) -> Value {
         let mut v = self.llama_config_json(dtype, seed);
+        if let Some(r) = &self.phi3 {
+            super::phi3::patch_config(&mut v, self, r);
+        }
         if let (Some(m), Some(obj)) = (self.moe, v.as_object_mut()) {
             for k in ["attention_bias", "mlp_bias", "pretraining_tp"] {
                 obj.remove(k);
@@ -260,7 +293,10 @@ mod tests {
             assert_eq!(preset(p.name), Some(p));
         }
         assert!(preset("nope").is_none());
-        assert_eq!(preset_names(), "tiny, bench-110m, llama-1b, bench-moe");
+        assert_eq!(
+            preset_names(),
+            "tiny, bench-110m, llama-1b, bench-moe, bench-phi3"
+        );
     }
 
     #[test]

@@ -116,9 +116,18 @@ pub fn plan(preset: &Preset, seed: u64, dtype: SynthDType) -> Vec<(String, Synth
     for l in 0..preset.num_hidden_layers {
         let p = format!("model.layers.{l}");
         add(format!("{p}.input_layernorm.weight"), vec![h], norm);
-        add(format!("{p}.self_attn.q_proj.weight"), vec![q, h], weight);
-        add(format!("{p}.self_attn.k_proj.weight"), vec![kv, h], weight);
-        add(format!("{p}.self_attn.v_proj.weight"), vec![kv, h], weight);
+        if preset.phi3.is_some() {
+            // Phi-3 stores q|k|v as one matrix
+            add(
+                format!("{p}.self_attn.qkv_proj.weight"),
+                vec![q + 2 * kv, h],
+                weight,
+            );
+        } else {
+            add(format!("{p}.self_attn.q_proj.weight"), vec![q, h], weight);
+            add(format!("{p}.self_attn.k_proj.weight"), vec![kv, h], weight);
+            add(format!("{p}.self_attn.v_proj.weight"), vec![kv, h], weight);
+        }
         add(format!("{p}.self_attn.o_proj.weight"), vec![h, q], weight);
         add(
             format!("{p}.post_attention_layernorm.weight"),
@@ -135,6 +144,15 @@ pub fn plan(preset: &Preset, seed: u64, dtype: SynthDType) -> Vec<(String, Synth
                     add(format!("{b}.experts.{e}.w2.weight"), vec![h, i], weight);
                     add(format!("{b}.experts.{e}.w3.weight"), vec![i, h], weight);
                 }
+            }
+            None if preset.phi3.is_some() => {
+                // and gate|up as one
+                add(
+                    format!("{p}.mlp.gate_up_proj.weight"),
+                    vec![2 * i, h],
+                    weight,
+                );
+                add(format!("{p}.mlp.down_proj.weight"), vec![h, i], weight);
             }
             None => {
                 add(format!("{p}.mlp.gate_proj.weight"), vec![i, h], weight);

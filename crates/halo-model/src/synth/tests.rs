@@ -200,7 +200,7 @@ fn bad_requests_are_typed_errors() {
     let e = preset_by_name("llama-70b").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unknown preset 'llama-70b' (known: tiny, bench-110m, llama-1b, bench-moe)"
+        "unknown preset 'llama-70b' (known: tiny, bench-110m, llama-1b, bench-moe, bench-phi3)"
     );
     assert!(matches!(
         "f8".parse::<SynthDType>(),
