@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::{device, generate_together, BLOCK};
-use halo_hal::{SampleRequest, SeqStep, StepBatch};
+use common::{device, device_with, generate_together, BLOCK};
+use halo_hal::{DType, LoadOptions, SampleRequest, SeqStep, StepBatch};
+use halo_model::{ModelConfig, RopeScaling, StoredDType};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -127,6 +128,20 @@ fn family_greedy_ids_alone_exact() {
             assert_eq!(got[0], case.greedy_ids, "{} case {ci}", dir.display());
         }
     }
+}
+
+/// The logits after one prefill of `prompt`.
+fn prompt_logits(d: &mut halo_cpu::CpuDevice, prompt: &[u32]) -> Vec<f32> {
+    let batch = StepBatch {
+        seqs: vec![SeqStep {
+            seq_id: 1,
+            tokens: prompt.to_vec(),
+            start_pos: 0,
+            block_table: (0..prompt.len().div_ceil(BLOCK) as u32).collect(),
+            sample: Some(SampleRequest::greedy()),
+        }],
+    };
+    d.logits(&batch).unwrap()
 }
 
 #[test]
@@ -309,6 +324,92 @@ fn family_ggufs_give_llamacpp_greedy_ids() {
             // transformers' ids), the f32 file gives the original's ids exactly.
             if run.matches_transformers && !f16 && run.prompt_ids == original[ci].prompt_ids {
                 assert_eq!(got[0], original[ci].greedy_ids, "{what} vs {source}");
+            }
+        }
+    }
+}
+
+#[test]
+fn family_weight_formats_load_run_and_stay_batch_invariant() {
+    let formats = [
+        (
+            "--dtype f16",
+            LoadOptions {
+                dtype: Some(DType::F16),
+                ..Default::default()
+            },
+        ),
+        (
+            "--dtype bf16",
+            LoadOptions {
+                dtype: Some(DType::BF16),
+                ..Default::default()
+            },
+        ),
+        (
+            "--quantize q8_0",
+            LoadOptions {
+                quantize: Some(StoredDType::Q8_0),
+                ..Default::default()
+            },
+        ),
+    ];
+    for dir in fixture_dirs() {
+        let cases = cases(&dir);
+        let prompts: Vec<&[u32]> = cases.iter().map(|c| c.prompt_ids.as_slice()).collect();
+        let mut f32_device = device(&dir, 256);
+        let longrope = matches!(
+            ModelConfig::from_dir(&dir).unwrap().rope.scaling,
+            RopeScaling::LongRope(_)
+        );
+        for (what, options) in &formats {
+            let mut d = device_with(&dir, 512, options);
+            let alone: Vec<Vec<u32>> = prompts
+                .iter()
+                .map(|p| generate_together(&mut d, &[p], &[usize::MAX], 16).remove(0))
+                .collect();
+            // LongRoPE picks its factors from a sequence's highest position in the step, so a
+            // prompt chunked across the original length legitimately rotates differently
+            // (documented in halo-cpu's rope.rs): such models mix whole prompts only.
+            let chunk_cycle = if longrope {
+                [usize::MAX; 4]
+            } else {
+                [usize::MAX, 3, 1, 7]
+            };
+            let chunks: Vec<usize> = chunk_cycle
+                .into_iter()
+                .cycle()
+                .take(prompts.len())
+                .collect();
+            let together = generate_together(&mut d, &prompts, &chunks, 16);
+            assert_eq!(
+                together,
+                alone,
+                "{} {what}: a batch changed ids",
+                dir.display()
+            );
+            // Rounded weights move the logits: the first token may leave transformers' only
+            // where its margin is below twice the largest logit change the rounding causes on
+            // that prompt (measured against the f32 weights).
+            for (ci, case) in cases.iter().enumerate() {
+                if alone[ci][0] != case.greedy_ids[0] {
+                    let rounded = prompt_logits(&mut d, &case.prompt_ids);
+                    let exact = prompt_logits(&mut f32_device, &case.prompt_ids);
+                    let noise = rounded
+                        .iter()
+                        .zip(&exact)
+                        .map(|(a, b)| f64::from((a - b).abs()))
+                        .fold(0.0, f64::max);
+                    assert!(
+                        case.margins[0] < 2.0 * noise,
+                        "{} {what} case {ci}: first token {} not transformers' {} at margin {} \
+                         (rounding moves logits by at most {noise})",
+                        dir.display(),
+                        alone[ci][0],
+                        case.greedy_ids[0],
+                        case.margins[0]
+                    );
+                }
             }
         }
     }
