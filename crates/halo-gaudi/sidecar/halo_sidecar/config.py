@@ -216,8 +216,9 @@ def longrope_recompute_position(cfg: ModelConfig) -> int | None:
     """For longrope: the position whose token makes a sequence longer than the original length.
     A forward pass picks the long factors for a row whose positions reach it, but the KV already
     cached for that sequence was computed with the short ones; transformers (Phi-3's generate)
-    then recomputes the whole sequence, so the caller sends it again from position 0 at this
-    position to match. None for every other rope type."""
+    then recomputes the whole sequence, so a caller that sends it again from position 0 at this
+    position gets golden.json's ids, and one that keeps the cache (as halo's engine does, its
+    blocks may be shared) gets cached_path.json's. None for every other rope type."""
     if cfg.rope["rope_type"] != "longrope":
         return None
     return int(cfg.rope["original_max_position_embeddings"])

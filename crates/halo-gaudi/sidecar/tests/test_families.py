@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from halo_sidecar import sampling
 from halo_sidecar.backend import select
 from halo_sidecar.executor import Executor, Seq
 
@@ -166,3 +167,34 @@ def test_families_run_in_half_precision(model_dir, dtype):
     got = row[:16]
     # bf16 keeps ~3 significant digits through up to 6 random layers; a wrong path decorrelates
     assert torch.corrcoef(torch.stack([got, want]))[0, 1] > 0.95, (got, want)
+
+
+def test_phi3_without_recompute_follows_the_cached_path():
+    """Driven as halo's engine drives it (the KV cache kept across the longrope switch, each row
+    choosing its factors from its own positions), the sidecar gives the ids transformers gives on
+    that path (cached_path.json, ci/oracle/phi3_cached_path.py), as the CPU backend does."""
+    model_dir = os.path.join(os.path.dirname(FAMILY_DIRS[0]), "tiny-phi3")
+    with open(os.path.join(model_dir, "cached_path.json"), encoding="utf-8") as f:
+        cases = json.load(f)["cases"]
+    ex = Executor(select("cpu"))
+    ex.load(model_dir, "f32")
+    ex.warmup(16, 128, 4, 128, 40, 0)
+    outs = {i: [] for i in range(len(cases))}
+    pos = {i: 0 for i in range(len(cases))}
+    steps = len(cases[0]["cached_ids"])
+    while any(len(o) < steps for o in outs.values()):
+        batch = []
+        for i, case in enumerate(cases):
+            req = sampling.Request(params=sampling.Params())
+            blocks = list(range(i * 10, i * 10 + 10))
+            if pos[i] == 0:
+                batch.append(Seq(i, case["prompt_ids"], 0, blocks, req))
+                pos[i] = len(case["prompt_ids"])
+            elif len(outs[i]) < steps:
+                batch.append(Seq(i, [outs[i][-1]], pos[i], blocks, req))
+                pos[i] += 1
+        results, _ = ex.step(batch)
+        for r in results:
+            outs[r.seq_id].append(r.sampled.token)
+    for i, case in enumerate(cases):
+        assert outs[i] == case["cached_ids"], i
