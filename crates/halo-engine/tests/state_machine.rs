@@ -3,7 +3,8 @@
 //! non-finite logits and device failures. After every operation: free + used = total, reference
 //! counts equal holders, every request is in exactly one of waiting / running / ended, no request
 //! gets two terminal events, and every token received is the reference token. At the end every
-//! request has exactly one terminal event and free = total.
+//! request has exactly one terminal event and free = total. Half the runs model a sliding window
+//! (blocks behind it released, the device reading only the window).
 
 mod common;
 
@@ -54,9 +55,15 @@ proptest! {
         ops in prop::collection::vec(op(), 1..80),
         caching in any::<bool>(),
         budget in 4usize..24,
+        // a sliding-window model: blocks behind the window are released as sequences grow
+        window in prop_oneof![Just(None), (1usize..10).prop_map(Some)],
     ) {
         let setup = Setup { blocks: 10, block_size: 4, budget, max_seqs: 4, caching, eos: vec![] };
-        let (mut s, mut dev) = setup.build();
+        let (s, dev) = setup.build();
+        let (mut s, mut dev) = match window {
+            Some(w) => (s.with_kv_window(Some(w)), dev.with_window(w)),
+            None => (s, dev),
+        };
         let control = dev.control();
         let mut st = Streams::default();
         let mut out = Vec::new();
@@ -98,7 +105,7 @@ proptest! {
                     let before = s.stats();
                     match s.submit(next_id, r, Instant::now()) {
                         Ok(()) => {
-                            expect.insert(next_id, Expect { tokens: expected_with(&p, max_new, &base), max_new });
+                            expect.insert(next_id, Expect { tokens: expected_windowed(&p, max_new, &base, window), max_new });
                             ids.push(next_id);
                         }
                         Err(e) => {

@@ -70,12 +70,24 @@ pub fn expected(prompt: &[u32], n: usize) -> Vec<u32> {
 }
 
 pub fn expected_with(prompt: &[u32], n: usize, base: &SampleRequest) -> Vec<u32> {
+    expected_windowed(prompt, n, base, None)
+}
+
+/// As [`expected_with`] for a device that attends only the last `window` positions
+/// ([`ScriptedDevice::with_window`]).
+pub fn expected_windowed(
+    prompt: &[u32],
+    n: usize,
+    base: &SampleRequest,
+    window: Option<usize>,
+) -> Vec<u32> {
     let mut hist = prompt.to_vec();
     let mut out = Vec::new();
     for i in 0..n {
         let mut req = base.clone();
         req.rng_offset = i as u64;
-        let t = ScriptedDevice::expected_next(VOCAB, &hist, &req);
+        let from = window.map_or(0, |w| hist.len().saturating_sub(w));
+        let t = ScriptedDevice::expected_next(VOCAB, &hist[from..], &req);
         hist.push(t);
         out.push(t);
     }
