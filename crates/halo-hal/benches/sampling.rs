@@ -136,7 +136,7 @@ fn penalty_history(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("penalized_step_64x128k");
     g.sample_size(10);
-    for len in [512u32, 8192] {
+    for len in [512u32, 8192, 32768] {
         let mut seqs: Vec<PenaltyContext> = (0..SEQS as u64)
             .map(|s| PenaltyContext::from_history(&prompt(), &generated(s, len)))
             .collect();
