@@ -25,11 +25,10 @@ pub async fn handle(
     let body = read_body(&state, body).map_err(refuse)?;
     let (job, chat, max_tokens) = parse(&state, &body).map_err(refuse)?;
     // The template runs off the runtime; its error (or a model without one) is a 400 naming it.
-    let (_, ids) = state
-        .admission
-        .render_chat(chat)
-        .await
-        .map_err(|s| refuse(ApiError::from_status(&s).with_param("messages")))?;
+    let (_, ids) = state.admission.render_chat(chat).await.map_err(|s| {
+        let e = ApiError::from_status(&s).with_param("messages");
+        generate::refuse(&state, Kind::Chat, job.stream, e)
+    })?;
     let mut job = job;
     job.request.max_new_tokens = max_tokens.unwrap_or_else(|| state.room_after(ids.len()));
     job.request.prompt = Some(pb::generate_request::Prompt::TokenIds(pb::TokenIds { ids }));

@@ -185,7 +185,13 @@ async fn unary(render: Render, mut events: mpsc::Receiver<Item>) -> Result<Respo
                 let finish = m.finish.clone();
                 acc.push(m);
                 if let Some(f) = finish {
-                    return Ok(render.unary(acc, &f));
+                    // Naming every token (and its alternatives) for logprobs is tokenizer work
+                    // in proportion to the output: off the async runtime.
+                    return tokio::task::spawn_blocking(move || render.unary(acc, &f))
+                        .await
+                        .map_err(|_| {
+                            ApiError::from_status(&Status::internal("the response task failed"))
+                        });
                 }
             }
             Some(Err(s)) => return Err(ApiError::from_status(&s)),
