@@ -5,7 +5,7 @@
 //! benchmarks of quantized models need no download and llama.cpp can run the same file.
 
 use super::error::GgufError;
-use super::names::gguf_name;
+use super::names::{gguf_name_for, gguf_name_fused};
 use super::writer::GgufWriter;
 use crate::config::{read_json, Architecture};
 use crate::error::{ModelError, Result};
@@ -76,6 +76,8 @@ fn tensor_type(q: Quantization, hf: &str, cols: usize, layers: usize, tied: bool
         Quantization::Q6K => StoredDType::Q6_K,
         Quantization::Q4KM if is_head => StoredDType::Q6_K,
         Quantization::Q4KM => match layer {
+            // llama-quantize gives a fused q|k|v (Phi-3's attn_qkv) 5 bits in every layer
+            Some(_) if hf.ends_with("qkv_proj.weight") => StoredDType::Q5_K,
             Some(l)
                 if (hf.ends_with("v_proj.weight") || hf.ends_with("down_proj.weight"))
                     && more_bits(l, layers) =>
@@ -218,13 +220,18 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
     let arch = match c.architecture {
         Architecture::Llama | Architecture::Mistral | Architecture::Mixtral => "llama",
         Architecture::Qwen2 => "qwen2",
+        Architecture::Phi3 => "phi3",
+        Architecture::Qwen3 => "qwen3",
+        Architecture::Gemma2 => "gemma2",
+        Architecture::Gemma3 => "gemma3",
         other => {
             return Err(ModelError::Gguf {
                 path: out.to_path_buf(),
                 source: GgufError::UnknownArchitecture {
                     arch: other.hf_name().to_owned(),
                     supported: "LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, \
-                                Qwen2ForCausalLM",
+                                Qwen2ForCausalLM, Phi3ForCausalLM, Qwen3ForCausalLM, \
+                                Gemma2ForCausalLM, Gemma3ForCausalLM",
                 },
             })
         }
@@ -247,7 +254,10 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
         )
         .add_u32(&key("attention.key_length"), as_u32(c.head_dim))
         .add_u32(&key("attention.value_length"), as_u32(c.head_dim))
-        .add_u32(&key("rope.dimension_count"), as_u32(c.head_dim))
+        .add_u32(
+            &key("rope.dimension_count"),
+            as_u32(c.rope.rotary_dim(c.head_dim)),
+        )
         .add_u32(&key("vocab_size"), as_u32(c.vocab_size))
         .add_f32(&key("rope.freq_base"), c.rope.theta)
         .add_f32(
@@ -261,9 +271,20 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
     if let Some(window) = c.sliding_window {
         w.add_u32(&key("attention.sliding_window"), as_u32(window));
     }
+    if matches!(c.architecture, Architecture::Gemma2 | Architecture::Gemma3) {
+        super::gemma::export_metadata(&mut w, arch, c).map_err(|msg| export_err(out, msg))?;
+    }
     if let RopeScaling::Linear { factor } = c.rope.scaling {
         w.add_str(&key("rope.scaling.type"), "linear")
             .add_f32(&key("rope.scaling.factor"), factor);
+    }
+    // LongRoPE as llama.cpp's converter writes it: metadata here, factor tensors below.
+    if let RopeScaling::LongRope(lr) = &c.rope.scaling {
+        w.add_u32(
+            &key("rope.scaling.original_context_length"),
+            as_u32(lr.original_max_position_embeddings),
+        )
+        .add_f32(&key("rope.scaling.attn_factor"), lr.attention_factor);
     }
 
     let v = vocab(&model.dir, c.vocab_size)?;
@@ -296,6 +317,21 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
                 source,
             })?;
     }
+    if let RopeScaling::LongRope(lr) = &c.rope.scaling {
+        for (name, factors) in [
+            ("rope_factors_long.weight", &lr.long_factor),
+            ("rope_factors_short.weight", &lr.short_factor),
+        ] {
+            let raw: Vec<u8> = factors.iter().flat_map(|f| f.to_le_bytes()).collect();
+            bytes += raw.len() as u64;
+            tensors += 1;
+            w.add_tensor(name, &[factors.len()], StoredDType::F32, raw)
+                .map_err(|source| ModelError::Gguf {
+                    path: out.to_path_buf(),
+                    source,
+                })?;
+        }
+    }
     let experts = crate::config::moe::ExpertNames::for_architecture(c.architecture);
     for (hf, shape) in c.expected_tensors() {
         // A sparse layer's experts go out stacked, after this loop.
@@ -303,11 +339,17 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
             continue;
         }
         let router = experts.and_then(|n| super::experts::gguf_name(&hf, n));
+        let fused = c.fused_projections.then(|| gguf_name_fused(&hf)).flatten();
         let name = router
             .clone()
-            .or_else(|| gguf_name(&hf))
+            .or(fused)
+            .or_else(|| gguf_name_for(&hf, c.sandwich_norms))
             .ok_or_else(|| export_err(out, format!("no GGUF name for tensor '{hf}'")))?;
         let mut values = model.weights.check(&hf, &shape)?.to_f32();
+        // llama.cpp's converter folds Gemma's `(1 + w)` into every norm weight.
+        if c.norm_weight_offset != 0.0 && hf.ends_with("norm.weight") {
+            values.iter_mut().for_each(|v| *v += c.norm_weight_offset);
+        }
         let dtype = match shape.as_slice() {
             // llama-quantize keeps the router (`ffn_gate_inp`) in f32.
             _ if router.is_some() => StoredDType::F32,
@@ -368,6 +410,11 @@ mod tests {
     #[test]
     fn q4_k_m_mix_follows_llama_quantize() {
         let t = |hf: &str| tensor_type(Quantization::Q4KM, hf, 256, 16, false);
+        // a fused q|k|v is not a v projection: 5 bits in every layer
+        for l in [0, 3] {
+            let qkv = format!("model.layers.{l}.self_attn.qkv_proj.weight");
+            assert_eq!(t(&qkv), StoredDType::Q5_K);
+        }
         assert_eq!(t("lm_head.weight"), StoredDType::Q6_K);
         assert_eq!(t("model.embed_tokens.weight"), StoredDType::Q4_K);
         assert_eq!(
