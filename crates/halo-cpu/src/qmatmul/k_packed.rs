@@ -19,6 +19,9 @@
 //! order does not matter) and then [`super::portable::k_step`]'s unfused float step per
 //! super-block in K order, so the bits are the portable path's.
 
+// Kernels index several parallel arrays by the same tile coordinates.
+#![allow(clippy::needless_range_loop)]
+
 use super::groups::{self, GROUP};
 use super::{kscales, Acts};
 use halo_model::dtype::StoredDType;
@@ -26,8 +29,9 @@ use halo_model::dtype::StoredDType;
 const Q4K_SB: usize = 32 + 32 + 128 + 128 + 2048;
 const Q6K_SB: usize = 32 + 256 + 2048 + 1024;
 
-/// Activation rows one tile meets with a chunk's codes in registers.
-const TILE_M: usize = 4;
+/// Activation rows one tile meets with a sub-block's codes in registers (the code unpacking,
+/// Q6_K's especially, is shared by all of them).
+const TILE_M: usize = 8;
 
 /// Whether `dtype` has a packed form here.
 pub(crate) fn packs(dtype: StoredDType) -> bool {
@@ -172,6 +176,10 @@ pub(crate) fn matmul_avx512(
         macro_rules! go {
             ($f:ident) => {
                 match c {
+                    8 => $f::<8>(acts, i0, w, nsb, col, n, mask),
+                    7 => $f::<7>(acts, i0, w, nsb, col, n, mask),
+                    6 => $f::<6>(acts, i0, w, nsb, col, n, mask),
+                    5 => $f::<5>(acts, i0, w, nsb, col, n, mask),
                     4 => $f::<4>(acts, i0, w, nsb, col, n, mask),
                     3 => $f::<3>(acts, i0, w, nsb, col, n, mask),
                     2 => $f::<2>(acts, i0, w, nsb, col, n, mask),
@@ -278,7 +286,8 @@ unsafe fn q4k_tile<const C: usize>(
 }
 
 /// Q6_K: one group against activation rows `i0 .. i0 + C`. Codes are unsigned (0..63); the
-/// −32 offset comes off as `32·Σ sc·bsum`, summed by `vpdpwssd` on the paired scales.
+/// −32 offset comes off each sub-block's dot as `32·bsum` before its scale, as in
+/// [`super::portable::kquant_block`].
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -296,7 +305,7 @@ unsafe fn q6k_tile<const C: usize>(
     let (aq, ad, bs) = (
         acts.q.as_ptr().cast::<u8>(),
         acts.d.as_ptr(),
-        acts.bsums.as_ptr().cast::<u8>(),
+        acts.bsums.as_ptr(),
     );
     let low4 = _mm512_set1_epi8(0x0F);
     let low2 = _mm512_set1_epi8(0x03);
@@ -304,7 +313,6 @@ unsafe fn q6k_tile<const C: usize>(
     for s in 0..nsb {
         let blk = w.add(s * Q6K_SB);
         let mut isum = [_mm512_setzero_si512(); C];
-        let mut corr = [_mm512_setzero_si512(); C];
         // Eighth h: chunks 8h .. 8h + 8, sub-blocks 2h and 2h + 1 (16 values each).
         for h in 0..8 {
             let mut q = [_mm512_setzero_si512(); 8];
@@ -334,21 +342,21 @@ unsafe fn q6k_tile<const C: usize>(
                     d0 = _mm512_dpbusd_epi32(d0, q[t], bcast4(a.add(4 * t)));
                     d1 = _mm512_dpbusd_epi32(d1, q[t + 4], bcast4(a.add(16 + 4 * t)));
                 }
+                let b = bs.add(row * (k / 16) + 16 * s + 2 * h);
+                let d0 = _mm512_sub_epi32(d0, _mm512_set1_epi32(32 * *b as i32));
+                let d1 = _mm512_sub_epi32(d1, _mm512_set1_epi32(32 * *b.add(1) as i32));
                 isum[c] = _mm512_add_epi32(
                     isum[c],
                     _mm512_add_epi32(_mm512_mullo_epi32(d0, sc0), _mm512_mullo_epi32(d1, sc1)),
                 );
-                let b2 = bs.add(2 * (row * (k / 16) + 16 * s + 2 * h));
-                corr[c] = _mm512_dpwssd_epi32(corr[c], pair, bcast4(b2));
             }
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.cast()));
         for c in 0..C {
             let dx = _mm512_set1_ps(*ad.add((i0 + c) * nsb + s));
-            let is = _mm512_sub_epi32(isum[c], _mm512_slli_epi32::<5>(corr[c]));
             acc[c] = _mm512_add_ps(
                 acc[c],
-                _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(is)),
+                _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum[c])),
             );
         }
     }
