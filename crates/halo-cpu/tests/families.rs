@@ -139,6 +139,7 @@ fn prompt_logits(d: &mut halo_cpu::CpuDevice, prompt: &[u32]) -> Vec<f32> {
             start_pos: 0,
             block_table: (0..prompt.len().div_ceil(BLOCK) as u32).collect(),
             sample: Some(SampleRequest::greedy()),
+            long_rope: false,
         }],
     };
     d.logits(&batch).unwrap()
@@ -157,6 +158,7 @@ fn family_logits_within_1e4() {
                     start_pos: 0,
                     block_table: blocks,
                     sample: Some(SampleRequest::greedy()),
+                    long_rope: false,
                 }],
             };
             let logits = d.logits(&batch).unwrap();
@@ -413,4 +415,50 @@ fn family_weight_formats_load_run_and_stay_batch_invariant() {
             }
         }
     }
+}
+
+/// halo's own GGUF export of a family fixture (as `make-model --format gguf` writes it) reads
+/// back as the same model: f32 files give transformers' greedy ids exactly. The Gemma fixtures'
+/// SentencePiece tokenizer does not export, so their directories borrow tiny-qwen3's byte-level
+/// one (same vocabulary size; the test feeds ids); the `-hub` Gemma fixtures are used because a
+/// GGUF cannot record a `query_pre_attn_scalar` other than head_dim, which the export refuses.
+#[test]
+fn family_gguf_export_reads_back_with_the_same_ids() {
+    use halo_model::gguf::export::{export, Quantization};
+    for name in ["tiny-qwen3", "tiny-gemma2-hub", "tiny-gemma3-hub"] {
+        let src = root().join(name);
+        let tmp = std::env::temp_dir().join(format!("halo-families-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        for f in ["config.json", "model.safetensors", "generation_config.json"] {
+            std::fs::copy(src.join(f), tmp.join(f)).unwrap();
+        }
+        for f in ["tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(root().join("tiny-qwen3").join(f), tmp.join(f)).unwrap();
+        }
+        let model = halo_model::Model::open(&tmp).unwrap();
+        let out = tmp.join("exported-f32.gguf");
+        export(&model, Quantization::F32, &out).unwrap();
+        let mut d = device(&out, 256);
+        for (ci, case) in cases(&src).iter().enumerate() {
+            let got = generate_together(
+                &mut d,
+                &[&case.prompt_ids],
+                &[usize::MAX],
+                case.greedy_ids.len(),
+            );
+            assert_eq!(got[0], case.greedy_ids, "{name} exported, case {ci}");
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+    // Gemma 2's fixture scales attention by query_pre_attn_scalar != head_dim: refused (its
+    // SentencePiece tokenizer is refused too, but the scale is checked first).
+    let model = halo_model::Model::open(&root().join("tiny-gemma2")).unwrap();
+    let out =
+        std::env::temp_dir().join(format!("halo-families-{}-refused.gguf", std::process::id()));
+    let e = match export(&model, Quantization::F32, &out) {
+        Ok(_) => panic!("tiny-gemma2 exported despite its attention scale"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("query_pre_attn_scalar"), "{e}");
+    assert!(!out.exists());
 }

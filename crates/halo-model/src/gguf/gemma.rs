@@ -8,7 +8,8 @@
 
 use super::error::GgufError;
 use super::metadata::Metadata;
-use super::value::Array;
+use super::value::{Array, Value};
+use super::writer::GgufWriter;
 use crate::config::{default_attn_scale, Activation, Architecture, ModelConfig};
 use crate::rope::{RopeConfig, RopeScaling};
 
@@ -109,5 +110,120 @@ fn invalid(key: &str, msg: String) -> GgufError {
     GgufError::InvalidValue {
         key: key.to_owned(),
         msg,
+    }
+}
+
+/// Writes Gemma's keys into an exported file as llama.cpp's converter does, plus the layer
+/// pattern as a per-layer array (llama.cpp reads it; its converter leaves the default). `Err`
+/// says what a GGUF cannot carry: an attention scale other than the one llama.cpp derives.
+pub(super) fn export_metadata(
+    w: &mut GgufWriter,
+    arch: &str,
+    c: &ModelConfig,
+) -> Result<(), String> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let largest = if c.architecture == Architecture::Gemma3 {
+        62
+    } else {
+        46
+    };
+    let derived = if c.num_hidden_layers == largest {
+        default_attn_scale(c.hidden_size / c.num_attention_heads)
+    } else {
+        default_attn_scale(c.head_dim)
+    };
+    if c.attn_scale != derived {
+        return Err(format!(
+            "attention scale {} (query_pre_attn_scalar) differs from the {derived} llama.cpp \
+             derives from the shapes; a GGUF cannot record it",
+            c.attn_scale
+        ));
+    }
+    if let Some(cap) = c.attn_logit_softcap {
+        w.add_f32(&key("attn_logit_softcapping"), cap);
+    }
+    if let Some(cap) = c.final_logit_softcap {
+        w.add_f32(&key("final_logit_softcapping"), cap);
+    }
+    if c.sliding_window.is_some() {
+        w.add(
+            &key("attention.sliding_window_pattern"),
+            Value::Array(Array::Bool(c.sliding_layers.clone())),
+        );
+    }
+    if let Some(local) = &c.local_rope {
+        if local.scaling != RopeScaling::Default {
+            return Err("a scaled RoPE on the local layers cannot be recorded in GGUF".into());
+        }
+        w.add_f32(&key("rope.freq_base_swa"), local.theta);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(pairs: &[(&str, Value)]) -> Metadata {
+        let mut m = Metadata::default();
+        for (k, v) in pairs {
+            m.insert((*k).to_owned(), v.clone()).unwrap();
+        }
+        m
+    }
+
+    fn layers(n: usize) -> ModelConfig {
+        let v = serde_json::json!({
+            "architectures": ["Gemma3ForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": n, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 16, "vocab_size": 100
+        });
+        ModelConfig::from_json(&v, std::path::Path::new("config.json")).unwrap()
+    }
+
+    #[test]
+    fn pattern_is_a_period_or_a_per_layer_array_as_llama_cpp_reads_it() {
+        let c = layers(7);
+        let key = "gemma3.attention.sliding_window_pattern";
+        let period = |n: Option<u32>| {
+            let m = match n {
+                Some(n) => meta(&[(key, Value::U32(n))]),
+                None => meta(&[]),
+            };
+            pattern(&m, key, &c, true).unwrap()
+        };
+        assert_eq!(
+            period(None),
+            vec![true, true, true, true, true, false, true]
+        );
+        assert_eq!(
+            period(Some(2)),
+            vec![true, false, true, false, true, false, true]
+        );
+        assert_eq!(period(Some(1)), vec![false; 7]);
+        assert_eq!(period(Some(0)), vec![true; 7]);
+        let flags = vec![false, true, true, false, true, true, false];
+        let m = meta(&[(key, Value::Array(Array::Bool(flags.clone())))]);
+        assert_eq!(pattern(&m, key, &c, true).unwrap(), flags);
+        let m = meta(&[(key, Value::Array(Array::Bool(vec![true; 3])))]);
+        assert!(pattern(&m, key, &c, true).is_err());
+    }
+
+    #[test]
+    fn gemma2_defaults_are_llama_cpps() {
+        let mut c = layers(4);
+        c.architecture = Architecture::Gemma2;
+        apply(&meta(&[]), "gemma2", &mut c).unwrap();
+        assert_eq!(c.attn_logit_softcap, Some(50.0));
+        assert_eq!(c.final_logit_softcap, Some(30.0));
+        assert_eq!(c.sliding_window, Some(4096));
+        assert_eq!(c.sliding_layers, vec![true, false, true, false]);
+        assert_eq!(c.local_rope, None);
+        assert_eq!(c.attn_scale, default_attn_scale(16));
+        let m = meta(&[
+            ("gemma2.attn_logit_softcapping", Value::F32(0.0)),
+            ("gemma2.rope.freq_base_swa", Value::F32(-1.0)),
+        ]);
+        assert!(apply(&m, "gemma2", &mut c).is_err());
     }
 }

@@ -7,6 +7,7 @@
 //! generated one tensor at a time while the file is written, so a 1B-parameter model never sits in
 //! memory whole.
 
+pub mod families;
 pub mod phi3;
 pub mod preset;
 pub mod rng;

@@ -2,6 +2,7 @@
 //! them (config.json in transformers 5's `rope_parameters` layout, generation_config.json,
 //! tokenizer_config.json).
 
+use super::families::FamilyPreset;
 use super::phi3::Phi3Preset;
 use super::SynthDType;
 use serde_json::{json, Value};
@@ -45,6 +46,8 @@ pub struct Preset {
     pub moe: Option<MoePreset>,
     /// Phi-3's layout (fused projections, partial rotary, LongRoPE) when set.
     pub phi3: Option<Phi3Preset>,
+    /// Qwen3's or Gemma's block (q/k norms, sandwich norms, GeGLU, soft-caps, windows) when set.
+    pub family: Option<FamilyPreset>,
 }
 
 /// Token ids of the two special tokens every synthetic tokenizer starts with.
@@ -70,6 +73,7 @@ pub const PRESETS: &[Preset] = &[
         default_dtype: SynthDType::F32,
         moe: None,
         phi3: None,
+        family: None,
     },
     Preset {
         name: "bench-110m",
@@ -90,6 +94,7 @@ pub const PRESETS: &[Preset] = &[
         default_dtype: SynthDType::F32,
         moe: None,
         phi3: None,
+        family: None,
     },
     Preset {
         name: "llama-1b",
@@ -115,6 +120,7 @@ pub const PRESETS: &[Preset] = &[
         default_dtype: SynthDType::Bf16,
         moe: None,
         phi3: None,
+        family: None,
     },
     Preset {
         name: "bench-moe",
@@ -138,6 +144,7 @@ pub const PRESETS: &[Preset] = &[
             experts_per_token: 2,
         }),
         phi3: None,
+        family: None,
     },
     Preset {
         name: "bench-phi3",
@@ -160,6 +167,78 @@ pub const PRESETS: &[Preset] = &[
         phi3: Some(Phi3Preset {
             partial_rotary_factor: 0.75,
             original_max_position_embeddings: 4096,
+        }),
+        family: None,
+    },
+    Preset {
+        name: "bench-qwen3",
+        about: "Qwen3's block at bench-110m's width (hidden 768, 12 layers, 12/4 heads, \
+                head_dim 64, q/k norms, vocab 32000, tied)",
+        hidden_size: 768,
+        intermediate_size: 2048,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        num_key_value_heads: 4,
+        head_dim: 64,
+        vocab_size: 32000,
+        max_position_embeddings: 1024,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1_000_000.0,
+        rope_scaling: None,
+        tie_word_embeddings: true,
+        default_dtype: SynthDType::F32,
+        moe: None,
+        phi3: None,
+        family: Some(FamilyPreset::Qwen3),
+    },
+    Preset {
+        name: "bench-gemma2",
+        about: "Gemma 2's block at bench-110m's width (hidden 768, 12 layers, 12/4 heads, GeGLU, \
+                soft-caps 50/30, window 256 on every other layer, vocab 32000, tied)",
+        hidden_size: 768,
+        intermediate_size: 2048,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        num_key_value_heads: 4,
+        head_dim: 64,
+        vocab_size: 32000,
+        max_position_embeddings: 1024,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10000.0,
+        rope_scaling: None,
+        tie_word_embeddings: true,
+        default_dtype: SynthDType::F32,
+        moe: None,
+        phi3: None,
+        family: Some(FamilyPreset::Gemma2 {
+            sliding_window: 256,
+        }),
+    },
+    Preset {
+        name: "bench-gemma3",
+        about: "Gemma 3's text block at bench-110m's width (hidden 768, 12 layers, 12/4 heads, \
+                q/k norms, 5 local (window 256, base 1e4) : 1 global (base 1e6, linear x8), \
+                vocab 32000, tied)",
+        hidden_size: 768,
+        intermediate_size: 2048,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        num_key_value_heads: 4,
+        head_dim: 64,
+        vocab_size: 32000,
+        max_position_embeddings: 1024,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1_000_000.0,
+        rope_scaling: None,
+        tie_word_embeddings: true,
+        default_dtype: SynthDType::F32,
+        moe: None,
+        phi3: None,
+        family: Some(FamilyPreset::Gemma3 {
+            sliding_window: 256,
+            pattern: 6,
+            rope_local_base_freq: 10000.0,
+            global_linear_factor: 8.0,
         }),
     },
 ];
@@ -191,7 +270,8 @@ impl Preset {
             Some(m) => m.num_experts as u64 * (h + 3 * i * h),
             None => 3 * i * h,
         };
-        let per_layer = 2 * h + 2 * q * h + 2 * kv * h + ffn;
+        let family = self.family.map_or(0, |f| f.extra_params_per_layer(self));
+        let per_layer = 2 * h + 2 * q * h + 2 * kv * h + ffn + family;
         let head = if self.tie_word_embeddings { 0 } else { v * h };
         v * h + h + head + per_layer * self.num_hidden_layers as u64
     }
@@ -203,6 +283,9 @@ impl Preset {
         let mut v = self.llama_config_json(dtype, seed);
         if let Some(r) = &self.phi3 {
             super::phi3::patch_config(&mut v, self, r);
+        }
+        if let Some(f) = self.family {
+            super::families::patch_config(&mut v, self, f);
         }
         if let (Some(m), Some(obj)) = (self.moe, v.as_object_mut()) {
             for k in ["attention_bias", "mlp_bias", "pretraining_tp"] {
@@ -295,7 +378,8 @@ mod tests {
         assert!(preset("nope").is_none());
         assert_eq!(
             preset_names(),
-            "tiny, bench-110m, llama-1b, bench-moe, bench-phi3"
+            "tiny, bench-110m, llama-1b, bench-moe, bench-phi3, bench-qwen3, bench-gemma2, \
+             bench-gemma3"
         );
     }
 

@@ -94,7 +94,9 @@ pub fn plan(preset: &Preset, seed: u64, dtype: SynthDType) -> Vec<(String, Synth
     let kv = preset.num_key_value_heads * preset.head_dim;
     let i = preset.intermediate_size;
     let weight = Init::Uniform { std: WEIGHT_STD };
-    let norm = Init::NearOne { spread: 0.1 };
+    let norm = preset
+        .family
+        .map_or(Init::NearOne { spread: 0.1 }, |f| f.norm_init());
     let mut out = Vec::new();
     let mut add = |name: String, shape: Vec<usize>, init: Init| {
         let seed = tensor_seed(seed, &name);
@@ -134,6 +136,10 @@ pub fn plan(preset: &Preset, seed: u64, dtype: SynthDType) -> Vec<(String, Synth
             vec![h],
             norm,
         );
+        for (suffix, shape) in preset.family.map_or(vec![], |f| f.layer_tensors(preset)) {
+            // q/k norms are RMSNorm gains like the others.
+            add(format!("{p}.{suffix}"), shape, norm);
+        }
         match preset.moe {
             // Mixtral's names: the router, then each expert's w1 (gate), w2 (down), w3 (up).
             Some(m) => {

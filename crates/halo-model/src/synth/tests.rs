@@ -200,7 +200,8 @@ fn bad_requests_are_typed_errors() {
     let e = preset_by_name("llama-70b").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unknown preset 'llama-70b' (known: tiny, bench-110m, llama-1b, bench-moe, bench-phi3)"
+        "unknown preset 'llama-70b' (known: tiny, bench-110m, llama-1b, bench-moe, bench-phi3, \
+         bench-qwen3, bench-gemma2, bench-gemma3)"
     );
     assert!(matches!(
         "f8".parse::<SynthDType>(),
