@@ -318,6 +318,61 @@ mod tests {
     }
 
     #[test]
+    fn gguf_metadata_gives_the_same_routing() {
+        use crate::gguf::Value as G;
+        let meta = |pairs: &[(&str, G)]| {
+            let mut m = Metadata::default();
+            for (k, v) in pairs {
+                m.insert(k.to_string(), v.clone()).unwrap();
+            }
+            m
+        };
+        let m = meta(&[
+            ("qwen3moe.expert_count", G::U32(8)),
+            ("qwen3moe.expert_used_count", G::U32(2)),
+            ("qwen3moe.expert_feed_forward_length", G::U32(32)),
+        ]);
+        let c = MoeConfig::from_gguf(&m, "qwen3moe", 3, 160)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                c.num_experts,
+                c.experts_per_token,
+                c.expert_intermediate_size
+            ),
+            (8, 2, 32)
+        );
+        // llama.cpp renormalises unless the file says otherwise; every layer is sparse.
+        assert!(c.norm_topk_prob && c.sparse_layers == vec![true; 3]);
+        let m = meta(&[
+            ("llama.expert_count", G::U32(4)),
+            ("llama.expert_used_count", G::U32(2)),
+            ("llama.expert_weights_norm", G::Bool(false)),
+        ]);
+        let c = MoeConfig::from_gguf(&m, "llama", 2, 96).unwrap().unwrap();
+        assert_eq!(c.expert_intermediate_size, 96);
+        assert!(!c.norm_topk_prob);
+        assert_eq!(
+            MoeConfig::from_gguf(&meta(&[]), "llama", 2, 96).unwrap(),
+            None
+        );
+        let bad = meta(&[
+            ("llama.expert_count", G::U32(4)),
+            ("llama.expert_used_count", G::U32(5)),
+        ]);
+        let e = MoeConfig::from_gguf(&bad, "llama", 2, 96)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("llama.expert_used_count"), "{e}");
+        let missing = meta(&[("llama.expert_count", G::U32(4))]);
+        let e = MoeConfig::from_gguf(&missing, "llama", 2, 96)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("llama.expert_used_count"), "{e}");
+    }
+
+    #[test]
     fn bad_moe_fields_name_themselves() {
         let mut v = base("Qwen3MoeForCausalLM");
         v["num_experts"] = json!(4);
