@@ -6,7 +6,7 @@ use crate::error::CudaError;
 use crate::family::Features;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use halo_hal::{DType, DeviceError};
-use halo_model::Model;
+use halo_model::{Model, ModelConfig};
 use std::sync::Arc;
 
 /// A device buffer and its raw address (kernel arguments and cuBLAS take addresses).
@@ -93,6 +93,136 @@ impl ModelWeights {
     }
 }
 
+/// A device tensor as the checkpoint tensors it concatenates (row-wise, in order): name, shape.
+type Parts = Vec<(String, Vec<usize>)>;
+
+/// The checkpoint tensors behind one layer's device buffers. Pure: decides names and shapes from
+/// the config and the features, so what upload reads is tested without a GPU.
+pub(crate) struct LayerTensors {
+    pub input_norm: Parts,
+    pub post_norm: Parts,
+    pub sandwich: Option<(Parts, Parts)>,
+    pub qk_norm: Option<(Parts, Parts)>,
+    pub qkv: Parts,
+    pub qkv_bias: Option<Parts>,
+    pub o: Parts,
+    pub o_bias: Option<Parts>,
+    pub gate_up: Parts,
+    pub gate_up_bias: Option<Parts>,
+    pub down: Parts,
+    pub down_bias: Option<Parts>,
+}
+
+impl LayerTensors {
+    pub(crate) fn new(c: &ModelConfig, features: &Features, l: usize) -> LayerTensors {
+        let (h, hd, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
+        let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let t = |s: &str, shape: Vec<usize>| (format!("model.layers.{l}.{s}"), shape);
+        let one = |s: &str, shape: Vec<usize>| vec![t(s, shape)];
+        let (post_norm, sandwich) = if features.sandwich_norms {
+            // Gemma: the MLP's input norm is `pre_feedforward_layernorm`, and the attention's
+            // and the MLP's outputs have their own
+            (
+                one("pre_feedforward_layernorm.weight", vec![h]),
+                Some((
+                    one("post_attention_layernorm.weight", vec![h]),
+                    one("post_feedforward_layernorm.weight", vec![h]),
+                )),
+            )
+        } else {
+            (one("post_attention_layernorm.weight", vec![h]), None)
+        };
+        let (qkv, gate_up) = if features.fused_projections {
+            (
+                one("self_attn.qkv_proj.weight", vec![q + 2 * kv, h]),
+                one("mlp.gate_up_proj.weight", vec![2 * i, h]),
+            )
+        } else {
+            (
+                vec![
+                    t("self_attn.q_proj.weight", vec![q, h]),
+                    t("self_attn.k_proj.weight", vec![kv, h]),
+                    t("self_attn.v_proj.weight", vec![kv, h]),
+                ],
+                vec![
+                    t("mlp.gate_proj.weight", vec![i, h]),
+                    t("mlp.up_proj.weight", vec![i, h]),
+                ],
+            )
+        };
+        LayerTensors {
+            input_norm: one("input_layernorm.weight", vec![h]),
+            post_norm,
+            sandwich,
+            qk_norm: features.qk_norm.then(|| {
+                (
+                    one("self_attn.q_norm.weight", vec![hd]),
+                    one("self_attn.k_norm.weight", vec![hd]),
+                )
+            }),
+            qkv,
+            qkv_bias: c.qkv_bias.then(|| {
+                vec![
+                    t("self_attn.q_proj.bias", vec![q]),
+                    t("self_attn.k_proj.bias", vec![kv]),
+                    t("self_attn.v_proj.bias", vec![kv]),
+                ]
+            }),
+            o: one("self_attn.o_proj.weight", vec![h, q]),
+            o_bias: c.o_bias.then(|| one("self_attn.o_proj.bias", vec![h])),
+            gate_up,
+            gate_up_bias: c.mlp_bias.then(|| {
+                vec![
+                    t("mlp.gate_proj.bias", vec![i]),
+                    t("mlp.up_proj.bias", vec![i]),
+                ]
+            }),
+            down: one("mlp.down_proj.weight", vec![h, i]),
+            down_bias: c.mlp_bias.then(|| one("mlp.down_proj.bias", vec![h])),
+        }
+    }
+
+    /// Every checkpoint tensor this layer reads.
+    #[cfg(test)]
+    fn all(&self) -> impl Iterator<Item = &(String, Vec<usize>)> {
+        let pairs = [&self.sandwich, &self.qk_norm]
+            .into_iter()
+            .flatten()
+            .flat_map(|(a, b)| a.iter().chain(b));
+        let opts = [
+            &self.qkv_bias,
+            &self.o_bias,
+            &self.gate_up_bias,
+            &self.down_bias,
+        ]
+        .into_iter()
+        .flatten()
+        .flatten();
+        [
+            &self.input_norm,
+            &self.post_norm,
+            &self.qkv,
+            &self.o,
+            &self.gate_up,
+            &self.down,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(pairs)
+        .chain(opts)
+    }
+}
+
+/// The model-level tensors: embedding, final norm and, when untied, the head.
+pub(crate) fn global_tensors(c: &ModelConfig) -> (Parts, Parts, Option<Parts>) {
+    let h = c.hidden_size;
+    (
+        vec![("model.embed_tokens.weight".into(), vec![c.vocab_size, h])],
+        vec![("model.norm.weight".into(), vec![h])],
+        (!c.tie_word_embeddings).then(|| vec![("lm_head.weight".into(), vec![c.vocab_size, h])]),
+    )
+}
+
 pub(crate) fn upload(
     model: &Model,
     features: &Features,
@@ -100,12 +230,10 @@ pub(crate) fn upload(
     stream: &Arc<CudaStream>,
 ) -> Result<ModelWeights, DeviceError> {
     let c = &model.config;
-    let (h, hd, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
-    let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
     let mut bytes_read = 0u64;
-    let mut put = |names: &[(&str, Vec<usize>)]| -> Result<DevBuf, DeviceError> {
+    let mut put = |parts: &Parts| -> Result<DevBuf, DeviceError> {
         let mut all = Vec::new();
-        for (name, shape) in names {
+        for (name, shape) in parts {
             all.extend(
                 model
                     .weights
@@ -117,105 +245,38 @@ pub(crate) fn upload(
         bytes_read += bytes.len() as u64;
         DevBuf::from_bytes(stream, &bytes).map_err(DeviceError::from)
     };
-    let embed = put(&[("model.embed_tokens.weight", vec![c.vocab_size, h])])?;
-    let final_norm = put(&[("model.norm.weight", vec![h])])?;
-    let lm_head = if c.tie_word_embeddings {
-        None
-    } else {
-        Some(put(&[("lm_head.weight", vec![c.vocab_size, h])])?)
-    };
+    let (embed, final_norm, lm_head) = global_tensors(c);
+    let embed = put(&embed)?;
+    let final_norm = put(&final_norm)?;
+    let lm_head = lm_head.as_ref().map(&mut put).transpose()?;
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for l in 0..c.num_hidden_layers {
-        let n = |s: &str| format!("model.layers.{l}.{s}");
-        let (qw, kw, vw) = (
-            n("self_attn.q_proj.weight"),
-            n("self_attn.k_proj.weight"),
-            n("self_attn.v_proj.weight"),
-        );
-        let (qb, kb, vb) = (
-            n("self_attn.q_proj.bias"),
-            n("self_attn.k_proj.bias"),
-            n("self_attn.v_proj.bias"),
-        );
-        let (gw, uw, dw) = (
-            n("mlp.gate_proj.weight"),
-            n("mlp.up_proj.weight"),
-            n("mlp.down_proj.weight"),
-        );
-        let (gb, ub, db) = (
-            n("mlp.gate_proj.bias"),
-            n("mlp.up_proj.bias"),
-            n("mlp.down_proj.bias"),
-        );
-        let (ow, ob) = (n("self_attn.o_proj.weight"), n("self_attn.o_proj.bias"));
-        let (post_norm, sandwich) = if features.sandwich_norms {
-            (
-                put(&[(&n("pre_feedforward_layernorm.weight"), vec![h])])?,
-                Some((
-                    put(&[(&n("post_attention_layernorm.weight"), vec![h])])?,
-                    put(&[(&n("post_feedforward_layernorm.weight"), vec![h])])?,
-                )),
-            )
-        } else {
-            (
-                put(&[(&n("post_attention_layernorm.weight"), vec![h])])?,
-                None,
-            )
+        let t = LayerTensors::new(c, features, l);
+        let mut pair = |p: &Option<(Parts, Parts)>| -> Result<_, DeviceError> {
+            p.as_ref().map(|(a, b)| Ok((put(a)?, put(b)?))).transpose()
         };
-        let qk_norm = if features.qk_norm {
-            Some((
-                put(&[(&n("self_attn.q_norm.weight"), vec![hd])])?,
-                put(&[(&n("self_attn.k_norm.weight"), vec![hd])])?,
-            ))
-        } else {
-            None
-        };
-        let qkv = if features.fused_projections {
-            put(&[(&n("self_attn.qkv_proj.weight"), vec![q + 2 * kv, h])])?
-        } else {
-            put(&[(&qw, vec![q, h]), (&kw, vec![kv, h]), (&vw, vec![kv, h])])?
-        };
-        let gate_up = if features.fused_projections {
-            put(&[(&n("mlp.gate_up_proj.weight"), vec![2 * i, h])])?
-        } else {
-            put(&[(&gw, vec![i, h]), (&uw, vec![i, h])])?
-        };
+        let sandwich = pair(&t.sandwich)?;
+        let qk_norm = pair(&t.qk_norm)?;
         let plan = features.layers[l];
         layers.push(LayerWeights {
-            input_norm: put(&[(&n("input_layernorm.weight"), vec![h])])?,
-            post_norm,
+            input_norm: put(&t.input_norm)?,
+            post_norm: put(&t.post_norm)?,
             sandwich,
             qk_norm,
-            qkv,
-            qkv_bias: if c.qkv_bias {
-                Some(put(&[(&qb, vec![q]), (&kb, vec![kv]), (&vb, vec![kv])])?)
-            } else {
-                None
-            },
-            o: put(&[(&ow, vec![h, q])])?,
-            o_bias: if c.o_bias {
-                Some(put(&[(&ob, vec![h])])?)
-            } else {
-                None
-            },
-            gate_up,
-            gate_up_bias: if c.mlp_bias {
-                Some(put(&[(&gb, vec![i]), (&ub, vec![i])])?)
-            } else {
-                None
-            },
-            down: put(&[(&dw, vec![h, i])])?,
-            down_bias: if c.mlp_bias {
-                Some(put(&[(&db, vec![h])])?)
-            } else {
-                None
-            },
+            qkv: put(&t.qkv)?,
+            qkv_bias: t.qkv_bias.as_ref().map(&mut put).transpose()?,
+            o: put(&t.o)?,
+            o_bias: t.o_bias.as_ref().map(&mut put).transpose()?,
+            gate_up: put(&t.gate_up)?,
+            gate_up_bias: t.gate_up_bias.as_ref().map(&mut put).transpose()?,
+            down: put(&t.down)?,
+            down_bias: t.down_bias.as_ref().map(&mut put).transpose()?,
             window: plan.window,
             rope: plan.rope,
         });
     }
     if c.tie_word_embeddings {
-        bytes_read += (c.vocab_size * h * dtype.size_in_bytes()) as u64;
+        bytes_read += (c.vocab_size * c.hidden_size * dtype.size_in_bytes()) as u64;
     }
     let ropes = features
         .ropes
@@ -241,6 +302,38 @@ pub(crate) fn upload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Upload reads exactly the tensors the checkpoint holds (the loader's list), each once,
+    /// for every dense family: fused projections, q/k norms, sandwich norms and biases included.
+    #[test]
+    fn upload_reads_exactly_the_checkpoint_tensors() {
+        use std::collections::BTreeMap;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let dirs = [
+            "models/tiny-qwen2",
+            "models/tiny-linear-rope-classic",
+            "models/tiny-gqa-tied",
+            "families/tiny-qwen3",
+            "families/tiny-gemma2",
+            "families/tiny-gemma3",
+            "families/tiny-phi3",
+        ];
+        for dir in dirs {
+            let c = ModelConfig::from_dir(&root.join(dir)).unwrap();
+            let f = Features::from_config(&c).unwrap();
+            let (embed, norm, head) = global_tensors(&c);
+            let mut read: Vec<(String, Vec<usize>)> = embed.into_iter().chain(norm).collect();
+            read.extend(head.into_iter().flatten());
+            for l in 0..c.num_hidden_layers {
+                read.extend(LayerTensors::new(&c, &f, l).all().cloned());
+            }
+            let n = read.len();
+            let read: BTreeMap<String, Vec<usize>> = read.into_iter().collect();
+            assert_eq!(read.len(), n, "{dir}: a tensor read twice");
+            let expected: BTreeMap<String, Vec<usize>> = c.expected_tensors().into_iter().collect();
+            assert_eq!(read, expected, "{dir}");
+        }
+    }
 
     #[test]
     fn encodes_each_dtype_little_endian() {
