@@ -19,7 +19,7 @@ pub enum ModelError {
     #[error("{}: invalid JSON: {msg}", path.display())]
     Json { path: PathBuf, msg: String },
 
-    #[error("{}: unsupported architecture '{arch}' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)", path.display())]
+    #[error("{}: unsupported architecture '{arch}' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM)", path.display())]
     UnknownArchitecture { path: PathBuf, arch: String },
 
     #[error("{}: field '{field}': {msg}", path.display())]

@@ -111,3 +111,108 @@ fn local(f: &Fields<'_>) -> Result<crate::rope::RopeConfig> {
     let theta = f.opt_positive("rope_local_base_freq")?.unwrap_or(10_000.0);
     f.rope_from("rope_local_base_freq", None::<&Value>, theta)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Activation, Architecture, ModelConfig};
+    use crate::rope::RopeScaling;
+    use serde_json::{json, Value};
+    use std::path::Path;
+
+    fn gemma(arch: &str, extra: Value) -> crate::error::Result<ModelConfig> {
+        let mut v = json!({
+            "architectures": [arch], "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 32, "vocab_size": 100, "query_pre_attn_scalar": 24
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        ModelConfig::from_json(&v, Path::new("config.json"))
+    }
+
+    #[test]
+    fn gemma2_defaults_alternate_windows_and_cap_unless_null() {
+        let c = gemma("Gemma2ForCausalLM", json!({})).unwrap();
+        assert_eq!(c.activation, Activation::GeluTanh);
+        assert_eq!(
+            (c.norm_weight_offset, c.sandwich_norms, c.qk_norm),
+            (1.0, true, false)
+        );
+        assert_eq!(c.embed_scale, Some(8.0));
+        assert_eq!(c.attn_scale, (24f64).powf(-0.5) as f32);
+        assert_eq!(
+            (c.attn_logit_softcap, c.final_logit_softcap),
+            (Some(50.0), Some(30.0))
+        );
+        assert_eq!(c.sliding_window, Some(4096));
+        assert_eq!(c.sliding_layers, [true, false, true, false, true, false]);
+        assert!(c.tie_word_embeddings && c.local_rope.is_none());
+        let c = gemma(
+            "Gemma2ForCausalLM",
+            json!({"attn_logit_softcapping": null, "final_logit_softcapping": 5.0}),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.attn_logit_softcap, c.final_logit_softcap),
+            (None, Some(5.0))
+        );
+        let e = gemma(
+            "Gemma2ForCausalLM",
+            json!({"final_logit_softcapping": -1.0}),
+        );
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("final_logit_softcapping"));
+        let e = gemma("Gemma2ForCausalLM", json!({"hidden_activation": "relu"}));
+        assert!(e.unwrap_err().to_string().contains("hidden_activation"));
+    }
+
+    #[test]
+    fn gemma3_ropes_from_both_layouts_agree() {
+        let classic = gemma(
+            "Gemma3ForCausalLM",
+            json!({"rope_theta": 1e6, "rope_local_base_freq": 1e4, "sliding_window": 8,
+                   "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+                   "sliding_window_pattern": 3}),
+        )
+        .unwrap();
+        let newer = gemma(
+            "Gemma3ForCausalLM",
+            json!({"sliding_window": 8,
+                   "layer_types": ["sliding_attention", "sliding_attention", "full_attention",
+                                   "sliding_attention", "sliding_attention", "full_attention"],
+                   "rope_parameters": {
+                       "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+                       "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}}),
+        )
+        .unwrap();
+        assert_eq!(classic, newer);
+        let c = classic;
+        assert!(c.qk_norm && c.attn_logit_softcap.is_none() && c.final_logit_softcap.is_none());
+        assert_eq!(c.sliding_layers, [true, true, false, true, true, false]);
+        assert_eq!(c.rope.theta, 1e6);
+        assert_eq!(c.rope.scaling, RopeScaling::Linear { factor: 8.0 });
+        assert_eq!(c.rope_for_layer(0).theta, 1e4);
+        assert_eq!(c.rope_for_layer(0).scaling, RopeScaling::Default);
+        assert_eq!(c.rope_for_layer(2), &c.rope);
+        // Defaults: one global layer in 6, global base 1e6, local 1e4.
+        let d = gemma("Gemma3ForCausalLM", json!({})).unwrap();
+        assert_eq!(d.sliding_layers, [true, true, true, true, true, false]);
+        assert_eq!((d.rope.theta, d.local_rope.unwrap().theta), (1e6, 1e4));
+        assert_eq!(d.architecture, Architecture::Gemma3);
+    }
+
+    #[test]
+    fn bidirectional_gemma_is_refused() {
+        let e = gemma(
+            "Gemma3ForCausalLM",
+            json!({"use_bidirectional_attention": true}),
+        );
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("use_bidirectional_attention"));
+    }
+}

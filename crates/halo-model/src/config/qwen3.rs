@@ -22,3 +22,30 @@ pub(super) fn apply(f: &Fields<'_>, c: &mut ModelConfig) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::ModelConfig;
+    use serde_json::json;
+    use std::path::Path;
+
+    #[test]
+    fn qwen3_has_qk_norm_an_explicit_head_dim_and_optional_bias() {
+        let mut v = json!({
+            "architectures": ["Qwen3ForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 32, "vocab_size": 100, "sliding_window": 8, "use_sliding_window": false
+        });
+        let c = ModelConfig::from_json(&v, Path::new("config.json")).unwrap();
+        assert!(c.qk_norm && !c.qkv_bias && !c.o_bias && !c.sandwich_norms);
+        assert_eq!((c.head_dim, c.num_attention_heads * c.head_dim), (32, 128));
+        assert_eq!(c.sliding_window, None);
+        assert_eq!(c.attn_scale, (32f64).powf(-0.5) as f32);
+        v["attention_bias"] = json!(true);
+        v["use_sliding_window"] = json!(true);
+        v["max_window_layers"] = json!(1);
+        let c = ModelConfig::from_json(&v, Path::new("config.json")).unwrap();
+        assert!(c.qkv_bias && c.o_bias);
+        assert_eq!(c.sliding_layers, [false, true]);
+    }
+}
