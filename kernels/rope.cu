@@ -5,9 +5,10 @@
 // the host (halo_model's RotaryTables: default, linear, llama3 and LongRoPE scaling), so the
 // kernel is the same for every variant.
 //
-// LongRoPE has a second set: a row uses `inv_freq_long` when `long_from` >= 0 and the highest
-// position of its sequence in this step (`step_max`) is at or past it, the rule the CPU backend
-// follows (crates/halo-cpu/src/rope.rs). The angle is pos * inv_freq in f32, as transformers
+// LongRoPE has a second set: a row uses `inv_freq_long` when `long_from` >= 0 and its
+// `step_max` is at or past it; the host sets `step_max` to INT_MAX for a sequence the engine put
+// in the long regime and -1 otherwise (crates/halo-cuda/src/plan.rs), as the CPU backend follows
+// the same flag (crates/halo-cpu/src/rope.rs). The angle is pos * inv_freq in f32, as transformers
 // computes it; cos and sin are scaled by `attn_factor` and then rounded to T, as transformers
 // multiplies by its attention scaling before casting to the activation dtype.
 #include "halo_common.cuh"

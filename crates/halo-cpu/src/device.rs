@@ -190,6 +190,7 @@ impl Device for CpuDevice {
                 start_pos: 0,
                 block_table: vec![0],
                 sample: Some(halo_hal::SampleRequest::greedy()),
+                long_rope: false,
             }],
         };
         self.step(&probe)?;
@@ -236,7 +237,9 @@ impl CpuDevice {
     /// Bytes of weights the last step read (a mixture of experts reads only the experts that
     /// step's tokens chose; dense models read every projection), 0 before a model is loaded.
     pub fn last_step_weight_bytes(&self) -> u64 {
-        self.model.as_ref().map_or(0, |m| m.last_step_weight_bytes())
+        self.model
+            .as_ref()
+            .map_or(0, |m| m.last_step_weight_bytes())
     }
 
     /// The raw logits (`[n, vocab]`) of every sampled sequence in `batch`, without sampling.

@@ -300,7 +300,7 @@ impl CpuModel {
             }
         }
         let n = positions.len();
-        let step_max = Rotary::step_max_positions(batch);
+        let long_rope = Rotary::step_long_regimes(batch);
         if let Some(scale) = c.embed_scale {
             x.iter_mut().for_each(|v| *v *= scale);
         }
@@ -322,8 +322,8 @@ impl CpuModel {
                 k = rms_norm(&k, k_norm, eps);
             }
             let rotary = &self.rotaries[layer.rope];
-            rotary.apply(&mut q, &positions, &step_max, nh);
-            rotary.apply(&mut k, &positions, &step_max, nkv);
+            rotary.apply(&mut q, &positions, &long_rope, nh);
+            rotary.apply(&mut k, &positions, &long_rope, nkv);
             for (i, &slot) in slots.iter().enumerate() {
                 cache.write(
                     l,

@@ -3,16 +3,11 @@
 //! values of each head (partial rotary leaves the rest as they are).
 //!
 //! LongRoPE (Phi-3) has two frequency sets. transformers picks one per forward call from
-//! `max(position_ids) + 1 > original_max_position_embeddings`; here each sequence picks per
-//! step from its own highest position in the step, so a sequence's choice never depends on
-//! what else is batched with it. That equals transformers for a prompt prefilled in one
-//! chunk and for decode steps. Two cases differ: (1) a prompt that crosses the original length
-//! and is prefilled in several chunks rotates its early chunks with the short set, where one
-//! transformers call would rotate every position with the long set; (2) when a generation
-//! crosses the original length, transformers' `generate` (Phi3ForCausalLM's
-//! `prepare_inputs_for_generation`) drops its cache and recomputes the whole sequence with the
-//! long set, while halo keeps the cached K/V (short set) and rotates only new tokens with the
-//! long set, as a paged cache shared between sequences must.
+//! `seq_len = max(position_ids) + 1 > original_max_position_embeddings`, and its `generate`
+//! recomputes the whole sequence when it first crosses. Here the set is the sequence's regime,
+//! [`halo_hal::SeqStep::long_rope`], decided by the engine from the sequence's full length (so
+//! every chunk of a long prompt is long) and never by what else is batched with it; the engine
+//! recomputes a sequence that crosses.
 
 use halo_hal::StepBatch;
 use halo_model::{RopeConfig, RotaryTables};
@@ -36,28 +31,26 @@ impl Rotary {
         &self.tables
     }
 
-    /// Per token of `batch` (in batch order), the highest position of its sequence in this
-    /// step: what decides the LongRoPE set the token rotates with.
-    pub fn step_max_positions(batch: &StepBatch) -> Vec<usize> {
+    /// Per token of `batch` (in batch order), whether its sequence is in the long regime.
+    pub fn step_long_regimes(batch: &StepBatch) -> Vec<bool> {
         let mut out = Vec::with_capacity(batch.num_tokens());
         for s in &batch.seqs {
-            let last = (s.start_pos + s.tokens.len()).saturating_sub(1);
-            out.extend(std::iter::repeat_n(last, s.tokens.len()));
+            out.extend(std::iter::repeat_n(s.long_rope, s.tokens.len()));
         }
         out
     }
 
     /// Rotates every head of every row of `x` (`[rows, heads * head_dim]`) in place: row `r`
-    /// is at `positions[r]` and its sequence's highest position in the step is `step_max[r]`.
-    pub fn apply(&self, x: &mut [f32], positions: &[usize], step_max: &[usize], heads: usize) {
+    /// is at `positions[r]` and its sequence's regime is `long[r]`.
+    pub fn apply(&self, x: &mut [f32], positions: &[usize], long: &[bool], heads: usize) {
         let t = &self.tables;
         let half = t.rotary_dim / 2;
         let af = t.attention_factor;
         let mut cos = vec![0.0f32; half];
         let mut sin = vec![0.0f32; half];
         let rows = x.chunks_exact_mut(heads * self.head_dim);
-        for ((row, &pos), &max) in rows.zip(positions).zip(step_max) {
-            let inv_freq = t.select(max);
+        for ((row, &pos), &long) in rows.zip(positions).zip(long) {
+            let inv_freq = t.select(long);
             for i in 0..half {
                 let angle = pos as f32 * inv_freq[i];
                 // transformers multiplies by its attention scaling even when it is 1.0; the
@@ -110,6 +103,7 @@ mod tests {
             start_pos,
             block_table: Vec::new(),
             sample: None,
+            long_rope: false,
         }
     }
 
@@ -117,9 +111,9 @@ mod tests {
     fn position_zero_is_identity_and_rotation_preserves_norm() {
         let r = Rotary::new(&plain(None), 4);
         let mut x = vec![1.0, 2.0, 3.0, 4.0];
-        r.apply(&mut x, &[0], &[0], 1);
+        r.apply(&mut x, &[0], &[false], 1);
         assert_eq!(x, vec![1.0, 2.0, 3.0, 4.0]);
-        r.apply(&mut x, &[7], &[7], 1);
+        r.apply(&mut x, &[7], &[false], 1);
         let norm: f32 = x.iter().map(|v| v * v).sum();
         assert!((norm - 30.0).abs() < 1e-4);
     }
@@ -130,7 +124,7 @@ mod tests {
         let r = Rotary::new(&plain(Some(4)), 8);
         let mut x: Vec<f32> = (1..=16).map(|v| v as f32).collect();
         let before = x.clone();
-        r.apply(&mut x, &[3], &[3], 2);
+        r.apply(&mut x, &[3], &[false], 2);
         let inv = plain(None).inv_freq(4);
         for head in 0..2 {
             let b = &before[head * 8..][..8];
@@ -150,35 +144,34 @@ mod tests {
         let t = r.tables().clone();
         let x0 = vec![1.0f32, 0.0, 0.0, 0.0];
         let mut short = x0.clone();
-        r.apply(&mut short, &[2], &[7], 1);
+        r.apply(&mut short, &[2], &[false], 1);
         let mut long = x0.clone();
-        r.apply(&mut long, &[2], &[8], 1);
+        r.apply(&mut long, &[2], &[true], 1);
         assert_eq!(short[0], (2.0 * t.short[0]).cos() * 1.25);
         assert_eq!(long[0], (2.0 * t.long.as_ref().unwrap().0[0]).cos() * 1.25);
         assert_ne!(short, long);
     }
 
-    /// The chunked-prefill caveat: a prompt that crosses the original length (8) prefilled in
-    /// two chunks rotates its first chunk with the short set, one chunk rotates it all long.
+    /// The regime is the sequence's, not the chunk's: the first chunk of a long prompt rotates
+    /// exactly as the same rows of the whole prompt in one chunk, and a short sequence batched
+    /// beside it keeps the short set.
     #[test]
-    fn each_sequence_decides_from_its_own_highest_position() {
-        let one_chunk = StepBatch {
-            seqs: vec![seq(1, 0, 10)],
+    fn each_sequence_rotates_in_its_own_regime() {
+        let mut first_chunk = seq(1, 0, 6);
+        first_chunk.long_rope = true;
+        let batch = StepBatch {
+            seqs: vec![first_chunk, seq(2, 20, 1)],
         };
-        assert_eq!(Rotary::step_max_positions(&one_chunk), vec![9; 10]);
-        let first = StepBatch {
-            seqs: vec![seq(1, 0, 6), seq(2, 20, 1)],
-        };
-        let maxes = Rotary::step_max_positions(&first);
-        assert_eq!(maxes, vec![5, 5, 5, 5, 5, 5, 20]);
+        let long = Rotary::step_long_regimes(&batch);
+        assert_eq!(long, vec![true, true, true, true, true, true, false]);
         let r = Rotary::new(&long_rope(), 4);
-        // the same row at position 3, alone in one chunk of 10 or in the first chunk of 6
         let mut whole = vec![1.0f32, 0.5, -1.0, 2.0];
-        r.apply(&mut whole, &[3], &[9], 1);
+        r.apply(&mut whole, &[3], &[true], 1);
         let mut chunked = vec![1.0f32, 0.5, -1.0, 2.0];
-        r.apply(&mut chunked, &[3], &[maxes[3]], 1);
-        assert_ne!(whole, chunked);
-        // the decoding sequence batched beside it keeps the long set
-        assert!(r.tables().uses_long(maxes[6]));
+        r.apply(&mut chunked, &[3], &long[3..4], 1);
+        assert_eq!(whole, chunked);
+        let mut short = vec![1.0f32, 0.5, -1.0, 2.0];
+        r.apply(&mut short, &[3], &long[6..7], 1);
+        assert_ne!(short, whole);
     }
 }

@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::{device, device_with, generate_together, BLOCK};
+use common::{device, device_with, generate_together, generate_together_regimes, BLOCK};
 use halo_hal::{DType, LoadOptions, SampleRequest, SeqStep, StepBatch};
-use halo_model::{ModelConfig, RopeScaling, StoredDType};
+use halo_model::{ModelConfig, StoredDType};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -53,13 +53,11 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// The golden cases, with LongRoPE's cached path where the fixture has one: a generation that
-/// crosses `original_max_position_embeddings` is checked against transformers keeping its cache
-/// (`cached_path.json`, ci/oracle/phi3_cached_path.py), the rule halo follows, not against
-/// generate()'s recompute of the whole sequence (see crates/halo-cpu/src/rope.rs).
+/// The golden cases: transformers' `generate()`, LongRoPE's recompute at the crossing included
+/// (the harness follows the engine's regime rule, see common::generate_together_regimes).
 fn cases(dir: &Path) -> Vec<Case> {
     let golden = read_json(&dir.join("golden.json"));
-    let mut cases: Vec<Case> = golden["cases"]
+    golden["cases"]
         .as_array()
         .unwrap()
         .iter()
@@ -69,33 +67,12 @@ fn cases(dir: &Path) -> Vec<Case> {
             margins: serde_json::from_value(c["margins"].clone()).unwrap(),
             logits_head: serde_json::from_value(c["last_prompt_logits_head"].clone()).unwrap(),
         })
-        .collect();
-    let cached = dir.join("cached_path.json");
-    if cached.is_file() {
-        let cached = read_json(&cached);
-        for (case, c) in cases.iter_mut().zip(cached["cases"].as_array().unwrap()) {
-            let prompt: Vec<u32> = serde_json::from_value(c["prompt_ids"].clone()).unwrap();
-            assert_eq!(
-                prompt,
-                case.prompt_ids,
-                "{}: cached_path.json",
-                dir.display()
-            );
-            let ids: Vec<u32> = serde_json::from_value(c["cached_ids"].clone()).unwrap();
-            // before the crossing both paths are the same forwards
-            let same = c["same_as_generate_before"].as_u64().unwrap() as usize;
-            assert_eq!(ids[..same], case.greedy_ids[..same], "{}", dir.display());
-            case.greedy_ids = ids;
-            case.margins = serde_json::from_value(c["margins"].clone()).unwrap();
-        }
-    }
-    cases
+        .collect()
 }
 
-/// Where LongRoPE switches to its long factors, when the fixture's RoPE has them.
+/// The length above which sequences use LongRoPE's long factors, when the fixture has them.
 fn long_rope_switch(dir: &Path) -> Option<usize> {
-    let c = halo_model::ModelConfig::from_dir(dir).unwrap();
-    c.rope.tables(c.head_dim).long.map(|(_, from)| from)
+    ModelConfig::from_dir(dir).unwrap().rope.long_regime_above()
 }
 
 /// Greedy ids equal transformers' up to its first near-tie (margin below `tie`), past which a
@@ -118,20 +95,22 @@ fn assert_ids_up_to_tie(dir: &Path, what: &str, got: &[u32], case: &Case, tie: f
 fn family_greedy_ids_alone_exact() {
     for dir in fixture_dirs() {
         let mut d = device(&dir, 256);
+        let switch = long_rope_switch(&dir);
         for (ci, case) in cases(&dir).iter().enumerate() {
-            let got = generate_together(
+            let got = generate_together_regimes(
                 &mut d,
                 &[&case.prompt_ids],
                 &[usize::MAX],
                 case.greedy_ids.len(),
+                switch,
             );
             assert_eq!(got[0], case.greedy_ids, "{} case {ci}", dir.display());
         }
     }
 }
 
-/// The logits after one prefill of `prompt`.
-fn prompt_logits(d: &mut halo_cpu::CpuDevice, prompt: &[u32]) -> Vec<f32> {
+/// The logits after one prefill of `prompt`, in its LongRoPE regime when the model has one.
+fn prompt_logits(d: &mut halo_cpu::CpuDevice, prompt: &[u32], switch: Option<usize>) -> Vec<f32> {
     let batch = StepBatch {
         seqs: vec![SeqStep {
             seq_id: 1,
@@ -139,7 +118,7 @@ fn prompt_logits(d: &mut halo_cpu::CpuDevice, prompt: &[u32]) -> Vec<f32> {
             start_pos: 0,
             block_table: (0..prompt.len().div_ceil(BLOCK) as u32).collect(),
             sample: Some(SampleRequest::greedy()),
-            long_rope: false,
+            long_rope: switch.is_some_and(|n| prompt.len() > n),
         }],
     };
     d.logits(&batch).unwrap()
@@ -149,6 +128,7 @@ fn prompt_logits(d: &mut halo_cpu::CpuDevice, prompt: &[u32]) -> Vec<f32> {
 fn family_logits_within_1e4() {
     for dir in fixture_dirs() {
         let mut d = device(&dir, 256);
+        let switch = long_rope_switch(&dir);
         for (ci, case) in cases(&dir).iter().enumerate() {
             let blocks: Vec<u32> = (0..case.prompt_ids.len().div_ceil(BLOCK) as u32).collect();
             let batch = StepBatch {
@@ -158,7 +138,7 @@ fn family_logits_within_1e4() {
                     start_pos: 0,
                     block_table: blocks,
                     sample: Some(SampleRequest::greedy()),
-                    long_rope: false,
+                    long_rope: switch.is_some_and(|n| case.prompt_ids.len() > n),
                 }],
             };
             let logits = d.logits(&batch).unwrap();
@@ -180,28 +160,22 @@ fn family_ids_in_mixed_batches_with_chunked_prefill() {
         let cases = cases(&dir);
         let mut d = device(&dir, 512);
         let prompts: Vec<&[u32]> = cases.iter().map(|c| c.prompt_ids.as_slice()).collect();
+        // LongRoPE: every chunk of a long prompt is long, and a crossing sequence is recomputed
+        let switch = long_rope_switch(&dir);
         let alone: Vec<Vec<u32>> = prompts
             .iter()
-            .map(|p| generate_together(&mut d, &[p], &[usize::MAX], 48).remove(0))
+            .map(|p| generate_together_regimes(&mut d, &[p], &[usize::MAX], 48, switch).remove(0))
             .collect();
-        // A prompt past LongRoPE's switch prefilled in chunks rotates its early chunks with the
-        // short factors (each step decides from its own positions): it is prefilled whole here,
-        // and crates/halo-cpu/src/rope.rs tests the chunked case.
-        let switch = long_rope_switch(&dir);
-        let chunk = |i: usize, c: usize| match switch {
-            Some(from) if prompts[i].len() > from => usize::MAX,
-            _ => c,
-        };
         let chunk_sets: [Vec<usize>; 2] = [
             (0..prompts.len())
-                .map(|i| chunk(i, [usize::MAX, 3, 1, 7][i % 4]))
+                .map(|i| [usize::MAX, 3, 1, 7][i % 4])
                 .collect(),
             (0..prompts.len())
-                .map(|i| chunk(i, [5, usize::MAX, 2, 16][i % 4]))
+                .map(|i| [5, usize::MAX, 2, 16][i % 4])
                 .collect(),
         ];
         for chunks in &chunk_sets {
-            let got = generate_together(&mut d, &prompts, chunks, 48);
+            let got = generate_together_regimes(&mut d, &prompts, chunks, 48, switch);
             for (ci, case) in cases.iter().enumerate() {
                 // Batch invariance: a sequence's ids are its lone run's whatever shares the step.
                 assert_eq!(
@@ -282,15 +256,17 @@ fn family_ggufs_give_llamacpp_greedy_ids() {
         let f16 = path.to_string_lossy().ends_with("-f16.gguf");
         let original = cases(&root().join(&source));
         // llama.cpp picks LongRoPE's set once from its context size (the runs' -c 512 exceeds
-        // the original 32: always long), transformers and halo per forward from the positions:
-        // such a file is checked against its safetensors original instead.
-        if long_rope_switch(&root().join(&source)).is_some() {
+        // the original 32: always long), transformers and halo from the sequence's length,
+        // recomputing at the crossing: such a file is checked against its safetensors original.
+        let switch = long_rope_switch(&root().join(&source));
+        if switch.is_some() {
             for (ci, case) in original.iter().enumerate() {
-                let got = generate_together(
+                let got = generate_together_regimes(
                     &mut d,
                     &[&case.prompt_ids],
                     &[usize::MAX],
                     case.greedy_ids.len(),
+                    switch,
                 );
                 let what = format!("{} case {ci} vs {source}", path.display());
                 if f16 {
@@ -360,30 +336,21 @@ fn family_weight_formats_load_run_and_stay_batch_invariant() {
         let cases = cases(&dir);
         let prompts: Vec<&[u32]> = cases.iter().map(|c| c.prompt_ids.as_slice()).collect();
         let mut f32_device = device(&dir, 256);
-        let longrope = matches!(
-            ModelConfig::from_dir(&dir).unwrap().rope.scaling,
-            RopeScaling::LongRope(_)
-        );
+        let switch = long_rope_switch(&dir);
         for (what, options) in &formats {
             let mut d = device_with(&dir, 512, options);
             let alone: Vec<Vec<u32>> = prompts
                 .iter()
-                .map(|p| generate_together(&mut d, &[p], &[usize::MAX], 16).remove(0))
+                .map(|p| {
+                    generate_together_regimes(&mut d, &[p], &[usize::MAX], 16, switch).remove(0)
+                })
                 .collect();
-            // LongRoPE picks its factors from a sequence's highest position in the step, so a
-            // prompt chunked across the original length legitimately rotates differently
-            // (documented in halo-cpu's rope.rs): such models mix whole prompts only.
-            let chunk_cycle = if longrope {
-                [usize::MAX; 4]
-            } else {
-                [usize::MAX, 3, 1, 7]
-            };
-            let chunks: Vec<usize> = chunk_cycle
+            let chunks: Vec<usize> = [usize::MAX, 3, 1, 7]
                 .into_iter()
                 .cycle()
                 .take(prompts.len())
                 .collect();
-            let together = generate_together(&mut d, &prompts, &chunks, 16);
+            let together = generate_together_regimes(&mut d, &prompts, &chunks, 16, switch);
             assert_eq!(
                 together,
                 alone,
@@ -395,8 +362,8 @@ fn family_weight_formats_load_run_and_stay_batch_invariant() {
             // that prompt (measured against the f32 weights).
             for (ci, case) in cases.iter().enumerate() {
                 if alone[ci][0] != case.greedy_ids[0] {
-                    let rounded = prompt_logits(&mut d, &case.prompt_ids);
-                    let exact = prompt_logits(&mut f32_device, &case.prompt_ids);
+                    let rounded = prompt_logits(&mut d, &case.prompt_ids, switch);
+                    let exact = prompt_logits(&mut f32_device, &case.prompt_ids, switch);
                     let noise = rounded
                         .iter()
                         .zip(&exact)

@@ -85,6 +85,7 @@ fn logits_after(d: &mut halo_cpu::CpuDevice, tokens: &[u32]) -> Vec<f32> {
             start_pos: 0,
             block_table: blocks,
             sample: Some(SampleRequest::greedy()),
+            long_rope: false,
         }],
     })
     .unwrap()

@@ -94,6 +94,7 @@ fn golden_logits_within_1e4() {
                     start_pos: 0,
                     block_table: blocks,
                     sample: Some(SampleRequest::greedy()),
+                    long_rope: false,
                 }],
             };
             let logits = d.logits(&batch).unwrap();

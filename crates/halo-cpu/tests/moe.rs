@@ -69,6 +69,7 @@ fn prompt_logits(d: &mut halo_cpu::CpuDevice, prompt: &[u32]) -> Vec<f32> {
             start_pos: 0,
             block_table: (0..prompt.len().div_ceil(BLOCK) as u32).collect(),
             sample: Some(SampleRequest::greedy()),
+            long_rope: false,
         }],
     };
     d.logits(&batch).unwrap()
@@ -261,6 +262,7 @@ fn a_step_reads_only_the_experts_its_tokens_chose() {
                 start_pos: start,
                 block_table: (0..32).collect(),
                 sample: Some(SampleRequest::greedy()),
+                long_rope: false,
             }],
         })
         .unwrap();

@@ -16,8 +16,9 @@ pub struct StepPlan {
     pub rows: usize,
     pub token_ids: Vec<u32>,
     pub positions: Vec<i32>,
-    /// The highest position of each token's sequence in this step: what picks LongRoPE's
-    /// frequency set (per sequence, whatever else is batched; see crates/halo-cpu/src/rope.rs).
+    /// Picks each token's LongRoPE frequency set: `i32::MAX` when its sequence is in the long
+    /// regime ([`halo_hal::SeqStep::long_rope`], decided by the engine), -1 otherwise, so the
+    /// rope kernel's `step_max >= long_from` test is exactly the engine's choice.
     pub step_max: Vec<i32>,
     /// The block-table row of each token's sequence, -1 for padding.
     pub tok_seq: Vec<i32>,
@@ -81,12 +82,12 @@ impl StepPlan {
             for (d, &b) in dst.iter_mut().zip(&s.block_table[..needed]) {
                 *d = b as i32;
             }
-            let last = (s.end_pos() - 1) as i32;
+            let regime = if s.long_rope { i32::MAX } else { -1 };
             for (j, &t) in s.tokens.iter().enumerate() {
                 let pos = s.start_pos + j;
                 plan.token_ids[row] = t;
                 plan.positions[row] = pos as i32;
-                plan.step_max[row] = last;
+                plan.step_max[row] = regime;
                 plan.tok_seq[row] = si as i32;
                 plan.slots[row] = s.slot(pos, block_size) as i64;
                 row += 1;
@@ -163,23 +164,23 @@ mod tests {
             start_pos: start,
             block_table: blocks,
             sample: sample.then(SampleRequest::greedy),
+            long_rope: false,
         }
     }
 
     #[test]
     fn mixed_batch_lays_out_rows_slots_and_tables() {
         // block_size 4: a 5-token prefill chunk in blocks [3, 1] and a decode at position 6.
+        let mut long_seq = seq(11, vec![42], 6, vec![0, 2, 7], true);
+        long_seq.long_rope = true;
         let b = StepBatch {
-            seqs: vec![
-                seq(10, vec![5, 6, 7, 8, 9], 0, vec![3, 1], false),
-                seq(11, vec![42], 6, vec![0, 2, 7], true),
-            ],
+            seqs: vec![seq(10, vec![5, 6, 7, 8, 9], 0, vec![3, 1], false), long_seq],
         };
         let p = StepPlan::build(&b, 4, 3, 8, 4, 2).unwrap();
         assert_eq!(p.num_tokens, 6);
         assert_eq!(p.token_ids, vec![5, 6, 7, 8, 9, 42, 0, 0]);
         assert_eq!(p.positions, vec![0, 1, 2, 3, 4, 6, 0, 0]);
-        assert_eq!(p.step_max, vec![4, 4, 4, 4, 4, 6, 0, 0]);
+        assert_eq!(p.step_max, vec![-1, -1, -1, -1, -1, i32::MAX, 0, 0]);
         assert_eq!(p.tok_seq, vec![0, 0, 0, 0, 0, 1, -1, -1]);
         assert_eq!(p.slots, vec![12, 13, 14, 15, 4, 10, -1, -1]);
         // Only the blocks covering end_pos are copied; the third block of seq 11 is not needed.

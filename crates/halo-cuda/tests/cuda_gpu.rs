@@ -86,6 +86,7 @@ fn generate(
                     start_pos: start,
                     block_table: tables[i].clone(),
                     sample: Some(SampleRequest::greedy()),
+                    long_rope: false,
                 }
             })
             .collect();

@@ -134,6 +134,7 @@ fn calibrate_step_budget(
             start_pos: 0,
             block_table: (0..blocks).collect(),
             sample: None,
+            long_rope: false,
         }],
     };
     let started = Instant::now();
@@ -280,6 +281,7 @@ impl Engine {
         let (model_config, tokenizer) = halo_model::open_config_and_tokenizer(model_dir)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         let kv_window = kv_window(&model_config);
+        let rope_regime = crate::rope_regime::RopeRegime::for_model(&model_config);
         let detok_tokenizer = Arc::new(tokenizer.inner().clone());
         let chat_template = halo_model::chat_template::for_path(model_dir)
             .map(|source| ChatTemplate::for_model(&source, &tokenizer));
@@ -379,7 +381,8 @@ impl Engine {
                     Some(detok_tokenizer),
                     config.observer.clone(),
                 )
-                .with_kv_window(kv_window);
+                .with_kv_window(kv_window)
+                .with_rope_regime(rope_regime);
                 // Readers see the real pool from the start, not zeros until the first step.
                 if let Ok(mut s) = shared.stats.lock() {
                     *s = scheduler.stats();

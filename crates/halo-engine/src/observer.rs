@@ -65,6 +65,8 @@ pub struct LiveStats {
     pub generated_tokens: u64,
     pub prefix_cache_hit_tokens: u64,
     pub preemptions: u64,
+    /// Sequences recomputed because they crossed into the long RoPE regime (crate::rope_regime).
+    pub rope_recomputes: u64,
     /// Steps that panicked (caught at the step boundary; their requests failed UNAVAILABLE).
     pub step_panics: u64,
 }

@@ -31,6 +31,7 @@ use crate::error::SubmitError;
 use crate::event::{Event, Failure, FailureKind};
 use crate::observer::{EngineObserver, LiveStats, Outcome, StepReport};
 use crate::request::GenerateRequest;
+use crate::rope_regime::{cache_scope, RopeRegime};
 use crate::sequence::{SeqState, Sequence};
 use crate::validate::validate_request;
 use halo_hal::{Device, DeviceError, SeqFailure, SeqStep, StepBatch, FREED_BLOCK};
@@ -90,6 +91,8 @@ pub struct Scheduler {
     /// The attention window of every layer (the widest when they differ); `None` when any
     /// layer attends to the whole history.
     kv_window: Option<usize>,
+    /// When sequences switch to the long RoPE regime (crate::rope_regime).
+    rope_regime: RopeRegime,
 }
 
 impl Scheduler {
@@ -114,7 +117,15 @@ impl Scheduler {
             stats: LiveStats::default(),
             lost: false,
             kv_window: None,
+            rope_regime: RopeRegime::single(),
         }
+    }
+
+    /// For a model whose RoPE has a long regime: each sequence runs in the regime of its
+    /// length, and one that crosses into the long regime is recomputed (crate::rope_regime).
+    pub fn with_rope_regime(mut self, regime: RopeRegime) -> Self {
+        self.rope_regime = regime;
+        self
     }
 
     /// For a model whose every layer attends through a sliding window of at most `window`
@@ -402,6 +413,16 @@ impl Scheduler {
         let mut in_plan: HashMap<u64, ()> = HashMap::with_capacity(self.running.len());
         let mut preempted = false;
 
+        // 0. A sequence whose next step crosses into the long RoPE regime recomputes its KV
+        //    (transformers' generate() drops its cache there); it keeps its place in `running`
+        //    and is prefilled again in step 2.
+        for i in 0..self.running.len() {
+            let s = &self.seqs[&self.running[i]];
+            if s.num_computed > 0 && !s.long_rope && self.rope_regime.is_long(s.tokens.len()) {
+                self.recompute_in_long_regime(i);
+            }
+        }
+
         // 1. Decode, oldest first. The victim is always the newest running sequence, which is
         //    never already planned (it has not been visited yet, or it is the current one).
         let mut i = 0;
@@ -486,11 +507,16 @@ impl Scheduler {
             };
             let caching = self.cfg.enable_prefix_caching;
             let s = self.seqs.get_mut(&id).expect("waiting ids are live");
+            if s.num_computed == 0 {
+                // the regime of the KV it is about to compute, from its whole length
+                s.long_rope = self.rope_regime.is_long(s.tokens.len());
+                s.cache_scope = cache_scope(&s.cache_salt, s.long_rope);
+            }
             if caching && s.blocks.is_empty() {
                 let max_blocks = (s.tokens.len() - 1) / bs;
                 let (blocks, hashes) =
                     self.blocks
-                        .match_prefix(&s.cache_salt, &s.tokens, max_blocks);
+                        .match_prefix(&s.cache_scope, &s.tokens, max_blocks);
                 s.num_computed = blocks.len() * bs;
                 s.blocks = blocks;
                 s.block_hashes = hashes;
@@ -549,18 +575,54 @@ impl Scheduler {
     /// Moves `running[idx]` back to the front of the queue, freeing its blocks.
     fn preempt(&mut self, idx: usize) {
         let id = self.running.remove(idx);
+        self.drop_kv(id);
         let s = self.seqs.get_mut(&id).expect("running ids are live");
-        let blocks = std::mem::take(&mut s.blocks);
-        s.block_hashes.clear();
-        s.num_computed = 0;
         s.state = SeqState::Waiting;
         s.timer.preempted();
-        self.blocks.release_all(&blocks);
         self.waiting.push_front(id);
         self.stats.preemptions += 1;
         if let Some(o) = &self.observer {
             o.on_preemption();
         }
+    }
+
+    /// Releases the KV of `id` (its tokens, rng offsets and streamed state stay): its next
+    /// chunk is a prefill of prompt + generated tokens from position 0.
+    fn drop_kv(&mut self, id: u64) {
+        let s = self.seqs.get_mut(&id).expect("running ids are live");
+        let blocks = std::mem::take(&mut s.blocks);
+        s.block_hashes.clear();
+        s.num_computed = 0;
+        self.blocks.release_all(&blocks);
+    }
+
+    /// Recomputes `running[idx]`, whose KV is short-regime and whose next step is long: its
+    /// KV is dropped as for a preemption, but it stays running in place (its seniority kept),
+    /// reuses any long-regime prefix in the cache, and is prefilled again; the token sampled
+    /// after that prefill is its next generated token, so clients see nothing but the latency.
+    fn recompute_in_long_regime(&mut self, idx: usize) {
+        let id = self.running[idx];
+        self.drop_kv(id);
+        let bs = self.blocks.block_size();
+        let s = self.seqs.get_mut(&id).expect("running ids are live");
+        s.long_rope = true;
+        s.cache_scope = cache_scope(&s.cache_salt, true);
+        if self.cfg.enable_prefix_caching {
+            let max_blocks = (s.tokens.len() - 1) / bs;
+            let (blocks, hashes) = self
+                .blocks
+                .match_prefix(&s.cache_scope, &s.tokens, max_blocks);
+            s.num_computed = blocks.len() * bs;
+            s.blocks = blocks;
+            s.block_hashes = hashes;
+            if s.num_computed > 0 {
+                self.stats.prefix_cache_hit_tokens += s.num_computed as u64;
+                if let Some(o) = &self.observer {
+                    o.on_prefix_cache_hit(s.num_computed);
+                }
+            }
+        }
+        self.stats.rope_recomputes += 1;
     }
 
     fn build_batch(&self, plan: &[Planned]) -> StepBatch {
@@ -575,6 +637,7 @@ impl Scheduler {
                     start_pos: start,
                     block_table: s.blocks.clone(),
                     sample: p.sample.then(|| s.sample_request()),
+                    long_rope: s.long_rope,
                 }
             })
             .collect();
@@ -600,7 +663,7 @@ impl Scheduler {
                     let h = self.blocks.register(
                         s.blocks[i],
                         parent,
-                        &s.cache_salt,
+                        &s.cache_scope,
                         &s.tokens[i * bs..(i + 1) * bs],
                     );
                     s.block_hashes.push(h);

@@ -34,6 +34,11 @@ pub struct Sequence {
     pub block_hashes: Vec<u64>,
     /// Scopes prefix-cache reuse: only requests with the same salt share blocks.
     pub cache_salt: Arc<str>,
+    /// The RoPE regime its KV is computed in (and its steps run in): set at admission from its
+    /// length, see crate::rope_regime.
+    pub long_rope: bool,
+    /// Where its blocks live in the prefix cache: the salt, scoped by the regime.
+    pub cache_scope: Arc<str>,
     pub timer: RequestTimer,
     pub tokens_sent: u32,
     pub cached_prompt_tokens: u32,
@@ -72,6 +77,8 @@ impl Sequence {
             blocks: Vec::new(),
             block_hashes: Vec::new(),
             cache_salt: Arc::from(""),
+            long_rope: false,
+            cache_scope: Arc::from(""),
             timer: RequestTimer::new(arrival),
             tokens_sent: 0,
             cached_prompt_tokens: 0,

@@ -80,6 +80,7 @@ pub(crate) fn step_request(batch: &StepBatch, epoch: u64, step_id: u64) -> pb::S
                     history_output_counts,
                 }
             }),
+            long_rope: s.long_rope,
         })
         .collect();
     pb::StepRequest {
@@ -296,6 +297,7 @@ mod tests {
                         top_n,
                         ..SampleRequest::greedy()
                     }),
+                    long_rope: false,
                 })
                 .collect(),
         }

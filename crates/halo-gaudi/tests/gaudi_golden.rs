@@ -80,6 +80,7 @@ fn seeded_sampling_matches_the_reference_sampler_and_bad_batches_are_refused() {
             start_pos: 0,
             block_table: vec![0],
             sample: None,
+            long_rope: false,
         }],
     };
     assert!(matches!(

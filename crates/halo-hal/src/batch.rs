@@ -108,6 +108,13 @@ pub struct SeqStep {
     pub block_table: Vec<BlockId>,
     /// Sample after the last token (the chunk ends the prompt, or a decode step).
     pub sample: Option<SampleRequest>,
+    /// Rotate with the model's long-context RoPE set (LongRoPE's long factors). A property of
+    /// the whole sequence, decided by the engine from the sequence's full length once this step
+    /// is done (transformers' `seq_len > original_max_position_embeddings`), so every chunk of a
+    /// long prompt is long: a device cannot tell from one chunk's positions. Every position
+    /// with KV in `block_table` must have been computed in the same regime. Ignored by models
+    /// with a single RoPE set.
+    pub long_rope: bool,
 }
 
 impl SeqStep {
@@ -357,6 +364,7 @@ mod tests {
             start_pos: start,
             block_table: blocks,
             sample: Some(SampleRequest::greedy()),
+            long_rope: false,
         }
     }
 

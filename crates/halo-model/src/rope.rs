@@ -32,7 +32,7 @@ pub enum RopeScaling {
 pub struct LongRope {
     pub short_factor: Vec<f32>,
     pub long_factor: Vec<f32>,
-    /// Sequences whose highest position is at or past this use the long factors.
+    /// Sequences longer than this (prompt + generated) use the long factors.
     pub original_max_position_embeddings: usize,
     /// Multiplies cos and sin (transformers' `attention_scaling`).
     pub attention_factor: f32,
@@ -206,30 +206,35 @@ pub struct RotaryTables {
     pub rotary_dim: usize,
     /// `rotary_dim / 2` inverse frequencies: the only set, or LongRoPE's short one.
     pub short: Vec<f32>,
-    /// LongRoPE's long set and the position from which it applies.
+    /// LongRoPE's long set and the sequence length above which it applies.
     pub long: Option<(Vec<f32>, usize)>,
     /// Multiplies cos and sin (1 except for LongRoPE).
     pub attention_factor: f32,
 }
 
 impl RotaryTables {
-    /// Whether a sequence whose highest position in this forward pass is `max_position` uses
-    /// the long set. transformers decides once per forward call from `max(position_ids) + 1 >
-    /// original_max_position_embeddings`, i.e. `max_position >= original`.
-    pub fn uses_long(&self, max_position: usize) -> bool {
-        matches!(self.long, Some((_, from)) if max_position >= from)
-    }
-
-    /// The inverse frequencies for such a sequence.
-    pub fn select(&self, max_position: usize) -> &[f32] {
+    /// The inverse frequencies for a sequence in the long regime (`long`) or not. The regime is
+    /// the sequence's, decided by the engine (transformers: `seq_len >
+    /// original_max_position_embeddings` for the forward call), never by one chunk's positions;
+    /// tables without a long set ignore it.
+    pub fn select(&self, long: bool) -> &[f32] {
         match &self.long {
-            Some((long, from)) if max_position >= *from => long,
+            Some((set, _)) if long => set,
             _ => &self.short,
         }
     }
 }
 
 impl RopeConfig {
+    /// The sequence length above which this RoPE switches to its long-context set (LongRoPE's
+    /// `original_max_position_embeddings`); `None` when it has a single set.
+    pub fn long_regime_above(&self) -> Option<usize> {
+        match &self.scaling {
+            RopeScaling::LongRope(lr) => Some(lr.original_max_position_embeddings),
+            _ => None,
+        }
+    }
+
     /// Leading dimensions of a `head_dim` head that rotate.
     pub fn rotary_dim(&self, head_dim: usize) -> usize {
         self.rotary_dim.unwrap_or(head_dim).min(head_dim)
@@ -453,16 +458,22 @@ mod tests {
     }
 
     #[test]
-    fn long_set_applies_once_a_position_reaches_the_original_length() {
-        let t = phi3_raw()
-            .resolve_with(10000.0, &phi3_ctx())
-            .unwrap()
-            .tables(16);
-        // max(position_ids) + 1 > 32 <=> max position >= 32
-        assert!(!t.uses_long(31));
-        assert_eq!(t.select(31), t.short.as_slice());
-        assert!(t.uses_long(32));
-        assert_eq!(t.select(32), t.long.as_ref().unwrap().0.as_slice());
+    fn the_long_set_is_the_regime_the_caller_names() {
+        let r = phi3_raw().resolve_with(10000.0, &phi3_ctx()).unwrap();
+        // transformers: seq_len = max(position_ids) + 1 > 32
+        assert_eq!(r.long_regime_above(), Some(32));
+        let t = r.tables(16);
+        assert_eq!(t.select(false), t.short.as_slice());
+        assert_eq!(t.select(true), t.long.as_ref().unwrap().0.as_slice());
+        // a single-set RoPE has no long regime and ignores the flag
+        let plain = RopeConfig {
+            theta: 10000.0,
+            scaling: RopeScaling::Default,
+            rotary_dim: None,
+        };
+        assert_eq!(plain.long_regime_above(), None);
+        let t = plain.tables(16);
+        assert_eq!(t.select(true), t.short.as_slice());
     }
 
     #[test]

@@ -31,11 +31,12 @@ pub fn device_with(dir: &Path, blocks: usize, options: &LoadOptions) -> CpuDevic
 struct Run {
     id: u64,
     tokens: Vec<u32>,
-    prompt_len: usize,
     /// Positions already in the KV cache.
     done: usize,
     blocks: Vec<u32>,
     out: Vec<u32>,
+    /// The RoPE regime its KV is computed in.
+    long_rope: bool,
 }
 
 impl Run {
@@ -43,26 +44,31 @@ impl Run {
         Run {
             id,
             tokens: prompt.to_vec(),
-            prompt_len: prompt.len(),
             done: 0,
             blocks,
             out: vec![],
+            long_rope: false,
         }
     }
 
-    /// The next piece of work: up to `chunk` prompt tokens, or the one decode token.
-    fn next_step(&self, chunk: usize) -> SeqStep {
-        let end = if self.done < self.prompt_len {
-            (self.done + chunk).min(self.prompt_len)
-        } else {
-            self.done + 1
-        };
+    /// The next piece of work: up to `chunk` tokens still without KV (the prompt, or the whole
+    /// sequence again after a regime switch), or the one decode token. As the engine does
+    /// (halo_engine::rope_regime): the sequence is long-regime when its length exceeds
+    /// `long_above`, and it is recomputed from position 0 when it crosses.
+    fn next_step(&mut self, chunk: usize, long_above: Option<usize>) -> SeqStep {
+        let long = long_above.is_some_and(|n| self.tokens.len() > n);
+        if long != self.long_rope {
+            self.long_rope = long;
+            self.done = 0;
+        }
+        let end = self.done.saturating_add(chunk).min(self.tokens.len());
         SeqStep {
             seq_id: self.id,
             tokens: self.tokens[self.done..end].to_vec(),
             start_pos: self.done,
             block_table: self.blocks.clone(),
-            sample: (end >= self.prompt_len).then(SampleRequest::greedy),
+            sample: (end == self.tokens.len()).then(SampleRequest::greedy),
+            long_rope: self.long_rope,
         }
     }
 }
@@ -73,6 +79,19 @@ pub fn generate_together(
     prompts: &[&[u32]],
     chunks: &[usize],
     n: usize,
+) -> Vec<Vec<u32>> {
+    generate_together_regimes(d, prompts, chunks, n, None)
+}
+
+/// As [`generate_together`] for a model whose RoPE switches to its long set for sequences
+/// longer than `long_above` (LongRoPE's original length): each step names its sequence's
+/// regime, and a sequence that crosses is recomputed, as the engine does.
+pub fn generate_together_regimes(
+    d: &mut CpuDevice,
+    prompts: &[&[u32]],
+    chunks: &[usize],
+    n: usize,
+    long_above: Option<usize>,
 ) -> Vec<Vec<u32>> {
     let per_seq = (prompts.iter().map(|p| p.len()).max().unwrap() + n).div_ceil(BLOCK);
     let mut runs: Vec<Run> = prompts
@@ -92,7 +111,7 @@ pub fn generate_together(
         let batch = StepBatch {
             seqs: active
                 .iter()
-                .map(|&i| runs[i].next_step(chunks[i]))
+                .map(|&i| runs[i].next_step(chunks[i], long_above))
                 .collect(),
         };
         let out = d.step(&batch).unwrap();

@@ -188,6 +188,7 @@ mod tests {
             start_pos: 0,
             block_table: vec![0],
             sample,
+            long_rope: false,
         }
     }
 

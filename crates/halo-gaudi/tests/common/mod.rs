@@ -157,6 +157,7 @@ impl Gen {
             block_table: self.blocks.clone(),
             sample: sample.then(SampleRequest::greedy),
             tokens,
+            long_rope: false,
         };
         self.pos += s.tokens.len();
         s
