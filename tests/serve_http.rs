@@ -601,14 +601,38 @@ fn queue_full_deadline_and_disconnects_free_blocks() {
         assert_eq!(r.body["error"]["code"], "deadline_exceeded");
         wait_idle(&mut grpc, Duration::from_secs(10)).await;
 
+        // A deadline that passes mid-stream: the status line is sent, so the stream ends with
+        // an error event (OpenAI's error object) and no [DONE].
+        let resp = http_client()
+            .post(format!("{base}/completions"))
+            .header("halo-timeout-ms", "400")
+            .body(
+                json!({"prompt": prompt(8, 4), "max_tokens": long, "ignore_eos": true,
+                       "stream": true})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let (chunks, done) = Events {
+            resp,
+            buf: Vec::new(),
+        }
+        .rest()
+        .await;
+        assert!(!done, "an interrupted stream has no [DONE]");
+        let last = chunks.last().unwrap();
+        assert_eq!(last["error"]["code"], "deadline_exceeded", "{last}");
+        wait_idle(&mut grpc, Duration::from_secs(10)).await;
+
         let m = metrics_text(&server).await;
-        assert!(
-            metric(
-                &m,
-                "halo_requests_total{rpc=\"openai_completions_stream\",outcome=\"cancelled\""
-            ) >= 1,
-            "{m}"
-        );
+        for outcome in ["cancelled", "deadline_exceeded"] {
+            let name = format!(
+                "halo_requests_total{{rpc=\"openai_completions_stream\",outcome=\"{outcome}\""
+            );
+            assert!(metric(&m, &name) >= 1, "{name}: {m}");
+        }
         assert!(
             metric(
                 &m,
@@ -659,6 +683,9 @@ fn sigterm_drains_http_streams() {
             .await;
             if r.status == 503 {
                 refused = Some(r.body);
+                // Health says so too, without a token, while the streams still run.
+                let (status, h) = get(&base.replace("/v1", ""), "/health", None).await;
+                assert_eq!((status, h["status"].as_str()), (503, Some("unavailable")));
             }
         }
         let mut results = Vec::new();
