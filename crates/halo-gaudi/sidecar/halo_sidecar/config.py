@@ -213,12 +213,11 @@ def load_config(model_dir: str) -> ModelConfig:
 
 
 def longrope_recompute_position(cfg: ModelConfig) -> int | None:
-    """For longrope: the position whose token makes a sequence longer than the original length.
-    A forward pass picks the long factors for a row whose positions reach it, but the KV already
-    cached for that sequence was computed with the short ones; transformers (Phi-3's generate)
-    then recomputes the whole sequence, so a caller that sends it again from position 0 at this
-    position gets golden.json's ids, and one that keeps the cache (as halo's engine does, its
-    blocks may be shared) gets cached_path.json's. None for every other rope type."""
+    """For longrope: the original length. A sequence longer than it is in the long regime
+    (Seq.long_rope, set by the engine); transformers (Phi-3's generate) recomputes the whole
+    sequence when it first crosses, as halo's engine does, so a caller that sends it again from
+    position 0 in the long regime there gets golden.json's ids, and one that keeps the cache and
+    flags only the new steps long gets cached_path.json's. None for every other rope type."""
     if cfg.rope["rope_type"] != "longrope":
         return None
     return int(cfg.rope["original_max_position_embeddings"])

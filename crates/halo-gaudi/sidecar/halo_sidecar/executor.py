@@ -45,6 +45,9 @@ class Seq:
     start_pos: int
     block_table: list
     sample: sampling.Request | None
+    # The sequence's RoPE regime, decided by the engine from its whole length (LongRoPE's long
+    # factors when True); the same for every chunk of the sequence.
+    long_rope: bool = False
 
     @property
     def end(self) -> int:
@@ -251,7 +254,9 @@ class Executor:
         slots = scratch * bs + (np.arange(b * t, dtype=np.int64) % bs).reshape(b, t)
         tables = np.full((b, nb), scratch, dtype=np.int64)
         last = np.zeros(b, dtype=np.int64)
+        long_rope = np.zeros(b, dtype=np.bool_)
         for r, s in enumerate(group):
+            long_rope[r] = s.long_rope
             n = len(s.tokens)
             ids[r, :n] = s.tokens
             p = np.arange(s.start_pos, s.end, dtype=np.int64)
@@ -262,7 +267,7 @@ class Executor:
             used = min(len(table), nb)
             tables[r, :used] = table[:used]
             last[r] = n - 1
-        return {"ids": ids, "pos": pos, "slots": slots, "tables": tables, "last": last}
+        return {"ids": ids, "pos": pos, "slots": slots, "tables": tables, "last": last, "long": long_rope}
 
     def _dummy(self, shape: Shape) -> dict:
         bs, scratch = self.buckets.block_size, self.num_blocks
@@ -273,11 +278,12 @@ class Executor:
             "slots": scratch * bs + (np.arange(b * t, dtype=np.int64) % bs).reshape(b, t),
             "tables": np.full((b, nb), scratch, dtype=np.int64),
             "last": np.full(b, t - 1, dtype=np.int64),
+            "long": np.zeros(b, dtype=np.bool_),
         }
 
     def _forward(self, shape: Shape, x: dict) -> torch.Tensor:
         dev = self.backend.device
-        args = [torch.from_numpy(x[k]).to(dev) for k in ("ids", "pos", "slots", "tables", "last")]
+        args = [torch.from_numpy(x[k]).to(dev) for k in ("ids", "pos", "slots", "tables", "last", "long")]
         with torch.inference_mode():
             out = self.run(*args)
         self.backend.mark_step()

@@ -221,17 +221,16 @@ class CausalLM(torch.nn.Module):
         self.v_cache = [torch.zeros(shape, device=dev, dtype=dt) for _ in range(cfg.num_layers)]
         self.block_size = block_size
 
-    def _cos_sin(self, tables, positions: torch.Tensor, dtype: torch.dtype):
+    def _cos_sin(self, tables, positions: torch.Tensor, long_rope: torch.Tensor, dtype: torch.dtype):
         """cos, sin [B, 1, T, rotary_dim] for one set of tables. longrope: a row uses the long
-        factors when its largest position + 1 exceeds original_max_position_embeddings, as
-        transformers decides per forward pass. KV cached before a sequence crossed that length
-        stays short-factor; to match transformers the caller re-sends the sequence from
-        position 0 there (config.longrope_recompute_position)."""
+        factors when its sequence is in the long regime (`long_rope`, decided by the engine from
+        the sequence's whole length, as transformers decides per forward pass from seq_len > its
+        original_max_position_embeddings); the engine recomputes a sequence that crosses."""
         pos = positions.to(torch.float32)[..., None]
         if tables.long is None:
             freqs = pos * tables.short
         else:
-            use_long = (positions.max(dim=1).values + 1 > tables.original)[:, None, None]
+            use_long = long_rope[:, None, None]
             freqs = torch.where(use_long, pos * tables.long, pos * tables.short)
         emb = torch.cat((freqs, freqs), dim=-1)
         cos = (emb.cos() * tables.scaling).to(dtype)[:, None]
@@ -245,6 +244,7 @@ class CausalLM(torch.nn.Module):
         slot_mapping: torch.Tensor,  # [B, T] int64: cache slot of each new token
         block_tables: torch.Tensor,  # [B, NB] int64
         last_index: torch.Tensor,  # [B] int64: index in T of each row's last real token
+        long_rope: torch.Tensor,  # [B] bool: the row's sequence is in the long RoPE regime
     ) -> torch.Tensor:
         cfg = self.cfg
         fam = cfg.family
@@ -256,7 +256,7 @@ class CausalLM(torch.nn.Module):
         x = self.embed[input_ids]
         if self.embed_scale is not None:
             x = x * self.embed_scale
-        rot = {id(rope): self._cos_sin(tables, positions, x.dtype) for rope, tables in self.ropes}
+        rot = {id(rope): self._cos_sin(tables, positions, long_rope, x.dtype) for rope, tables in self.ropes}
 
         offsets = torch.arange(bs, device=x.device)
         key_slots = (block_tables[:, :, None] * bs + offsets).reshape(b, -1)  # [B, S]

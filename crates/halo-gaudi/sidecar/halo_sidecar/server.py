@@ -132,6 +132,7 @@ def make_servicer(pb, services, executor: Executor, epoch: int):
                         start_pos=s.start_pos,
                         block_table=list(s.block_table),
                         sample=_sample_request(pb, s.sample) if s.HasField("sample") else None,
+                        long_rope=s.long_rope,
                     )
                     for s in request.seqs
                 ]

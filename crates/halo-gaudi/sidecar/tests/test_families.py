@@ -159,7 +159,9 @@ def test_families_run_in_half_precision(model_dir, dtype):
     ex = Executor(select("cpu"))
     ex.load(model_dir, dtype)
     ex.warmup(16, 128, 4, 128, 16, 0)
-    seq = Seq(0, case["prompt_ids"], 0, list(range(8)), None)
+    original = longrope_recompute_position(load_config(model_dir))
+    long_rope = original is not None and len(case["prompt_ids"]) > original
+    seq = Seq(0, case["prompt_ids"], 0, list(range(8)), None, long_rope)
     shape = ex.buckets.prefill(1, len(seq.tokens), seq.end)
     row = ex._forward(shape, ex._inputs(shape, [seq]))[0]
     assert torch.isfinite(row).all()
@@ -170,15 +172,18 @@ def test_families_run_in_half_precision(model_dir, dtype):
 
 
 def test_phi3_without_recompute_follows_the_cached_path():
-    """Driven as halo's engine drives it (the KV cache kept across the longrope switch, each row
-    choosing its factors from its own positions), the sidecar gives the ids transformers gives on
-    that path (cached_path.json, ci/oracle/phi3_cached_path.py), as the CPU backend does."""
+    """Driven with the KV cache kept across the longrope switch (no recompute; each step flagged
+    long once its sequence is longer than the original length), the sidecar gives the ids
+    transformers gives on that path (cached_path.json, ci/oracle/phi3_cached_path.py): the
+    device follows the regime flag step by step. The engine recomputes at the crossing instead
+    (golden.json: test_fixtures.py, crates/halo-gaudi/tests/gaudi_families.rs)."""
     model_dir = os.path.join(os.path.dirname(FAMILY_DIRS[0]), "tiny-phi3")
     with open(os.path.join(model_dir, "cached_path.json"), encoding="utf-8") as f:
         cases = json.load(f)["cases"]
     ex = Executor(select("cpu"))
     ex.load(model_dir, "f32")
     ex.warmup(16, 128, 4, 128, 40, 0)
+    original = longrope_recompute_position(load_config(model_dir))
     outs = {i: [] for i in range(len(cases))}
     pos = {i: 0 for i in range(len(cases))}
     steps = len(cases[0]["cached_ids"])
@@ -188,10 +193,11 @@ def test_phi3_without_recompute_follows_the_cached_path():
             req = sampling.Request(params=sampling.Params())
             blocks = list(range(i * 10, i * 10 + 10))
             if pos[i] == 0:
-                batch.append(Seq(i, case["prompt_ids"], 0, blocks, req))
-                pos[i] = len(case["prompt_ids"])
+                n = len(case["prompt_ids"])
+                batch.append(Seq(i, case["prompt_ids"], 0, blocks, req, n > original))
+                pos[i] = n
             elif len(outs[i]) < steps:
-                batch.append(Seq(i, [outs[i][-1]], pos[i], blocks, req))
+                batch.append(Seq(i, [outs[i][-1]], pos[i], blocks, req, pos[i] + 1 > original))
                 pos[i] += 1
         results, _ = ex.step(batch)
         for r in results:

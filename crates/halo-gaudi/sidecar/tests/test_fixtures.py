@@ -59,15 +59,20 @@ def test_fixture_matches_transformers(golden_path):
     ex.load(model_dir, "f32")
     ex.warmup(16, 128, 4, 128, 40, 0)
     cases = golden["cases"]
+    recompute_at = longrope_recompute_position(load_config(model_dir))
+
+    def long_rope(seq_len: int) -> bool:
+        return recompute_at is not None and seq_len > recompute_at
+
     for case in cases:
-        seq = Seq(0, case["prompt_ids"], 0, list(range(8)), None)
+        seq = Seq(0, case["prompt_ids"], 0, list(range(8)), None, long_rope(len(case["prompt_ids"])))
         shape = ex.buckets.prefill(1, len(seq.tokens), seq.end)
         row = ex._forward(shape, ex._inputs(shape, [seq]))[0].numpy()
         np.testing.assert_allclose(row[:16], case["last_prompt_logits_head"], atol=1e-4)
 
     # longrope: where a sequence grows past the original length, transformers recomputes it
     # with the long factors; the engine's part, played here, is to send it again from position 0
-    recompute_at = longrope_recompute_position(load_config(model_dir))
+    # in the long regime
     outs = {i: [] for i in range(len(cases))}
     pos = {i: 0 for i in range(len(cases))}
     steps = len(cases[0]["greedy_ids"])
@@ -78,14 +83,15 @@ def test_fixture_matches_transformers(golden_path):
             blocks = list(range(i * 10, i * 10 + 10))
             req = sampling.Request(params=sampling.Params())
             if pos[i] == 0:
-                batch.append(Seq(i, case["prompt_ids"], 0, blocks, req))
-                pos[i] = len(case["prompt_ids"])
+                n = len(case["prompt_ids"])
+                batch.append(Seq(i, case["prompt_ids"], 0, blocks, req, long_rope(n)))
+                pos[i] = n
             elif len(outs[i]) < steps and pos[i] == recompute_at:
-                batch.append(Seq(i, case["prompt_ids"] + outs[i], 0, blocks, req))
+                batch.append(Seq(i, case["prompt_ids"] + outs[i], 0, blocks, req, True))
                 pos[i] += 1
                 recomputed += 1
             elif len(outs[i]) < steps:
-                batch.append(Seq(i, [outs[i][-1]], pos[i], blocks, req))
+                batch.append(Seq(i, [outs[i][-1]], pos[i], blocks, req, long_rope(pos[i] + 1)))
                 pos[i] += 1
         results, timings = ex.step(batch)
         assert not timings.graph_compiled, timings.bucket
