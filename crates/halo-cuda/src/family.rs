@@ -91,10 +91,12 @@ fn rope_plan(rope: &halo_model::RopeConfig, head_dim: usize) -> Result<RopePlan,
 
 impl Features {
     pub fn from_config(c: &ModelConfig) -> Result<Features, CudaError> {
-        if matches!(
-            c.architecture,
-            Architecture::Mixtral | Architecture::Qwen3Moe
-        ) {
+        if c.moe.is_some()
+            || matches!(
+                c.architecture,
+                Architecture::Mixtral | Architecture::Qwen3Moe
+            )
+        {
             return Err(unsupported(format!(
                 "{} is a mixture of experts; the CUDA backend runs dense feed-forwards only \
                  (use --device cpu)",
@@ -254,13 +256,17 @@ mod tests {
 
     #[test]
     fn mixture_of_experts_and_oversized_heads_are_refused() {
+        for moe in ["tiny-mixtral", "tiny-qwen3moe"] {
+            let c = fixture(family(moe).to_str().unwrap());
+            let e = Features::from_config(&c).unwrap_err().to_string();
+            assert!(
+                e.contains("mixture of experts") && e.contains("--device cpu"),
+                "{e}"
+            );
+        }
         let mut c = fixture("tests/fixtures/models/tiny-qwen2");
         c.architecture = Architecture::Mixtral;
-        let e = Features::from_config(&c).unwrap_err().to_string();
-        assert!(
-            e.contains("mixture of experts") && e.contains("--device cpu"),
-            "{e}"
-        );
+        assert!(Features::from_config(&c).is_err());
         let mut c = fixture("tests/fixtures/models/tiny-qwen2");
         c.head_dim = 512;
         assert!(matches!(
