@@ -281,35 +281,43 @@ fn a_step_reads_only_the_experts_its_tokens_chose() {
 #[test]
 fn halo_s_own_gguf_export_runs_with_transformers_ids() {
     use halo_model::gguf::export::{export, Quantization};
-    let (dir, cases) = fixtures().remove(0);
-    assert!(dir.ends_with("tiny-mixtral"));
-    let model = halo_model::Model::open(&dir).unwrap();
     let tmp = std::env::temp_dir().join(format!("halo-moe-export-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    for (q, name) in [(Quantization::F32, "f32"), (Quantization::Q8_0, "q8_0")] {
-        let file = tmp.join(format!("tiny-mixtral-{name}.gguf"));
-        export(&model, q, &file).unwrap();
-        let mut d = device(&file, 512);
-        let prompts: Vec<&[u32]> = cases.iter().map(|c| c.prompt_ids.as_slice()).collect();
-        let alone: Vec<Vec<u32>> = prompts
-            .iter()
-            .map(|p| generate_together(&mut d, &[p], &[usize::MAX], 16).remove(0))
-            .collect();
-        let chunks: Vec<usize> = (0..prompts.len()).map(|i| [3, usize::MAX][i % 2]).collect();
-        assert_eq!(
-            generate_together(&mut d, &prompts, &chunks, 16),
-            alone,
-            "{name}"
-        );
-        if name == "f32" {
-            for (ci, case) in cases.iter().enumerate() {
-                assert_eq!(
-                    alone[ci][..],
-                    case.greedy_ids[..16],
-                    "exported f32, case {ci}"
-                );
+    for name in ["tiny-mixtral", "tiny-qwen3moe"] {
+        let dir = families().join(name);
+        let cases = cases(&dir);
+        let model = halo_model::Model::open(&dir).unwrap();
+        for (q, ty) in [(Quantization::F32, "f32"), (Quantization::Q8_0, "q8_0")] {
+            let file = tmp.join(format!("{name}-{ty}.gguf"));
+            export(&model, q, &file).unwrap();
+            let mut d = device(&file, 512);
+            let prompts: Vec<&[u32]> = cases.iter().map(|c| c.prompt_ids.as_slice()).collect();
+            let alone: Vec<Vec<u32>> = prompts
+                .iter()
+                .map(|p| generate_together(&mut d, &[p], &[usize::MAX], 16).remove(0))
+                .collect();
+            let chunks: Vec<usize> = (0..prompts.len()).map(|i| [3, usize::MAX][i % 2]).collect();
+            let what = format!("{name} exported as {ty}");
+            assert_eq!(
+                generate_together(&mut d, &prompts, &chunks, 16),
+                alone,
+                "{what}"
+            );
+            if ty == "f32" {
+                for (ci, case) in cases.iter().enumerate() {
+                    assert_eq!(alone[ci][..], case.greedy_ids[..16], "{what}, case {ci}");
+                }
             }
         }
     }
+    // A dense layer among the experts has no qwen3moe form in llama.cpp: refused, nothing written.
+    let model = halo_model::Model::open(&families().join("tiny-qwen3moe-dense0")).unwrap();
+    let out = tmp.join("dense0.gguf");
+    let e = match export(&model, Quantization::F32, &out) {
+        Ok(_) => panic!("tiny-qwen3moe-dense0 exported despite its dense layer"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("Qwen3MoeForCausalLM"), "{e}");
+    assert!(!out.exists());
     std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -224,6 +224,16 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
         Architecture::Qwen3 => "qwen3",
         Architecture::Gemma2 => "gemma2",
         Architecture::Gemma3 => "gemma3",
+        // llama.cpp's `qwen3moe` has experts in every layer and always renormalises the kept
+        // weights: a dense layer has no GGUF form, and without norm_topk_prob llama.cpp would
+        // run the file differently.
+        Architecture::Qwen3Moe
+            if c.moe
+                .as_ref()
+                .is_some_and(|m| m.norm_topk_prob && m.sparse_layers.iter().all(|&s| s)) =>
+        {
+            "qwen3moe"
+        }
         other => {
             return Err(ModelError::Gguf {
                 path: out.to_path_buf(),
@@ -231,7 +241,8 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
                     arch: other.hf_name().to_owned(),
                     supported: "LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, \
                                 Qwen2ForCausalLM, Phi3ForCausalLM, Qwen3ForCausalLM, \
-                                Gemma2ForCausalLM, Gemma3ForCausalLM",
+                                Gemma2ForCausalLM, Gemma3ForCausalLM, Qwen3MoeForCausalLM \
+                                with norm_topk_prob and no dense layers",
                 },
             })
         }
@@ -266,7 +277,11 @@ pub fn export(model: &Model, q: Quantization, out: &Path) -> Result<ExportSummar
         );
     if let Some(m) = &c.moe {
         w.add_u32(&key("expert_count"), as_u32(m.num_experts))
-            .add_u32(&key("expert_used_count"), as_u32(m.experts_per_token));
+            .add_u32(&key("expert_used_count"), as_u32(m.experts_per_token))
+            .add_u32(
+                &key("expert_feed_forward_length"),
+                as_u32(m.expert_intermediate_size),
+            );
     }
     if let Some(window) = c.sliding_window {
         w.add_u32(&key("attention.sliding_window"), as_u32(window));
