@@ -58,11 +58,15 @@ fn device(dtype: DType) -> (CudaDevice, usize) {
 }
 
 /// Greedy generation of several prompts in one batch (prefill together, then decode together).
+/// The K/V is kept throughout: with LongRoPE (`long_above`, the original length) each step is
+/// flagged long once its sequence is longer, which is transformers' cached path
+/// (cached_path.json), not generate()'s recompute at the crossing (the engine's job).
 fn generate(
     d: &mut CudaDevice,
     block_size: usize,
     prompts: &[Vec<u32>],
     new: usize,
+    long_above: Option<usize>,
 ) -> Vec<Vec<u32>> {
     let per_seq = 512 / block_size;
     let tables: Vec<Vec<u32>> = (0..prompts.len())
@@ -80,13 +84,14 @@ fn generate(
                 } else {
                     (vec![last[i]], p.len() + step - 1)
                 };
+                let long_rope = long_above.is_some_and(|n| start + tokens.len() > n);
                 SeqStep {
                     seq_id: i as u64,
                     tokens,
                     start_pos: start,
                     block_table: tables[i].clone(),
+                    long_rope,
                     sample: Some(SampleRequest::greedy()),
-                    long_rope: false,
                 }
             })
             .collect();
@@ -109,12 +114,12 @@ fn f32_greedy_matches_transformers_alone_and_batched() {
     let (mut d, bs) = device(DType::F32);
     let cases = golden();
     for (prompt, want) in &cases {
-        let got = generate(&mut d, bs, std::slice::from_ref(prompt), want.len());
+        let got = generate(&mut d, bs, std::slice::from_ref(prompt), want.len(), None);
         assert_eq!(&got[0], want, "alone");
     }
     let prompts: Vec<Vec<u32>> = cases.iter().map(|c| c.0.clone()).collect();
     let n = cases.iter().map(|c| c.1.len()).min().unwrap();
-    let got = generate(&mut d, bs, &prompts, n);
+    let got = generate(&mut d, bs, &prompts, n, None);
     for (g, (_, want)) in got.iter().zip(&cases) {
         assert_eq!(g[..], want[..n], "inside a batch");
     }
@@ -125,13 +130,15 @@ fn f32_greedy_matches_transformers_alone_and_batched() {
 fn bf16_loads_and_generates_in_vocab() {
     let (mut d, bs) = device(DType::BF16);
     let cases = golden();
-    let got = generate(&mut d, bs, &[cases[0].0.clone()], 8);
+    let got = generate(&mut d, bs, &[cases[0].0.clone()], 8, None);
     assert_eq!(got[0].len(), 8);
 }
 
 /// A dense family fixture (tests/fixtures/families): its prompts, transformers' greedy ids and
-/// margins. LongRoPE fixtures are checked on transformers' cached path (cached_path.json): halo
-/// keeps its K/V when a generation crosses the original length, as the CPU test explains.
+/// margins. LongRoPE fixtures are checked on transformers' cached path (cached_path.json), the
+/// path [`generate`] drives (the device follows each step's regime flag); the engine's recompute
+/// at the crossing, which gives golden.json, is tested on the CPU device
+/// (crates/halo-engine/tests/longrope_cpu.rs).
 fn family_cases(dir: &std::path::Path) -> Vec<(Vec<u32>, Vec<u32>, Vec<f64>)> {
     let read = |name: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
@@ -184,12 +191,17 @@ fn dense_families_f32_match_transformers_up_to_near_ties() {
                 kv_cache_bytes: None,
             })
             .unwrap();
+        let long_above = halo_model::ModelConfig::from_dir(&dir)
+            .unwrap()
+            .rope
+            .long_regime_above();
         for (ci, (prompt, want, margins)) in family_cases(&dir).iter().enumerate() {
             let got = generate(
                 &mut d,
                 layout.block_size,
                 std::slice::from_ref(prompt),
                 want.len(),
+                long_above,
             );
             // cuBLAS sums in another order than transformers: a step whose top two are within
             // 1e-3 may go either way, and the continuation after it with it
