@@ -1,13 +1,14 @@
 """transformers' greedy ids for the tiny-phi3 fixture when the KV cache is kept across the LongRoPE
 switch: every forward call is the prompt (one call) or one decode token, and each picks the short
-or long factors from its own max(position_ids) + 1 > original_max_position_embeddings, the rule
-halo applies per sequence per step.
+or long factors from its own max(position_ids) + 1 > original_max_position_embeddings.
 
 transformers' generate() differs once a generation crosses original_max_position_embeddings:
 Phi3ForCausalLM.prepare_inputs_for_generation then drops the cache and re-runs the whole sequence
-with the long factors (golden.json records that path). A paged cache shared between sequences
-cannot be recomputed under them, so halo keeps the cached K/V; this file is the reference for
-that path, computed by transformers itself.
+with the long factors (golden.json records that path). halo's engine follows generate(): it
+recomputes a crossing sequence, and its prefix cache keeps long- and short-regime blocks apart
+(crates/halo-engine/src/rope_regime.rs). This file is the reference for device-level tests that
+keep the cache and flag each step's regime by the sequence's length (the CUDA and sidecar tests),
+computed by transformers itself.
 
 Usage: /root/llamacpp/venv/bin/python ci/oracle/phi3_cached_path.py tests/fixtures/families/tiny-phi3
 """
