@@ -429,3 +429,94 @@ fn family_gguf_export_reads_back_with_the_same_ids() {
     assert!(e.contains("query_pre_attn_scalar"), "{e}");
     assert!(!out.exists());
 }
+
+/// A safetensors file's bytes with every tensor name given `prefix` (the header is rewritten;
+/// the data, which the header's offsets address from its end, is kept as it is).
+fn with_name_prefix(file: &[u8], prefix: &str) -> Vec<u8> {
+    let len = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&file[8..8 + len]).unwrap();
+    let renamed: serde_json::Map<String, Value> = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "__metadata__" => (k.clone(), v.clone()),
+            name => (
+                format!("{prefix}{}", name.strip_prefix("model.").unwrap_or(name)),
+                v.clone(),
+            ),
+        })
+        .collect();
+    let text = serde_json::to_vec(&Value::Object(renamed)).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&file[8 + len..]);
+    out
+}
+
+/// Gemma 3's multimodal wrapper (`Gemma3ForConditionalGeneration`) runs as its text model:
+/// tiny-gemma3 wrapped the way transformers 5 saves it (config under `text_config`, tensors
+/// under `model.language_model.`) and the way older hub files are (`language_model.model.`)
+/// gives tiny-gemma3's greedy ids; the vision tower's tensors are left unread.
+#[test]
+fn gemma3_multimodal_wrapper_runs_its_text_model() {
+    let src = root().join("tiny-gemma3");
+    let text: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let mut text_config = text.clone();
+    let obj = text_config.as_object_mut().unwrap();
+    for k in [
+        "architectures",
+        "bos_token_id",
+        "eos_token_id",
+        "torch_dtype",
+        "dtype",
+    ] {
+        obj.remove(k);
+    }
+    let wrapper = serde_json::json!({
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        "bos_token_id": text["bos_token_id"],
+        "eos_token_id": text["eos_token_id"],
+        "torch_dtype": "float32",
+        "text_config": text_config,
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 16},
+        "mm_tokens_per_image": 256,
+    });
+    let original = std::fs::read(src.join("model.safetensors")).unwrap();
+    for prefix in ["model.language_model.", "language_model.model."] {
+        let tmp = std::env::temp_dir().join(format!(
+            "halo-families-{}-{}",
+            std::process::id(),
+            prefix.trim_end_matches('.')
+        ));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("config.json"), wrapper.to_string()).unwrap();
+        std::fs::write(
+            tmp.join("model.safetensors"),
+            with_name_prefix(&original, prefix),
+        )
+        .unwrap();
+        for f in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "generation_config.json",
+        ] {
+            std::fs::copy(src.join(f), tmp.join(f)).unwrap();
+        }
+        let c = ModelConfig::from_dir(&tmp).unwrap();
+        assert!(c.is_multimodal_wrapper);
+        let mut d = device(&tmp, 256);
+        for (ci, case) in cases(&src).iter().enumerate() {
+            let got = generate_together(
+                &mut d,
+                &[&case.prompt_ids],
+                &[usize::MAX],
+                case.greedy_ids.len(),
+            );
+            assert_eq!(got[0], case.greedy_ids, "{prefix} case {ci}");
+        }
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}

@@ -127,7 +127,10 @@ impl Model {
         let (config, weights, tokenizer, format, chat_template) = match resolve(path)? {
             Source::HfDir(dir) => {
                 let config = ModelConfig::from_dir(&dir)?;
-                let weights = Weights::open(&dir)?;
+                let mut weights = Weights::open(&dir)?;
+                if config.is_multimodal_wrapper {
+                    config::text_model_weights(&mut weights);
+                }
                 let tokenizer = Tokenizer::from_dir(&dir, &config)?;
                 let template = hf_chat_template(&dir);
                 (

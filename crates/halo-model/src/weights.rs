@@ -165,6 +165,25 @@ impl Weights {
         Ok(())
     }
 
+    /// Serves the tensors under `from` as `to` (the file's name kept for messages); returns
+    /// how many were renamed. A multimodal checkpoint's text model is read this way.
+    pub(crate) fn rename_prefix(&mut self, from: &str, to: &str) -> usize {
+        let names: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|n| n.starts_with(from))
+            .cloned()
+            .collect();
+        for name in &names {
+            if let Some(mut e) = self.entries.remove(name) {
+                e.file_name.get_or_insert_with(|| name.clone());
+                self.entries
+                    .insert(format!("{to}{}", &name[from.len()..]), e);
+            }
+        }
+        names.len()
+    }
+
     /// Weights whose files are already mapped and indexed (the GGUF loader builds these).
     pub(crate) fn from_entries(
         files: Vec<(PathBuf, Mmap)>,

@@ -5,7 +5,46 @@
 
 use super::{Activation, Architecture, Fields, ModelConfig};
 use crate::error::Result;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
+
+/// The multimodal wrapper whose text model halo runs as a Gemma 3 causal LM.
+pub(super) const MULTIMODAL: &str = "Gemma3ForConditionalGeneration";
+
+/// Gemma 3's text config with transformers' Gemma3TextConfig defaults for absent fields (hub
+/// configs of the multimodal models leave most of them out): `text_config` for the wrapper,
+/// else the config itself; ids and dtype from the top level when the text config lacks them.
+pub(super) fn with_text_defaults(top: &Fields<'_>, wrapper: bool) -> Result<Map<String, Value>> {
+    let text = if wrapper {
+        top.present("text_config")
+            .and_then(Value::as_object)
+            .ok_or_else(|| top.invalid("text_config", "missing (a multimodal config)".into()))?
+    } else {
+        top.obj
+    };
+    let mut out = json!({
+        "vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216,
+        "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+        "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": 131_072, "rms_norm_eps": 1e-6, "bos_token_id": 2,
+        "eos_token_id": 1, "tie_word_embeddings": true, "query_pre_attn_scalar": 256,
+        "sliding_window": 4096
+    });
+    let map = out.as_object_mut().expect("an object literal");
+    for key in ["bos_token_id", "eos_token_id", "torch_dtype", "dtype"] {
+        if let Some(v) = top.present(key) {
+            map.insert(key.into(), v.clone());
+        }
+    }
+    for (k, v) in text {
+        // An explicit null means none (a window, a cap); only a null id defers to the top.
+        let id_or_dtype =
+            ["bos_token_id", "eos_token_id", "torch_dtype", "dtype"].contains(&k.as_str());
+        if !(v.is_null() && id_or_dtype) {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(map.clone())
+}
 
 pub(super) fn apply(f: &Fields<'_>, c: &mut ModelConfig) -> Result<()> {
     let gemma3 = c.architecture == Architecture::Gemma3;
@@ -202,6 +241,42 @@ mod tests {
         assert_eq!(d.sliding_layers, [true, true, true, true, true, false]);
         assert_eq!((d.rope.theta, d.local_rope.unwrap().theta), (1e6, 1e4));
         assert_eq!(d.architecture, Architecture::Gemma3);
+    }
+
+    #[test]
+    fn a_hub_style_multimodal_config_takes_gemma3_text_defaults() {
+        // gemma-3-4b-it's config.json lists only what differs from Gemma3TextConfig's defaults.
+        let v = json!({
+            "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+            "eos_token_id": [1, 106], "torch_dtype": "bfloat16",
+            "text_config": {
+                "hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                "num_hidden_layers": 34, "sliding_window": 1024,
+                "rope_scaling": {"factor": 8.0, "rope_type": "linear"}
+            },
+            "vision_config": {"model_type": "siglip_vision_model"}
+        });
+        let c = ModelConfig::from_json(&v, Path::new("config.json")).unwrap();
+        assert!(c.is_multimodal_wrapper);
+        assert_eq!(c.architecture, Architecture::Gemma3);
+        assert_eq!(
+            (c.hidden_size, c.num_hidden_layers, c.vocab_size),
+            (2560, 34, 262_208)
+        );
+        assert_eq!(
+            (c.num_attention_heads, c.num_key_value_heads, c.head_dim),
+            (8, 4, 256)
+        );
+        assert_eq!(c.attn_scale, (256f64).powf(-0.5) as f32);
+        assert_eq!(c.eos_token_ids, vec![1, 106]);
+        assert_eq!(c.torch_dtype.as_deref(), Some("bfloat16"));
+        assert_eq!(c.sliding_window, Some(1024));
+        assert_eq!(c.rope.scaling, RopeScaling::Linear { factor: 8.0 });
+        assert_eq!((c.rope.theta, c.local_rope.unwrap().theta), (1e6, 1e4));
+        let mut no_text = v.clone();
+        no_text.as_object_mut().unwrap().remove("text_config");
+        let e = ModelConfig::from_json(&no_text, Path::new("config.json")).unwrap_err();
+        assert!(e.to_string().contains("text_config"), "{e}");
     }
 
     #[test]

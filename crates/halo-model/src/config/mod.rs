@@ -54,7 +54,7 @@ impl Architecture {
             "Qwen2ForCausalLM" => Architecture::Qwen2,
             "Qwen3ForCausalLM" => Architecture::Qwen3,
             "Gemma2ForCausalLM" => Architecture::Gemma2,
-            "Gemma3ForCausalLM" => Architecture::Gemma3,
+            "Gemma3ForCausalLM" | "Gemma3ForConditionalGeneration" => Architecture::Gemma3,
             "Phi3ForCausalLM" => Architecture::Phi3,
             "MixtralForCausalLM" => Architecture::Mixtral,
             "Qwen3MoeForCausalLM" => Architecture::Qwen3Moe,
@@ -70,7 +70,7 @@ impl Architecture {
             "qwen2" => Architecture::Qwen2,
             "qwen3" => Architecture::Qwen3,
             "gemma2" => Architecture::Gemma2,
-            "gemma3_text" => Architecture::Gemma3,
+            "gemma3_text" | "gemma3" => Architecture::Gemma3,
             "phi3" => Architecture::Phi3,
             "mixtral" => Architecture::Mixtral,
             "qwen3_moe" => Architecture::Qwen3Moe,
@@ -154,6 +154,19 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
     /// The dtype the weights were saved in, as config.json names it.
     pub torch_dtype: Option<String>,
+    /// The config is a multimodal wrapper's (`Gemma3ForConditionalGeneration`) and this is its
+    /// text model: the checkpoint's text tensors are read under the plain `model.` names
+    /// ([`text_model_weights`]); the vision tower is not read.
+    pub is_multimodal_wrapper: bool,
+}
+
+/// Serves a multimodal checkpoint's text-model tensors under the names a causal LM's have, in
+/// both layouts found in the wild (`model.language_model.*` as transformers 5 saves it,
+/// `language_model.model.*` / `language_model.lm_head.*` in older hub files).
+pub fn text_model_weights(w: &mut crate::weights::Weights) {
+    w.rename_prefix("model.language_model.", "model.");
+    w.rename_prefix("language_model.model.", "model.");
+    w.rename_prefix("language_model.lm_head.", "lm_head.");
 }
 
 /// `head_dim^-0.5` as transformers computes it (a Python float, rounded once to f32).
@@ -173,9 +186,22 @@ impl ModelConfig {
             path: path.to_path_buf(),
             msg: "expected a JSON object".into(),
         })?;
-        let f = Fields { obj, path };
-        let architecture = f.architecture()?;
+        let top = Fields { obj, path };
+        let architecture = top.architecture()?;
+        // Gemma 3's multimodal wrapper keeps its text model's config under `text_config`, and
+        // both it and a standalone Gemma 3 text config may leave fields at transformers'
+        // Gemma3TextConfig defaults; ids and dtype may sit at the top level.
+        let wrapper = top.names_architecture(gemma::MULTIMODAL);
+        let merged = match architecture {
+            Architecture::Gemma3 => Some(gemma::with_text_defaults(&top, wrapper)?),
+            _ => None,
+        };
+        let f = Fields {
+            obj: merged.as_ref().unwrap_or(obj),
+            path,
+        };
         let mut c = f.common(architecture)?;
+        c.is_multimodal_wrapper = wrapper;
         match architecture {
             Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 => {
                 llama::apply(&f, &mut c)?
@@ -420,6 +446,15 @@ impl Fields<'_> {
         }
     }
 
+    /// Whether `architectures` names `name` first.
+    fn names_architecture(&self, name: &str) -> bool {
+        self.present("architectures")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            == Some(name)
+    }
+
     fn architecture(&self) -> Result<Architecture> {
         let unknown = |arch: &str| ModelError::UnknownArchitecture {
             path: PathBuf::from(self.path),
@@ -502,6 +537,7 @@ impl Fields<'_> {
             bos_token_id: self.opt_u32("bos_token_id")?,
             eos_token_ids: token_ids(self.obj.get("eos_token_id")),
             torch_dtype: dtype_name(self.obj),
+            is_multimodal_wrapper: false,
         })
     }
 

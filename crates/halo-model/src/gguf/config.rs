@@ -164,6 +164,7 @@ pub fn model_config(meta: &Metadata, tensors: &dyn TensorLookup) -> Result<Model
         bos_token_id: meta.opt_u32("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos_ids(meta)?,
         torch_dtype: None,
+        is_multimodal_wrapper: false,
     };
     if matches!(architecture, Architecture::Gemma2 | Architecture::Gemma3) {
         super::gemma::apply(meta, &arch, &mut c)?;
