@@ -31,6 +31,7 @@ fn batch() -> &'static StepBatch {
                     top_n: 2,
                     ..SampleRequest::greedy()
                 }),
+                long_rope: false,
             },
             SeqStep {
                 seq_id: 11,
@@ -38,6 +39,7 @@ fn batch() -> &'static StepBatch {
                 start_pos: 0,
                 block_table: vec![2],
                 sample: None,
+                long_rope: false,
             },
             SeqStep {
                 seq_id: 12,
@@ -48,6 +50,7 @@ fn batch() -> &'static StepBatch {
                     logprobs: true,
                     ..SampleRequest::greedy()
                 }),
+                long_rope: false,
             },
         ],
     })
