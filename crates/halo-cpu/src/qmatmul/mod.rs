@@ -16,21 +16,20 @@
 //!     so every ISA gives the same bits.
 //!   - Q4_0/Q8_0: the per-block integer partial sums of each vector lane are scaled by `dw·dx`
 //!     and fused into one f32 accumulator vector per output, reduced at the end in a fixed tree;
-//!     the lane layout is the ISA's (8 lanes per block on AVX2, 16 lanes over two blocks on
-//!     AVX-512, a scalar chain on the portable path).
+//!     the lane layout is the ISA's (8 lanes per block on AVX2, 16 lanes over two blocks for
+//!     Q4_0 on AVX-512); the portable path runs `acc = acc + (dw·dx)·(isum as f32)` per block.
+//!   - Q8_0, Q4_K and Q6_K on AVX-512 VNNI: the weights are repacked at construction, 16 rows
+//!     interleaved ([`q8_packed`], [`k_packed`]), so a lane is one output and each output runs
+//!     the portable chain: AVX-512 and the portable path give the same bits for these types.
 //!
 //!   Tiles only decide how many of these independent chains run side by side, so an output does
 //!   not depend on M or on where its row sits in the batch.
 //!
-//!   - Q8_0, Q4_K and Q6_K on AVX-512 VNNI: the weights are repacked at construction, 16 rows
-//!     interleaved ([`q8_packed`], [`k_packed`]), so a lane is one output and each output's
-//!     chain is the portable one (for Q8_0: `acc = acc + (dw·dx)·(isum as f32)` per block in
-//!     K order, unfused), so AVX-512 and the portable path give the same bits.
-//!
 //! The structure is the f32 kernel's: activations are quantized once, N is split over the
 //! caller's rayon pool, each task computes a contiguous block of yᵀ, and each group of weight
 //! rows is read once and met by every activation tile while it is cache-hot. Up to 4 activation
-//! rows the kernel streams one weight row at a time.
+//! rows the kernel streams one weight row at a time. The packed layouts write `y` directly
+//! ([`groups`]).
 
 mod acts;
 mod groups;
