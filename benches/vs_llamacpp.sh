@@ -28,8 +28,8 @@ trap 'rm -rf "$work"' EXIT
 
 # Prompts the tokenizer turns into about N tokens each (the synthetic vocab is byte-level).
 words() { python3 -c "import random,sys; r=random.Random(int(sys.argv[2])); print(' '.join(r.choice(['the','license','grants','you','freedom','to','share','and','change','software','free','works','of','any','kind']) for _ in range(int(sys.argv[1]))))" "$1" "$2"; }
-words 400 1 > "$work/p512.txt"
-for i in $(seq 1 32); do words 100 "$i"; done > "$work/p32.txt"
+words 215 1 > "$work/p512.txt"   # ~512 tokens with the bench presets' tokenizer (2.4 per word)
+for i in $(seq 1 32); do words 54 "$i"; done > "$work/p32.txt"   # ~128 tokens each
 
 halo_json() { HALO_CPU_THREADS=$threads "$halo" generate --json --ignore-eos "$@"; }
 
