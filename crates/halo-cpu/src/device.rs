@@ -172,7 +172,13 @@ impl Device for CpuDevice {
         }
         let host = meminfo_kib("MemTotal:").map(|k| k.saturating_mul(1024));
         check_pool_bytes(bytes_per_block, num_blocks, host)?;
-        let cache = KvCache::new(layers, request.block_size, num_blocks, row)?;
+        let cache = KvCache::new(
+            layers,
+            request.block_size,
+            num_blocks,
+            row,
+            model.config.num_key_value_heads,
+        )?;
         let layout = KvCacheLayout {
             block_size: request.block_size,
             num_blocks,

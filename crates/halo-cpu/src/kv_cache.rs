@@ -1,6 +1,10 @@
 //! The paged KV pool: per layer, `num_blocks * block_size` slots, each holding one token's keys
 //! and values for every KV head. Which slot a token uses is the engine's business (its block
 //! table); this type only stores rows.
+//!
+//! Within a block the layout is head-major, `[block][kv_head][position][head_dim]`: attention
+//! reads one head's keys position after position, so each block gives it `block_size` contiguous
+//! rows instead of rows a whole slot apart (on a page of their own once slots pass 4 KiB).
 
 use halo_hal::DeviceError;
 
@@ -8,6 +12,7 @@ pub struct KvCache {
     pub block_size: usize,
     /// Floats per slot: num_kv_heads * head_dim.
     pub row: usize,
+    pub kv_heads: usize,
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
 }
@@ -19,12 +24,19 @@ impl KvCache {
         block_size: usize,
         num_blocks: usize,
         row: usize,
+        kv_heads: usize,
     ) -> Result<KvCache, DeviceError> {
+        if kv_heads == 0 || row % kv_heads != 0 {
+            return Err(DeviceError::Load(format!(
+                "a KV row of {row} floats does not split into {kv_heads} heads"
+            )));
+        }
         let floats = Self::floats_per_layer(block_size, num_blocks, row)?;
         // vec![0.0; n] maps zeroed pages lazily: a large pool costs memory only as it fills.
         Ok(KvCache {
             block_size,
             row,
+            kv_heads,
             keys: (0..layers).map(|_| vec![0.0; floats]).collect(),
             values: (0..layers).map(|_| vec![0.0; floats]).collect(),
         })
@@ -74,11 +86,27 @@ impl KvCache {
         bytes_per_block.checked_mul(num_blocks as u64)
     }
 
-    /// Stores one token's keys and values (each `row` floats) in `slot` of `layer`.
+    /// Stores one token's keys and values (each `row` floats, head after head) in `slot` of
+    /// `layer`.
     pub fn write(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
-        let at = slot * self.row;
-        self.keys[layer][at..at + self.row].copy_from_slice(k);
-        self.values[layer][at..at + self.row].copy_from_slice(v);
+        let hd = self.row / self.kv_heads;
+        let (block, offset) = (slot / self.block_size, slot % self.block_size);
+        for h in 0..self.kv_heads {
+            let at = Self::head_row(block, h, offset, self.kv_heads, self.block_size) * hd;
+            self.keys[layer][at..at + hd].copy_from_slice(&k[h * hd..][..hd]);
+            self.values[layer][at..at + hd].copy_from_slice(&v[h * hd..][..hd]);
+        }
+    }
+
+    /// Which `head_dim`-long row of a layer holds head `head` of position `offset` in `block`.
+    pub fn head_row(
+        block: usize,
+        head: usize,
+        offset: usize,
+        kv_heads: usize,
+        block_size: usize,
+    ) -> usize {
+        (block * kv_heads + head) * block_size + offset
     }
 
     pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
@@ -114,8 +142,24 @@ mod tests {
 
     #[test]
     fn a_refused_pool_allocates_nothing() {
-        assert!(KvCache::new(4, 1 << 30, 1 << 20, 1 << 12).is_err());
-        let c = KvCache::new(2, 4, 3, 8).unwrap();
+        assert!(KvCache::new(4, 1 << 30, 1 << 20, 1 << 12, 1).is_err());
+        let c = KvCache::new(2, 4, 3, 8, 2).unwrap();
         assert_eq!(c.layer(1).0.len(), 96);
+        assert!(KvCache::new(2, 4, 3, 8, 3).is_err());
+    }
+
+    #[test]
+    fn a_block_holds_each_head_contiguously() {
+        let mut c = KvCache::new(1, 4, 3, 6, 2).unwrap();
+        // Slot 5 is block 1, offset 1.
+        c.write(0, 5, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[7.0; 6]);
+        let (k, v) = c.layer(0);
+        let at = |h: usize| KvCache::head_row(1, h, 1, 2, 4) * 3;
+        // Block 1 starts after block 0's 2 heads × 4 positions; head 0, offset 1.
+        assert_eq!(at(0), (2 * 4 + 1) * 3);
+        assert_eq!(at(1), (3 * 4 + 1) * 3);
+        assert_eq!(&k[at(0)..at(0) + 3], &[1.0, 2.0, 3.0]);
+        assert_eq!(&k[at(1)..at(1) + 3], &[4.0, 5.0, 6.0]);
+        assert_eq!(&v[at(1)..at(1) + 3], &[7.0; 3]);
     }
 }

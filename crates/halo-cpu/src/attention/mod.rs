@@ -8,6 +8,7 @@
 mod lanes;
 
 use crate::activation::softcap_in_place;
+use crate::kv_cache::KvCache;
 use lanes::Lanes;
 use rayon::prelude::*;
 
@@ -35,7 +36,8 @@ pub struct AttentionShape {
 /// re-reading K and V from cache for every query).
 const QUERY_TILE: usize = 16;
 
-/// `q` is `[tokens, num_heads * head_dim]` (already rotated); returns the same shape.
+/// `q` is `[tokens, num_heads * head_dim]` (already rotated); returns the same shape. `keys` and
+/// `values` are one layer of a [`KvCache`], in its head-major block layout.
 ///
 /// Each (token, head) output is computed by the same sequence of operations whatever tile it
 /// lands in (scores in key order, the same dot, softmax and weighted sum in key order), so tiling
@@ -114,12 +116,14 @@ fn attend_tile(
     let (tile, first_token, head) = (t.sites, t.first_token, t.head);
     let hd = shape.head_dim;
     let q_row = shape.num_heads * hd;
-    let kv_row = shape.num_kv_heads * hd;
-    let kv_off = (head / (shape.num_heads / shape.num_kv_heads)) * hd;
+    let kv_head = head / (shape.num_heads / shape.num_kv_heads);
     // Every query of a tile reads the same block table.
     let table = tile[0].block_table;
-    let slot =
-        |p: usize| table[p / shape.block_size] as usize * shape.block_size + p % shape.block_size;
+    let row_at = |p: usize| {
+        let block = table[p / shape.block_size] as usize;
+        let offset = p % shape.block_size;
+        KvCache::head_row(block, kv_head, offset, shape.num_kv_heads, shape.block_size) * hd
+    };
     let first = |pos: usize| match shape.window {
         Some(w) => (pos + 1).saturating_sub(w),
         None => 0,
@@ -149,7 +153,7 @@ fn attend_tile(
         .collect();
     let mut row_scores = vec![0.0f32; len];
     for p in lo..=hi {
-        let k = &keys[slot(p) * kv_row + kv_off..][..hd];
+        let k = &keys[row_at(p)..][..hd];
         let r = readers(p);
         lanes.dots(
             &queries[r.start * hd..r.end * hd],
@@ -176,7 +180,7 @@ fn attend_tile(
     let mut out = vec![0.0f32; len * hd];
     let mut row_weights = vec![0.0f32; len];
     for p in lo..=hi {
-        let v = &values[slot(p) * kv_row + kv_off..][..hd];
+        let v = &values[row_at(p)..][..hd];
         let r = readers(p);
         for i in r.clone() {
             row_weights[i] = scores[i][p - first(pos0 + i)] * weights_inv[i];
