@@ -26,7 +26,7 @@ impl KvCache {
         row: usize,
         kv_heads: usize,
     ) -> Result<KvCache, DeviceError> {
-        if kv_heads == 0 || row % kv_heads != 0 {
+        if kv_heads == 0 || !row.is_multiple_of(kv_heads) {
             return Err(DeviceError::Load(format!(
                 "a KV row of {row} floats does not split into {kv_heads} heads"
             )));
