@@ -6,7 +6,10 @@
 
 mod common;
 
-use common::{device, device_with, generate_together, generate_together_regimes, BLOCK};
+use common::{
+    assert_ids_up_to_tie, cases, device, device_with, generate_together, generate_together_regimes,
+    prompt_logits, BLOCK,
+};
 use halo_hal::{DType, LoadOptions, SampleRequest, SeqStep, StepBatch};
 use halo_model::{ModelConfig, StoredDType};
 use serde_json::Value;
@@ -18,13 +21,6 @@ const PENDING: &[&str] = &[];
 
 /// Fixtures whose GGUF conversions are still being brought up (on top of [`PENDING`]).
 const GGUF_PENDING: &[&str] = &[];
-
-struct Case {
-    prompt_ids: Vec<u32>,
-    greedy_ids: Vec<u32>,
-    margins: Vec<f64>,
-    logits_head: Vec<f32>,
-}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/families")
@@ -49,46 +45,9 @@ fn fixture_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The golden cases: transformers' `generate()`, LongRoPE's recompute at the crossing included
-/// (the harness follows the engine's regime rule, see common::generate_together_regimes).
-fn cases(dir: &Path) -> Vec<Case> {
-    let golden = read_json(&dir.join("golden.json"));
-    golden["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            prompt_ids: serde_json::from_value(c["prompt_ids"].clone()).unwrap(),
-            greedy_ids: serde_json::from_value(c["greedy_ids"].clone()).unwrap(),
-            margins: serde_json::from_value(c["margins"].clone()).unwrap(),
-            logits_head: serde_json::from_value(c["last_prompt_logits_head"].clone()).unwrap(),
-        })
-        .collect()
-}
-
 /// The length above which sequences use LongRoPE's long factors, when the fixture has them.
 fn long_rope_switch(dir: &Path) -> Option<usize> {
     ModelConfig::from_dir(dir).unwrap().rope.long_regime_above()
-}
-
-/// Greedy ids equal transformers' up to its first near-tie (margin below `tie`), past which a
-/// continuation may legitimately differ.
-fn assert_ids_up_to_tie(dir: &Path, what: &str, got: &[u32], case: &Case, tie: f64) {
-    for (i, (g, w)) in got.iter().zip(&case.greedy_ids).enumerate() {
-        if g != w {
-            assert!(
-                case.margins[i] < tie,
-                "{} {what}: token {i} is {g}, transformers chose {w} (margin {})",
-                dir.display(),
-                case.margins[i]
-            );
-            return;
-        }
-    }
 }
 
 #[test]
@@ -107,21 +66,6 @@ fn family_greedy_ids_alone_exact() {
             assert_eq!(got[0], case.greedy_ids, "{} case {ci}", dir.display());
         }
     }
-}
-
-/// The logits after one prefill of `prompt`, in its LongRoPE regime when the model has one.
-fn prompt_logits(d: &mut halo_cpu::CpuDevice, prompt: &[u32], switch: Option<usize>) -> Vec<f32> {
-    let batch = StepBatch {
-        seqs: vec![SeqStep {
-            seq_id: 1,
-            tokens: prompt.to_vec(),
-            start_pos: 0,
-            block_table: (0..prompt.len().div_ceil(BLOCK) as u32).collect(),
-            sample: Some(SampleRequest::greedy()),
-            long_rope: switch.is_some_and(|n| prompt.len() > n),
-        }],
-    };
-    d.logits(&batch).unwrap()
 }
 
 #[test]
@@ -185,8 +129,7 @@ fn family_ids_in_mixed_batches_with_chunked_prefill() {
                     dir.display()
                 );
                 assert_ids_up_to_tie(
-                    &dir,
-                    &format!("case {ci} chunks {chunks:?}"),
+                    &format!("{} case {ci} chunks {chunks:?}", dir.display()),
                     &got[ci],
                     case,
                     1e-3,
@@ -270,7 +213,7 @@ fn family_ggufs_give_llamacpp_greedy_ids() {
                 );
                 let what = format!("{} case {ci} vs {source}", path.display());
                 if f16 {
-                    assert_ids_up_to_tie(&path, &what, &got[0], case, 1e-2);
+                    assert_ids_up_to_tie(&what, &got[0], case, 1e-2);
                 } else {
                     assert_eq!(got[0], case.greedy_ids, "{what}");
                 }
@@ -362,8 +305,9 @@ fn family_weight_formats_load_run_and_stay_batch_invariant() {
             // that prompt (measured against the f32 weights).
             for (ci, case) in cases.iter().enumerate() {
                 if alone[ci][0] != case.greedy_ids[0] {
-                    let rounded = prompt_logits(&mut d, &case.prompt_ids, switch);
-                    let exact = prompt_logits(&mut f32_device, &case.prompt_ids, switch);
+                    let long = switch.is_some_and(|n| case.prompt_ids.len() > n);
+                    let rounded = prompt_logits(&mut d, &case.prompt_ids, long);
+                    let exact = prompt_logits(&mut f32_device, &case.prompt_ids, long);
                     let noise = rounded
                         .iter()
                         .zip(&exact)

@@ -4,17 +4,8 @@
 
 mod common;
 
-use common::{device, generate_together, BLOCK};
-use halo_hal::{SampleRequest, SeqStep, StepBatch};
-use serde_json::Value;
+use common::{assert_ids_up_to_tie, cases, device, generate_together, prompt_logits};
 use std::path::{Path, PathBuf};
-
-struct Case {
-    prompt_ids: Vec<u32>,
-    greedy_ids: Vec<u32>,
-    margins: Vec<f64>,
-    logits_head: Vec<f32>,
-}
 
 fn model_dirs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -31,38 +22,6 @@ fn model_dirs() -> Vec<PathBuf> {
         dirs.extend(more);
     }
     dirs
-}
-
-fn cases(dir: &Path) -> Vec<Case> {
-    let golden: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
-    golden["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            prompt_ids: serde_json::from_value(c["prompt_ids"].clone()).unwrap(),
-            greedy_ids: serde_json::from_value(c["greedy_ids"].clone()).unwrap(),
-            margins: serde_json::from_value(c["margins"].clone()).unwrap(),
-            logits_head: serde_json::from_value(c["last_prompt_logits_head"].clone()).unwrap(),
-        })
-        .collect()
-}
-
-/// Greedy ids must match exactly wherever transformers' own choice was not a near-tie; past a
-/// near-tie (margin below `tie`) the continuation may legitimately differ.
-fn assert_ids(dir: &Path, what: &str, got: &[u32], case: &Case, tie: f64) {
-    for (i, (g, w)) in got.iter().zip(&case.greedy_ids).enumerate() {
-        if g != w {
-            assert!(
-                case.margins[i] < tie,
-                "{} {what}: token {i} is {g}, transformers chose {w} (margin {})",
-                dir.display(),
-                case.margins[i]
-            );
-            return;
-        }
-    }
 }
 
 #[test]
@@ -86,18 +45,7 @@ fn golden_logits_within_1e4() {
     for dir in model_dirs() {
         let mut d = device(&dir, 256);
         for (ci, case) in cases(&dir).iter().enumerate() {
-            let blocks: Vec<u32> = (0..case.prompt_ids.len().div_ceil(BLOCK) as u32).collect();
-            let batch = StepBatch {
-                seqs: vec![SeqStep {
-                    seq_id: 1,
-                    tokens: case.prompt_ids.clone(),
-                    start_pos: 0,
-                    block_table: blocks,
-                    sample: Some(SampleRequest::greedy()),
-                    long_rope: false,
-                }],
-            };
-            let logits = d.logits(&batch).unwrap();
+            let logits = prompt_logits(&mut d, &case.prompt_ids, false);
             for (i, (a, b)) in logits.iter().zip(&case.logits_head).enumerate() {
                 assert!(
                     (a - b).abs() < 1e-4,
@@ -132,9 +80,8 @@ fn golden_ids_in_mixed_batches_with_chunked_prefill() {
                     dir.display()
                 );
                 // And transformers' own ids, exact up to its first near-tie.
-                assert_ids(
-                    &dir,
-                    &format!("case {ci} chunks {chunks:?}"),
+                assert_ids_up_to_tie(
+                    &format!("{} case {ci} chunks {chunks:?}", dir.display()),
                     &got[ci],
                     case,
                     1e-3,

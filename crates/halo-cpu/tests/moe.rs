@@ -7,23 +7,17 @@
 
 mod common;
 
-use common::{device, device_with, generate_together, BLOCK};
+use common::{
+    assert_ids_up_to_tie, cases, device, device_with, generate_together, prompt_logits, Case, BLOCK,
+};
 use halo_hal::{DType, LoadOptions, SampleRequest, SeqStep, StepBatch};
 use halo_model::StoredDType;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 const FAMILIES: [&str; 3] = ["tiny-mixtral", "tiny-qwen3moe", "tiny-qwen3moe-dense0"];
 
 fn families() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/families")
-}
-
-struct Case {
-    prompt_ids: Vec<u32>,
-    greedy_ids: Vec<u32>,
-    margins: Vec<f64>,
-    logits_head: Vec<f32>,
 }
 
 /// The MoE fixtures present, each with its golden cases.
@@ -45,50 +39,6 @@ fn fixtures() -> Vec<(PathBuf, Vec<Case>)> {
     found
 }
 
-fn cases(dir: &Path) -> Vec<Case> {
-    let text = std::fs::read_to_string(dir.join("golden.json")).unwrap();
-    let golden: Value = serde_json::from_str(&text).unwrap();
-    golden["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            prompt_ids: serde_json::from_value(c["prompt_ids"].clone()).unwrap(),
-            greedy_ids: serde_json::from_value(c["greedy_ids"].clone()).unwrap(),
-            margins: serde_json::from_value(c["margins"].clone()).unwrap(),
-            logits_head: serde_json::from_value(c["last_prompt_logits_head"].clone()).unwrap(),
-        })
-        .collect()
-}
-
-fn prompt_logits(d: &mut halo_cpu::CpuDevice, prompt: &[u32]) -> Vec<f32> {
-    let batch = StepBatch {
-        seqs: vec![SeqStep {
-            seq_id: 1,
-            tokens: prompt.to_vec(),
-            start_pos: 0,
-            block_table: (0..prompt.len().div_ceil(BLOCK) as u32).collect(),
-            sample: Some(SampleRequest::greedy()),
-            long_rope: false,
-        }],
-    };
-    d.logits(&batch).unwrap()
-}
-
-/// Exact ids up to transformers' first near-tie (margin below `tie`), where they may part.
-fn assert_ids(what: &str, got: &[u32], case: &Case, tie: f64) {
-    for (i, (g, w)) in got.iter().zip(&case.greedy_ids).enumerate() {
-        if g != w {
-            assert!(
-                case.margins[i] < tie,
-                "{what}: token {i} is {g}, transformers chose {w} (margin {})",
-                case.margins[i]
-            );
-            return;
-        }
-    }
-}
-
 #[test]
 fn golden_ids_exact_and_logits_within_1e4() {
     for (dir, cases) in fixtures() {
@@ -101,7 +51,7 @@ fn golden_ids_exact_and_logits_within_1e4() {
                 case.greedy_ids.len(),
             );
             assert_eq!(got[0], case.greedy_ids, "{} case {ci}", dir.display());
-            let logits = prompt_logits(&mut d, &case.prompt_ids);
+            let logits = prompt_logits(&mut d, &case.prompt_ids, false);
             for (i, (a, b)) in logits.iter().zip(&case.logits_head).enumerate() {
                 assert!(
                     (a - b).abs() < 1e-4,
@@ -136,7 +86,7 @@ fn golden_ids_in_mixed_batches_with_chunked_prefill() {
             for (ci, case) in cases.iter().enumerate() {
                 let what = format!("{} case {ci} chunks {chunks:?}", dir.display());
                 assert_eq!(got[ci], alone[ci], "{what}");
-                assert_ids(&what, &got[ci], case, 1e-3);
+                assert_ids_up_to_tie(&what, &got[ci], case, 1e-3);
             }
         }
     }
@@ -168,13 +118,13 @@ fn llamacpp_conversions_give_the_same_ids() {
                 let what = format!("{} case {ci}", file.display());
                 if ty == "f32" {
                     assert_eq!(got[0], case.greedy_ids, "{what}");
-                    let logits = prompt_logits(&mut d, &case.prompt_ids);
+                    let logits = prompt_logits(&mut d, &case.prompt_ids, false);
                     for (a, b) in logits.iter().zip(&case.logits_head) {
                         assert!((a - b).abs() < 1e-4, "{what}: {a} vs {b}");
                     }
                 } else {
                     // f16 weights: transformers' f32 ids up to a near-tie of its own.
-                    assert_ids(&what, &got[0], case, 2e-2);
+                    assert_ids_up_to_tie(&what, &got[0], case, 2e-2);
                 }
             }
             checked += 1;
@@ -213,7 +163,7 @@ fn every_weight_format_loads_and_stays_batch_invariant() {
             // (measured on these fixtures, logits of magnitude ~1.5: f16 1e-3, bf16 3e-2, Q8_0
             // 8e-2, Q4_0 0.53 at most).
             for (ci, case) in cases.iter().enumerate() {
-                let logits = prompt_logits(&mut d, &case.prompt_ids);
+                let logits = prompt_logits(&mut d, &case.prompt_ids, false);
                 let diff = logits
                     .iter()
                     .zip(&case.logits_head)

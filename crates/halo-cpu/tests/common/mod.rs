@@ -5,6 +5,7 @@
 
 use halo_cpu::CpuDevice;
 use halo_hal::{Device, LoadOptions, SampleRequest, SeqStep, StepBatch, WarmupRequest};
+use serde_json::Value;
 use std::path::Path;
 
 pub const BLOCK: usize = 4;
@@ -127,4 +128,59 @@ pub fn generate_together_regimes(
         }
     }
     runs.into_iter().map(|r| r.out).collect()
+}
+
+/// One golden case of a fixture's golden.json (transformers' greedy run of one prompt).
+pub struct Case {
+    pub prompt_ids: Vec<u32>,
+    pub greedy_ids: Vec<u32>,
+    pub margins: Vec<f64>,
+    pub logits_head: Vec<f32>,
+}
+
+/// The golden cases beside a model.
+pub fn cases(dir: &Path) -> Vec<Case> {
+    let text = std::fs::read_to_string(dir.join("golden.json")).unwrap();
+    let golden: Value = serde_json::from_str(&text).unwrap();
+    golden["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            prompt_ids: serde_json::from_value(c["prompt_ids"].clone()).unwrap(),
+            greedy_ids: serde_json::from_value(c["greedy_ids"].clone()).unwrap(),
+            margins: serde_json::from_value(c["margins"].clone()).unwrap(),
+            logits_head: serde_json::from_value(c["last_prompt_logits_head"].clone()).unwrap(),
+        })
+        .collect()
+}
+
+/// Greedy ids equal transformers' up to its first near-tie (margin below `tie`), past which a
+/// continuation may legitimately differ.
+pub fn assert_ids_up_to_tie(what: &str, got: &[u32], case: &Case, tie: f64) {
+    for (i, (g, w)) in got.iter().zip(&case.greedy_ids).enumerate() {
+        if g != w {
+            assert!(
+                case.margins[i] < tie,
+                "{what}: token {i} is {g}, transformers chose {w} (margin {})",
+                case.margins[i]
+            );
+            return;
+        }
+    }
+}
+
+/// The logits after one prefill of `prompt` (in LongRoPE's long regime when `long_rope`).
+pub fn prompt_logits(d: &mut CpuDevice, prompt: &[u32], long_rope: bool) -> Vec<f32> {
+    let batch = StepBatch {
+        seqs: vec![SeqStep {
+            seq_id: 1,
+            tokens: prompt.to_vec(),
+            start_pos: 0,
+            block_table: (0..prompt.len().div_ceil(BLOCK) as u32).collect(),
+            sample: Some(SampleRequest::greedy()),
+            long_rope,
+        }],
+    };
+    d.logits(&batch).unwrap()
 }
