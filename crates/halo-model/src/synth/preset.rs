@@ -54,6 +54,30 @@ pub struct Preset {
 pub const BOS_ID: u32 = 0;
 pub const EOS_ID: u32 = 1;
 
+/// stories110M's shapes; the family presets are this width with 4 KV heads, changing only what
+/// their family changes.
+const BENCH_110M: Preset = Preset {
+    name: "bench-110m",
+    about: "stories110M shapes (hidden 768, 12 layers, 12 heads, vocab 32000, tied)",
+    hidden_size: 768,
+    intermediate_size: 2048,
+    num_hidden_layers: 12,
+    num_attention_heads: 12,
+    num_key_value_heads: 12,
+    head_dim: 64,
+    vocab_size: 32000,
+    max_position_embeddings: 1024,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000.0,
+    rope_scaling: None,
+    // llama2.c shares the classifier with the embedding; that is what makes it 110M
+    tie_word_embeddings: true,
+    default_dtype: SynthDType::F32,
+    moe: None,
+    phi3: None,
+    family: None,
+};
+
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "tiny",
@@ -75,27 +99,7 @@ pub const PRESETS: &[Preset] = &[
         phi3: None,
         family: None,
     },
-    Preset {
-        name: "bench-110m",
-        about: "stories110M shapes (hidden 768, 12 layers, 12 heads, vocab 32000, tied)",
-        hidden_size: 768,
-        intermediate_size: 2048,
-        num_hidden_layers: 12,
-        num_attention_heads: 12,
-        num_key_value_heads: 12,
-        head_dim: 64,
-        vocab_size: 32000,
-        max_position_embeddings: 1024,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10000.0,
-        rope_scaling: None,
-        // llama2.c shares the classifier with the embedding; that is what makes it 110M
-        tie_word_embeddings: true,
-        default_dtype: SynthDType::F32,
-        moe: None,
-        phi3: None,
-        family: None,
-    },
+    BENCH_110M,
     Preset {
         name: "llama-1b",
         about:
@@ -126,120 +130,62 @@ pub const PRESETS: &[Preset] = &[
         name: "bench-moe",
         about: "a Mixtral-style MoE at bench-110m's width (hidden 768, 12 layers, 12/4 heads, \
                 16 experts of 512, top-2, vocab 32000, tied)",
-        hidden_size: 768,
         intermediate_size: 512,
-        num_hidden_layers: 12,
-        num_attention_heads: 12,
         num_key_value_heads: 4,
-        head_dim: 64,
-        vocab_size: 32000,
-        max_position_embeddings: 1024,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10000.0,
-        rope_scaling: None,
-        tie_word_embeddings: true,
-        default_dtype: SynthDType::F32,
         moe: Some(MoePreset {
             num_experts: 16,
             experts_per_token: 2,
         }),
-        phi3: None,
-        family: None,
+        ..BENCH_110M
     },
     Preset {
         name: "bench-phi3",
         about: "Phi-4-mini's layout at bench-110m's width (hidden 768, 12 layers, 12/4 heads, \
                 fused qkv/gate_up, 3/4 partial rotary, LongRoPE 4096 -> 131072, vocab 32000, tied)",
-        hidden_size: 768,
-        intermediate_size: 2048,
-        num_hidden_layers: 12,
-        num_attention_heads: 12,
         num_key_value_heads: 4,
-        head_dim: 64,
-        vocab_size: 32000,
         max_position_embeddings: 131072,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10000.0,
-        rope_scaling: None,
-        tie_word_embeddings: true,
-        default_dtype: SynthDType::F32,
-        moe: None,
         phi3: Some(Phi3Preset {
             partial_rotary_factor: 0.75,
             original_max_position_embeddings: 4096,
         }),
-        family: None,
+        ..BENCH_110M
     },
     Preset {
         name: "bench-qwen3",
         about: "Qwen3's block at bench-110m's width (hidden 768, 12 layers, 12/4 heads, \
                 head_dim 64, q/k norms, vocab 32000, tied)",
-        hidden_size: 768,
-        intermediate_size: 2048,
-        num_hidden_layers: 12,
-        num_attention_heads: 12,
         num_key_value_heads: 4,
-        head_dim: 64,
-        vocab_size: 32000,
-        max_position_embeddings: 1024,
         rms_norm_eps: 1e-6,
         rope_theta: 1_000_000.0,
-        rope_scaling: None,
-        tie_word_embeddings: true,
-        default_dtype: SynthDType::F32,
-        moe: None,
-        phi3: None,
         family: Some(FamilyPreset::Qwen3),
+        ..BENCH_110M
     },
     Preset {
         name: "bench-gemma2",
         about: "Gemma 2's block at bench-110m's width (hidden 768, 12 layers, 12/4 heads, GeGLU, \
                 soft-caps 50/30, window 256 on every other layer, vocab 32000, tied)",
-        hidden_size: 768,
-        intermediate_size: 2048,
-        num_hidden_layers: 12,
-        num_attention_heads: 12,
         num_key_value_heads: 4,
-        head_dim: 64,
-        vocab_size: 32000,
-        max_position_embeddings: 1024,
         rms_norm_eps: 1e-6,
-        rope_theta: 10000.0,
-        rope_scaling: None,
-        tie_word_embeddings: true,
-        default_dtype: SynthDType::F32,
-        moe: None,
-        phi3: None,
         family: Some(FamilyPreset::Gemma2 {
             sliding_window: 256,
         }),
+        ..BENCH_110M
     },
     Preset {
         name: "bench-gemma3",
         about: "Gemma 3's text block at bench-110m's width (hidden 768, 12 layers, 12/4 heads, \
                 q/k norms, 5 local (window 256, base 1e4) : 1 global (base 1e6, linear x8), \
                 vocab 32000, tied)",
-        hidden_size: 768,
-        intermediate_size: 2048,
-        num_hidden_layers: 12,
-        num_attention_heads: 12,
         num_key_value_heads: 4,
-        head_dim: 64,
-        vocab_size: 32000,
-        max_position_embeddings: 1024,
         rms_norm_eps: 1e-6,
         rope_theta: 1_000_000.0,
-        rope_scaling: None,
-        tie_word_embeddings: true,
-        default_dtype: SynthDType::F32,
-        moe: None,
-        phi3: None,
         family: Some(FamilyPreset::Gemma3 {
             sliding_window: 256,
             pattern: 6,
             rope_local_base_freq: 10000.0,
             global_linear_factor: 8.0,
         }),
+        ..BENCH_110M
     },
 ];
 
