@@ -4,6 +4,9 @@
 //! every fifth request. Checks the counts against what the server says it did, and that the
 //! reports are written and parse.
 
+mod common;
+
+use common::read_request;
 use halo_bench::target::ClientOptions;
 use halo_bench::{
     Arrival, BenchConfig, LengthDist, LoadConfig, LoadLevel, Slo, Source, TargetSpec, Workload,
@@ -12,7 +15,7 @@ use halo_bench::{
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Default)]
@@ -25,41 +28,6 @@ struct Served {
 
 const TOKEN_GAP: Duration = Duration::from_millis(15);
 const FIRST_DELAY: Duration = Duration::from_millis(40);
-
-async fn read_request(s: &mut TcpStream) -> Option<(String, String)> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = s.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    Some((
-        head,
-        String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string(),
-    ))
-}
 
 async fn respond(mut s: TcpStream, served: Arc<Served>) {
     let Some((head, body)) = read_request(&mut s).await else {

@@ -16,6 +16,9 @@
 //! client receives a read that ends in the middle of a character. Every figure is then checked
 //! against the recording and the pauses.
 
+mod common;
+
+use common::read_request;
 use halo_bench::target::ClientOptions;
 use halo_bench::{
     Arrival, BenchConfig, LengthDist, LoadConfig, LoadLevel, Source, TargetSpec, Workload,
@@ -23,7 +26,7 @@ use halo_bench::{
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const RECORDED: &[u8] = include_bytes!("fixtures/llama_server_completions_stream.http");
@@ -63,41 +66,6 @@ fn pieces() -> (Vec<&'static [u8]>, usize) {
         prev = c;
     }
     (out, split_piece)
-}
-
-async fn read_request(s: &mut TcpStream) -> Option<(String, String)> {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = s.read(&mut tmp).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    Some((
-        head,
-        String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string(),
-    ))
 }
 
 type Log = Arc<Mutex<Vec<(String, String)>>>;
