@@ -123,7 +123,7 @@ impl CudaDevice {
     fn upload_plan(&self, b: &Buffers, p: &StepPlan) -> Result<(), CudaError> {
         self.htod(&b.ids, &p.token_ids)?;
         self.htod(&b.positions, &p.positions)?;
-        self.htod(&b.step_max, &p.step_max)?;
+        self.htod(&b.long_rope, &p.long_rope)?;
         self.htod(&b.tok_seq, &p.tok_seq)?;
         self.htod(&b.slots, &p.slots)?;
         self.htod(&b.tables, &p.block_tables)?;

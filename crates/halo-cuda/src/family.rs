@@ -14,7 +14,8 @@ use halo_model::{Activation, Architecture, ModelConfig, RotaryTables};
 pub struct RopePlan {
     pub tables: RotaryTables,
     /// `long_from` kernel argument: the position from which LongRoPE's long set applies, -1
-    /// when there is one set.
+    /// when there is one set. The kernel only tests it for >= 0 (whether the long set exists);
+    /// which rows use it is the engine's per-sequence flag.
     pub long_from: i32,
 }
 

@@ -16,10 +16,9 @@ pub struct StepPlan {
     pub rows: usize,
     pub token_ids: Vec<u32>,
     pub positions: Vec<i32>,
-    /// Picks each token's LongRoPE frequency set: `i32::MAX` when its sequence is in the long
-    /// regime ([`halo_hal::SeqStep::long_rope`], decided by the engine), -1 otherwise, so the
-    /// rope kernel's `step_max >= long_from` test is exactly the engine's choice.
-    pub step_max: Vec<i32>,
+    /// Picks each token's LongRoPE frequency set: 1 when its sequence is in the long regime
+    /// ([`halo_hal::SeqStep::long_rope`], decided by the engine), 0 otherwise.
+    pub long_rope: Vec<i32>,
     /// The block-table row of each token's sequence, -1 for padding.
     pub tok_seq: Vec<i32>,
     /// The KV slot each token's K/V goes to, -1 for padding.
@@ -64,7 +63,7 @@ impl StepPlan {
             rows,
             token_ids: vec![0; rows],
             positions: vec![0; rows],
-            step_max: vec![0; rows],
+            long_rope: vec![0; rows],
             tok_seq: vec![-1; rows],
             slots: vec![-1; rows],
             block_tables: vec![0; seq_rows * table_width],
@@ -82,12 +81,12 @@ impl StepPlan {
             for (d, &b) in dst.iter_mut().zip(&s.block_table[..needed]) {
                 *d = b as i32;
             }
-            let regime = if s.long_rope { i32::MAX } else { -1 };
+            let regime = i32::from(s.long_rope);
             for (j, &t) in s.tokens.iter().enumerate() {
                 let pos = s.start_pos + j;
                 plan.token_ids[row] = t;
                 plan.positions[row] = pos as i32;
-                plan.step_max[row] = regime;
+                plan.long_rope[row] = regime;
                 plan.tok_seq[row] = si as i32;
                 plan.slots[row] = s.slot(pos, block_size) as i64;
                 row += 1;
@@ -180,7 +179,7 @@ mod tests {
         assert_eq!(p.num_tokens, 6);
         assert_eq!(p.token_ids, vec![5, 6, 7, 8, 9, 42, 0, 0]);
         assert_eq!(p.positions, vec![0, 1, 2, 3, 4, 6, 0, 0]);
-        assert_eq!(p.step_max, vec![-1, -1, -1, -1, -1, i32::MAX, 0, 0]);
+        assert_eq!(p.long_rope, vec![0, 0, 0, 0, 0, 1, 0, 0]);
         assert_eq!(p.tok_seq, vec![0, 0, 0, 0, 0, 1, -1, -1]);
         assert_eq!(p.slots, vec![12, 13, 14, 15, 4, 10, -1, -1]);
         // Only the blocks covering end_pos are copied; the third block of seq 11 is not needed.
