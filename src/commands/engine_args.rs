@@ -5,6 +5,7 @@ use halo_engine::config::{
     MAX_BATCH_SEQS, MAX_BATCH_TOKENS, MAX_BLOCK_SIZE, MAX_KV_CACHE_MB, MAX_NUM_BLOCKS,
 };
 use halo_engine::EngineConfig;
+use halo_hal::DType;
 use halo_model::StoredDType;
 
 #[derive(Args, Debug)]
@@ -31,6 +32,10 @@ pub struct EngineArgs {
     /// embedding and head of a 4- or 5-bit model go to q6_k, as llama.cpp's _M mixes do).
     #[arg(long, value_parser = parse_quantize)]
     pub quantize: Option<StoredDType>,
+    /// What the KV cache stores: f32, f16 or bf16 (default: the device decides; the CPU keeps
+    /// f16 for quantized weights, as llama.cpp does, and f32 for float ones).
+    #[arg(long, value_name = "TYPE", value_parser = parse_kv_cache_dtype)]
+    pub kv_cache_dtype: Option<DType>,
 }
 
 /// A whole number in `lo..=hi`; clap prefixes the flag, so the one-line error names it.
@@ -73,6 +78,10 @@ fn parse_quantize(s: &str) -> Result<StoredDType, String> {
         ));
     }
     Ok(t)
+}
+
+fn parse_kv_cache_dtype(s: &str) -> Result<DType, String> {
+    s.parse()
 }
 
 impl EngineArgs {

@@ -184,6 +184,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         LoadOptions {
             dtype,
             quantize: args.engine.quantize,
+            kv_cache_dtype: args.engine.kv_cache_dtype,
         },
         config,
     )

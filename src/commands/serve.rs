@@ -228,6 +228,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let model_dir = args.model.clone();
         let load = LoadOptions {
             quantize: args.engine.quantize,
+            kv_cache_dtype: args.engine.kv_cache_dtype,
             ..LoadOptions::default()
         };
         let engine =

@@ -20,6 +20,8 @@ pub struct CpuDevice {
     model: Option<CpuModel>,
     model_info: Option<ModelInfo>,
     cache: Option<KvCache>,
+    /// What the next warmup's pool stores (chosen at load).
+    kv_dtype: DType,
     layout: Option<KvCacheLayout>,
     max_seq_len: usize,
 }
@@ -51,6 +53,7 @@ impl CpuDevice {
             model: None,
             model_info: None,
             cache: None,
+            kv_dtype: DType::F32,
             layout: None,
             max_seq_len: 0,
         })
@@ -135,6 +138,9 @@ impl Device for CpuDevice {
         let cpu = self.pool.install(|| CpuModel::load(&model, cast))?;
         // Activations are f32; the weights a step streams are in their stored types.
         let info = ModelInfo::describe(&model, DType::F32, cpu.weight_bytes_per_step());
+        self.kv_dtype = options
+            .kv_cache_dtype
+            .unwrap_or_else(|| cpu.default_kv_dtype());
         self.model = Some(cpu);
         self.model_info = Some(info.clone());
         self.cache = None;
@@ -157,13 +163,15 @@ impl Device for CpuDevice {
             .max(1);
         let layers = model.config.num_hidden_layers;
         let row = model.kv_row();
-        let bytes_per_block = KvCache::bytes_per_block(layers, request.block_size, row)
-            .ok_or_else(|| {
-                DeviceError::OutOfMemory(format!(
-                    "a KV block of {} tokens overflows 64 bits",
-                    request.block_size
-                ))
-            })?;
+        let bytes_per_block =
+            KvCache::bytes_per_block(layers, request.block_size, row, self.kv_dtype).ok_or_else(
+                || {
+                    DeviceError::OutOfMemory(format!(
+                        "a KV block of {} tokens overflows 64 bits",
+                        request.block_size
+                    ))
+                },
+            )?;
         let num_blocks = self.kv_budget(request, bytes_per_block);
         if num_blocks == 0 {
             return Err(DeviceError::OutOfMemory(
@@ -178,6 +186,7 @@ impl Device for CpuDevice {
             num_blocks,
             row,
             model.config.num_key_value_heads,
+            self.kv_dtype,
         )?;
         let layout = KvCacheLayout {
             block_size: request.block_size,

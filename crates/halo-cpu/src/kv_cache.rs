@@ -5,26 +5,56 @@
 //! Within a block the layout is head-major, `[block][kv_head][position][head_dim]`: attention
 //! reads one head's keys position after position, so each block gives it `block_size` contiguous
 //! rows instead of rows a whole slot apart (on a page of their own once slots pass 4 KiB).
+//!
+//! Rows are stored in f32, f16 or bf16 ([`DType`]). At 32 sequences attention reads every
+//! sequence's whole context each step, several times the bytes of a quantized model's weights in
+//! f32: a half-width cache halves that traffic. Writes round to nearest (even); reads widen
+//! exactly, so attention's arithmetic is the same f32 chain whatever the storage.
 
-use halo_hal::DeviceError;
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+use half::{bf16, f16};
+use halo_hal::{DType, DeviceError};
 
 pub struct KvCache {
     pub block_size: usize,
-    /// Floats per slot: num_kv_heads * head_dim.
+    /// Values per slot: num_kv_heads * head_dim.
     pub row: usize,
     pub kv_heads: usize,
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    store: Store,
+}
+
+/// Per layer, keys and values. Half-width rows are kept as their bits so a fresh pool is
+/// zeroed memory the OS maps lazily, as `vec![0.0f32; n]` is.
+enum Store {
+    F32 {
+        keys: Vec<Vec<f32>>,
+        values: Vec<Vec<f32>>,
+    },
+    Half {
+        bf16: bool,
+        keys: Vec<Vec<u16>>,
+        values: Vec<Vec<u16>>,
+    },
+}
+
+/// One layer's keys and values in their stored type.
+#[derive(Clone, Copy)]
+pub enum KvLayer<'a> {
+    F32(&'a [f32], &'a [f32]),
+    F16(&'a [f16], &'a [f16]),
+    BF16(&'a [bf16], &'a [bf16]),
 }
 
 impl KvCache {
-    /// A zeroed pool. Fails, without allocating, when [`KvCache::floats_per_layer`] does.
+    /// A zeroed pool of `dtype` rows. Fails, without allocating, when
+    /// [`KvCache::floats_per_layer`] does.
     pub fn new(
         layers: usize,
         block_size: usize,
         num_blocks: usize,
         row: usize,
         kv_heads: usize,
+        dtype: DType,
     ) -> Result<KvCache, DeviceError> {
         if kv_heads == 0 || !row.is_multiple_of(kv_heads) {
             return Err(DeviceError::Load(format!(
@@ -32,17 +62,27 @@ impl KvCache {
             )));
         }
         let floats = Self::floats_per_layer(block_size, num_blocks, row)?;
-        // vec![0.0; n] maps zeroed pages lazily: a large pool costs memory only as it fills.
+        // vec![0; n] maps zeroed pages lazily: a large pool costs memory only as it fills.
+        let store = match dtype {
+            DType::F32 => Store::F32 {
+                keys: (0..layers).map(|_| vec![0.0; floats]).collect(),
+                values: (0..layers).map(|_| vec![0.0; floats]).collect(),
+            },
+            DType::F16 | DType::BF16 => Store::Half {
+                bf16: dtype == DType::BF16,
+                keys: (0..layers).map(|_| vec![0; floats]).collect(),
+                values: (0..layers).map(|_| vec![0; floats]).collect(),
+            },
+        };
         Ok(KvCache {
             block_size,
             row,
             kv_heads,
-            keys: (0..layers).map(|_| vec![0.0; floats]).collect(),
-            values: (0..layers).map(|_| vec![0.0; floats]).collect(),
+            store,
         })
     }
 
-    /// Floats in one layer's keys (or values): `block_size * num_blocks * row`. A pool whose
+    /// Values in one layer's keys (or values): `block_size * num_blocks * row`. A pool whose
     /// block ids do not fit the batch's `u32`, or whose size overflows `usize` or the largest
     /// allocation (`isize::MAX` bytes), is refused with a typed error instead of wrapping or
     /// aborting.
@@ -73,9 +113,15 @@ impl KvCache {
         Ok(floats)
     }
 
-    /// Bytes one block takes over every layer (keys and values); `None` when that overflows.
-    pub fn bytes_per_block(layers: usize, block_size: usize, row: usize) -> Option<u64> {
-        (2 * std::mem::size_of::<f32>() as u64)
+    /// Bytes one block of `dtype` rows takes over every layer (keys and values); `None` when
+    /// that overflows.
+    pub fn bytes_per_block(
+        layers: usize,
+        block_size: usize,
+        row: usize,
+        dtype: DType,
+    ) -> Option<u64> {
+        (2 * dtype.size_in_bytes() as u64)
             .checked_mul(layers as u64)?
             .checked_mul(block_size as u64)?
             .checked_mul(row as u64)
@@ -86,15 +132,54 @@ impl KvCache {
         bytes_per_block.checked_mul(num_blocks as u64)
     }
 
+    /// The type rows are stored in.
+    #[cfg(test)]
+    pub fn dtype(&self) -> DType {
+        match self.store {
+            Store::F32 { .. } => DType::F32,
+            Store::Half { bf16: false, .. } => DType::F16,
+            Store::Half { bf16: true, .. } => DType::BF16,
+        }
+    }
+
     /// Stores one token's keys and values (each `row` floats, head after head) in `slot` of
-    /// `layer`.
+    /// `layer`, rounded to the pool's type.
     pub fn write(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
         let hd = self.row / self.kv_heads;
         let (block, offset) = (slot / self.block_size, slot % self.block_size);
         for h in 0..self.kv_heads {
             let at = Self::head_row(block, h, offset, self.kv_heads, self.block_size) * hd;
-            self.keys[layer][at..at + hd].copy_from_slice(&k[h * hd..][..hd]);
-            self.values[layer][at..at + hd].copy_from_slice(&v[h * hd..][..hd]);
+            let (k, v) = (&k[h * hd..][..hd], &v[h * hd..][..hd]);
+            match &mut self.store {
+                Store::F32 { keys, values } => {
+                    keys[layer][at..at + hd].copy_from_slice(k);
+                    values[layer][at..at + hd].copy_from_slice(v);
+                }
+                Store::Half {
+                    bf16: false,
+                    keys,
+                    values,
+                } => {
+                    keys[layer][at..at + hd]
+                        .reinterpret_cast_mut::<f16>()
+                        .convert_from_f32_slice(k);
+                    values[layer][at..at + hd]
+                        .reinterpret_cast_mut::<f16>()
+                        .convert_from_f32_slice(v);
+                }
+                Store::Half {
+                    bf16: true,
+                    keys,
+                    values,
+                } => {
+                    keys[layer][at..at + hd]
+                        .reinterpret_cast_mut::<bf16>()
+                        .convert_from_f32_slice(k);
+                    values[layer][at..at + hd]
+                        .reinterpret_cast_mut::<bf16>()
+                        .convert_from_f32_slice(v);
+                }
+            }
         }
     }
 
@@ -109,8 +194,26 @@ impl KvCache {
         (block * kv_heads + head) * block_size + offset
     }
 
-    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
-        (&self.keys[layer], &self.values[layer])
+    pub fn layer(&self, layer: usize) -> KvLayer<'_> {
+        match &self.store {
+            Store::F32 { keys, values } => KvLayer::F32(&keys[layer], &values[layer]),
+            Store::Half {
+                bf16: false,
+                keys,
+                values,
+            } => KvLayer::F16(
+                keys[layer].reinterpret_cast(),
+                values[layer].reinterpret_cast(),
+            ),
+            Store::Half {
+                bf16: true,
+                keys,
+                values,
+            } => KvLayer::BF16(
+                keys[layer].reinterpret_cast(),
+                values[layer].reinterpret_cast(),
+            ),
+        }
     }
 }
 
@@ -121,7 +224,8 @@ mod tests {
     #[test]
     fn sizes_are_checked() {
         assert_eq!(KvCache::floats_per_layer(16, 10, 64).unwrap(), 10240);
-        assert_eq!(KvCache::bytes_per_block(2, 16, 64), Some(16384));
+        assert_eq!(KvCache::bytes_per_block(2, 16, 64, DType::F32), Some(16384));
+        assert_eq!(KvCache::bytes_per_block(2, 16, 64, DType::F16), Some(8192));
         assert_eq!(KvCache::pool_bytes(16384, 10), Some(163840));
         // Block ids are u32: one past 2^32 blocks is refused even when the bytes would fit.
         let e = KvCache::floats_per_layer(1, (u32::MAX as usize) + 2, 1).unwrap_err();
@@ -136,24 +240,36 @@ mod tests {
             let e = KvCache::floats_per_layer(bs, nb, row).unwrap_err();
             assert!(e.to_string().contains("address space"), "{e}");
         }
-        assert_eq!(KvCache::bytes_per_block(usize::MAX, usize::MAX, 2), None);
+        assert_eq!(
+            KvCache::bytes_per_block(usize::MAX, usize::MAX, 2, DType::F32),
+            None
+        );
         assert_eq!(KvCache::pool_bytes(u64::MAX / 2, 3), None);
     }
 
     #[test]
     fn a_refused_pool_allocates_nothing() {
-        assert!(KvCache::new(4, 1 << 30, 1 << 20, 1 << 12, 1).is_err());
-        let c = KvCache::new(2, 4, 3, 8, 2).unwrap();
-        assert_eq!(c.layer(1).0.len(), 96);
-        assert!(KvCache::new(2, 4, 3, 8, 3).is_err());
+        for dtype in [DType::F32, DType::F16] {
+            assert!(KvCache::new(4, 1 << 30, 1 << 20, 1 << 12, 1, dtype).is_err());
+            let c = KvCache::new(2, 4, 3, 8, 2, dtype).unwrap();
+            let len = match c.layer(1) {
+                KvLayer::F32(k, _) => k.len(),
+                KvLayer::F16(k, _) => k.len(),
+                KvLayer::BF16(k, _) => k.len(),
+            };
+            assert_eq!(len, 96);
+            assert!(KvCache::new(2, 4, 3, 8, 3, dtype).is_err());
+        }
     }
 
     #[test]
     fn a_block_holds_each_head_contiguously() {
-        let mut c = KvCache::new(1, 4, 3, 6, 2).unwrap();
+        let mut c = KvCache::new(1, 4, 3, 6, 2, DType::F32).unwrap();
         // Slot 5 is block 1, offset 1.
         c.write(0, 5, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[7.0; 6]);
-        let (k, v) = c.layer(0);
+        let KvLayer::F32(k, v) = c.layer(0) else {
+            panic!("an f32 pool")
+        };
         let at = |h: usize| KvCache::head_row(1, h, 1, 2, 4) * 3;
         // Block 1 starts after block 0's 2 heads × 4 positions; head 0, offset 1.
         assert_eq!(at(0), (2 * 4 + 1) * 3);
@@ -161,5 +277,31 @@ mod tests {
         assert_eq!(&k[at(0)..at(0) + 3], &[1.0, 2.0, 3.0]);
         assert_eq!(&k[at(1)..at(1) + 3], &[4.0, 5.0, 6.0]);
         assert_eq!(&v[at(1)..at(1) + 3], &[7.0; 3]);
+    }
+
+    /// A half-width pool stores each value rounded to nearest (ties to even) and gives back
+    /// exactly that value, at the same place as an f32 pool.
+    #[test]
+    fn half_pools_round_each_value_once() {
+        let k = [1.0f32, 1.0 + 1.0 / 4096.0, -3.5, 65504.0, 1e-8, 0.1];
+        let v = [0.3f32; 6];
+        for dtype in [DType::F16, DType::BF16] {
+            let mut c = KvCache::new(1, 4, 3, 6, 2, dtype).unwrap();
+            c.write(0, 5, &k, &v);
+            let at = KvCache::head_row(1, 1, 1, 2, 4) * 3;
+            let (got, want): (Vec<f32>, Vec<f32>) = match c.layer(0) {
+                KvLayer::F16(keys, _) => (
+                    keys[at..at + 3].iter().map(|x| x.to_f32()).collect(),
+                    k[3..].iter().map(|&x| f16::from_f32(x).to_f32()).collect(),
+                ),
+                KvLayer::BF16(keys, _) => (
+                    keys[at..at + 3].iter().map(|x| x.to_f32()).collect(),
+                    k[3..].iter().map(|&x| bf16::from_f32(x).to_f32()).collect(),
+                ),
+                KvLayer::F32(..) => panic!("{dtype} pool came back as f32"),
+            };
+            assert_eq!(got, want, "{dtype}");
+            assert_eq!(c.dtype(), dtype);
+        }
     }
 }

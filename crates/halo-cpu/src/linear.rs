@@ -87,6 +87,11 @@ impl Linear {
         self.out_dim
     }
 
+    /// The stored types of the projection's parts.
+    pub fn dtypes(&self) -> impl Iterator<Item = StoredDType> + '_ {
+        self.groups.iter().map(QMatrix::dtype)
+    }
+
     /// Bytes of weights one forward pass streams.
     pub fn weight_bytes(&self) -> u64 {
         self.groups.iter().map(|g| g.bytes() as u64).sum()

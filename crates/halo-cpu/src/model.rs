@@ -14,7 +14,7 @@ use crate::moe;
 use crate::ops::{add_in_place, rms_norm};
 use crate::qmatmul::QMatrix;
 use crate::rope::Rotary;
-use halo_hal::{DeviceError, StepBatch};
+use halo_hal::{DType, DeviceError, StepBatch};
 use halo_model::{quant, Model, ModelConfig, StoredDType, Weights};
 use rayon::prelude::*;
 
@@ -259,6 +259,23 @@ impl CpuModel {
         layers + self.lm_head.weight_bytes()
     }
 
+    /// The KV pool's type when the user names none: float models keep f32 rows, so their
+    /// outputs stay those of transformers' f32 reference; quantized models get f16 rows, as
+    /// llama.cpp (their reference) keeps them: half the bytes attention streams, which at many
+    /// sequences is more than the weights.
+    pub fn default_kv_dtype(&self) -> DType {
+        let quantized = self
+            .layers
+            .iter()
+            .flat_map(|l| l.qkv.dtypes())
+            .any(|t| t.is_quantized());
+        if quantized {
+            DType::F16
+        } else {
+            DType::F32
+        }
+    }
+
     /// Bytes of weights a step streams (the embedding only gives the rows it looks up).
     pub fn weight_bytes_per_step(&self) -> u64 {
         let attention: u64 = self
@@ -332,7 +349,6 @@ impl CpuModel {
                     &v[i * kv_dim..][..kv_dim],
                 );
             }
-            let (keys, values) = cache.layer(l);
             let shape = AttentionShape {
                 num_heads: nh,
                 num_kv_heads: nkv,
@@ -342,7 +358,7 @@ impl CpuModel {
                 scale: c.attn_scale,
                 softcap: c.attn_logit_softcap,
             };
-            let attn = paged_attention(&q, &sites, keys, values, &shape);
+            let attn = paged_attention(&q, &sites, cache.layer(l), &shape);
             let mut out = layer.o.forward(&attn, n)?;
             if let Some(w) = &layer.attn_out_norm {
                 out = rms_norm(&out, w, eps);

@@ -148,7 +148,15 @@ fn every_weight_format_loads_and_stays_batch_invariant() {
     for (dir, cases) in fixtures() {
         for (dtype, quantize, bound) in options {
             let what = format!("{} {dtype:?} {quantize:?}", dir.display());
-            let mut d = device_with(&dir, 512, &LoadOptions { dtype, quantize });
+            let mut d = device_with(
+                &dir,
+                512,
+                &LoadOptions {
+                    dtype,
+                    quantize,
+                    ..LoadOptions::default()
+                },
+            );
             let prompts: Vec<&[u32]> = cases.iter().map(|c| c.prompt_ids.as_slice()).collect();
             let alone: Vec<Vec<u32>> = prompts
                 .iter()

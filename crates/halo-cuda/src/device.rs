@@ -142,6 +142,12 @@ impl Device for CudaDevice {
         // What the forward pass cannot run is refused before anything is compiled or uploaded.
         let features = Features::from_config(&model.config)?;
         let dtype = options.dtype.unwrap_or(DType::BF16);
+        if let Some(kv) = options.kv_cache_dtype.filter(|&kv| kv != dtype) {
+            return Err(DeviceError::Unavailable(format!(
+                "the CUDA backend keeps its KV cache in the compute dtype ({dtype}), not {kv}: \
+                 choose it with --dtype"
+            )));
+        }
         let kernels = Kernels::load(&self.stream, self.arch)?;
         let gemm = Gemm::new(&self.stream)?;
         let weights = weights::upload(&model, &features, dtype, &self.stream)?;

@@ -396,6 +396,12 @@ impl Device for GaudiDevice {
     }
 
     fn load(&mut self, model_dir: &Path, options: &LoadOptions) -> Result<ModelInfo, DeviceError> {
+        if let Some(kv) = options.kv_cache_dtype {
+            return Err(DeviceError::Unavailable(format!(
+                "the Gaudi sidecar keeps its KV cache in the compute dtype (--dtype), so \
+                 --kv-cache-dtype {kv} cannot be honoured"
+            )));
+        }
         let ready = self.opts.ready_timeout;
         self.up(ready)?;
         let opts = self.opts.clone();

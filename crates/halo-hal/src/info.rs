@@ -110,6 +110,9 @@ pub struct LoadOptions {
     /// Quantize float weights to this block type at load (`--quantize`); backends that cannot
     /// compute with it refuse.
     pub quantize: Option<halo_model::StoredDType>,
+    /// The KV cache's storage type (`--kv-cache-dtype`); `None` lets the backend choose (CPU: f16
+    /// for quantized weights, f32 for float ones; CUDA and Gaudi: the compute dtype). Backends refuse a type they cannot store.
+    pub kv_cache_dtype: Option<DType>,
 }
 
 /// What was loaded.

@@ -5,11 +5,13 @@
 //! Every (token, head) pair writes its own output slice, so the work splits across threads with
 //! no reduction shared between sequences: a sequence's result does not depend on its batch.
 
+#[cfg(target_arch = "x86_64")]
+mod decode;
 mod lanes;
 
 use crate::activation::softcap_in_place;
-use crate::kv_cache::KvCache;
-use lanes::Lanes;
+use crate::kv_cache::{KvCache, KvLayer};
+use lanes::{KvValue, Lanes, Portable};
 use rayon::prelude::*;
 
 /// Where one token of the step sits: which sequence's block table to read and its position.
@@ -36,8 +38,8 @@ pub struct AttentionShape {
 /// re-reading K and V from cache for every query).
 const QUERY_TILE: usize = 16;
 
-/// `q` is `[tokens, num_heads * head_dim]` (already rotated); returns the same shape. `keys` and
-/// `values` are one layer of a [`KvCache`], in its head-major block layout.
+/// `q` is `[tokens, num_heads * head_dim]` (already rotated); returns the same shape. `kv` is
+/// one layer of a [`KvCache`], in its head-major block layout and its stored type.
 ///
 /// Each (token, head) output is computed by the same sequence of operations whatever tile it
 /// lands in (scores in key order, the same dot, softmax and weighted sum in key order), so tiling
@@ -45,8 +47,21 @@ const QUERY_TILE: usize = 16;
 pub fn paged_attention(
     q: &[f32],
     sites: &[TokenSite<'_>],
-    keys: &[f32],
-    values: &[f32],
+    kv: KvLayer<'_>,
+    shape: &AttentionShape,
+) -> Vec<f32> {
+    match kv {
+        KvLayer::F32(k, v) => attend(q, sites, k, v, shape),
+        KvLayer::F16(k, v) => attend(q, sites, k, v, shape),
+        KvLayer::BF16(k, v) => attend(q, sites, k, v, shape),
+    }
+}
+
+fn attend<T: KvValue>(
+    q: &[f32],
+    sites: &[TokenSite<'_>],
+    keys: &[T],
+    values: &[T],
     shape: &AttentionShape,
 ) -> Vec<f32> {
     let hd = shape.head_dim;
@@ -56,7 +71,7 @@ pub fn paged_attention(
         .iter()
         .flat_map(|&(start, len)| (0..shape.num_heads).map(move |h| (start, len, h)))
         .collect();
-    let lanes = Lanes::detect();
+    let avx = lanes::has_avx();
     let parts: Vec<Vec<f32>> = work
         .par_iter()
         .map(|&(start, len, head)| {
@@ -65,7 +80,19 @@ pub fn paged_attention(
                 first_token: start,
                 head,
             };
-            attend_tile(q, &tile, keys, values, shape, lanes)
+            let kv = (keys, values);
+            #[cfg(target_arch = "x86_64")]
+            if avx && len == 1 && decode::supports(hd) {
+                return attend_one_avx(q, &tile, kv, shape);
+            }
+            #[cfg(target_arch = "x86_64")]
+            if avx {
+                // SAFETY: AVX2 and F16C were detected at run time.
+                return unsafe { attend_tile_avx(q, &tile, kv, shape) };
+            }
+            let _ = avx;
+            // SAFETY: the portable lanes need no CPU feature.
+            unsafe { attend_tile::<T, Portable>(q, &tile, kv, shape) }
         })
         .collect();
     let mut out = vec![0.0f32; q.len()];
@@ -75,6 +102,63 @@ pub fn paged_attention(
         }
     }
     out
+}
+
+/// [`attend_tile`] compiled with AVX2 and F16C, so the [`lanes::Avx`] loops inline into it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn attend_tile_avx<T: KvValue>(
+    q: &[f32],
+    t: &Tile<'_, '_>,
+    kv: (&[T], &[T]),
+    shape: &AttentionShape,
+) -> Vec<f32> {
+    attend_tile::<T, lanes::Avx>(q, t, kv, shape)
+}
+
+/// A lone query (a decode step) through [`decode::attend_one`]: the same bits as
+/// [`attend_tile`], with the keys' independent work overlapped.
+#[cfg(target_arch = "x86_64")]
+fn attend_one_avx<T: KvValue>(
+    q: &[f32],
+    t: &Tile<'_, '_>,
+    kv: (&[T], &[T]),
+    shape: &AttentionShape,
+) -> Vec<f32> {
+    let (site, hd) = (&t.sites[0], shape.head_dim);
+    let kv_head = t.head / (shape.num_heads / shape.num_kv_heads);
+    let lo = match shape.window {
+        Some(w) => (site.pos + 1).saturating_sub(w),
+        None => 0,
+    };
+    let mut rows = Vec::with_capacity(site.pos + 1 - lo);
+    for_each_row(site.block_table, kv_head, shape, lo, site.pos, |_, at| {
+        rows.push(at)
+    });
+    let q = &q[t.first_token * shape.num_heads * hd + t.head * hd..][..hd];
+    let (keys, values) = kv;
+    assert!(rows
+        .iter()
+        .all(|&r| r + hd <= keys.len() && r + hd <= values.len()));
+    // SAFETY: the caller detected AVX2 and F16C and checked `supports(hd)`; every row was just
+    // checked to lie inside both slices.
+    unsafe { decode::attend_one(q, &rows, kv, shape.scale, |s| softmax(s, shape.softcap)) }
+}
+
+/// Scores to unnormalized weights in place (softcap, then `exp(s - max)`); returns the
+/// reciprocal of their sum, which each weight is multiplied by as it is used.
+#[inline(always)]
+fn softmax(s: &mut [f32], softcap: Option<f32>) -> f32 {
+    if let Some(cap) = softcap {
+        softcap_in_place(s, cap);
+    }
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for x in s.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    1.0 / sum
 }
 
 /// Splits the step's tokens into runs of one sequence at consecutive positions, at most
@@ -104,14 +188,41 @@ struct Tile<'a, 'b> {
     head: usize,
 }
 
+/// Calls `f(p, at)` for positions `lo..=hi` of one KV head in order, `at` being the start of
+/// position `p`'s row: block by block, so the table lookup and the division happen once per
+/// block rather than once per key.
+#[inline(always)]
+fn for_each_row(
+    table: &[u32],
+    kv_head: usize,
+    shape: &AttentionShape,
+    lo: usize,
+    hi: usize,
+    mut f: impl FnMut(usize, usize),
+) {
+    let (bs, hd) = (shape.block_size, shape.head_dim);
+    let mut p = lo;
+    while p <= hi {
+        let b = p / bs;
+        let end = ((b + 1) * bs).min(hi + 1);
+        let base = KvCache::head_row(table[b] as usize, kv_head, 0, shape.num_kv_heads, bs);
+        for p in p..end {
+            f(p, (base + p - b * bs) * hd);
+        }
+        p = end;
+    }
+}
+
 /// Attends one tile; returns `[tile, head_dim]`.
-fn attend_tile(
+///
+/// # Safety
+/// The CPU must have the features `L` needs.
+#[inline(always)]
+unsafe fn attend_tile<T: KvValue, L: Lanes>(
     q: &[f32],
     t: &Tile<'_, '_>,
-    keys: &[f32],
-    values: &[f32],
+    (keys, values): (&[T], &[T]),
     shape: &AttentionShape,
-    lanes: Lanes,
 ) -> Vec<f32> {
     let (tile, first_token, head) = (t.sites, t.first_token, t.head);
     let hd = shape.head_dim;
@@ -119,11 +230,6 @@ fn attend_tile(
     let kv_head = head / (shape.num_heads / shape.num_kv_heads);
     // Every query of a tile reads the same block table.
     let table = tile[0].block_table;
-    let row_at = |p: usize| {
-        let block = table[p / shape.block_size] as usize;
-        let offset = p % shape.block_size;
-        KvCache::head_row(block, kv_head, offset, shape.num_kv_heads, shape.block_size) * hd
-    };
     let first = |pos: usize| match shape.window {
         Some(w) => (pos + 1).saturating_sub(w),
         None => 0,
@@ -151,46 +257,27 @@ fn attend_tile(
     let mut scores: Vec<Vec<f32>> = (0..len)
         .map(|i| Vec::with_capacity(pos0 + i + 1 - first(pos0 + i)))
         .collect();
-    let mut row_scores = vec![0.0f32; len];
-    for p in lo..=hi {
-        let k = &keys[row_at(p)..][..hd];
-        let r = readers(p);
-        lanes.dots(
-            &queries[r.start * hd..r.end * hd],
-            k,
-            &mut row_scores[r.clone()],
-        );
-        for i in r {
-            scores[i].push(row_scores[i] * shape.scale);
+    for_each_row(table, kv_head, shape, lo, hi, |p, at| {
+        let k = &keys[at..][..hd];
+        for i in readers(p) {
+            // SAFETY: `k` is `hd` long like each query; the caller vouches for `L`'s features.
+            let s = unsafe { L::dot(&queries[i * hd..][..hd], k) };
+            scores[i].push(s * shape.scale);
         }
-    }
-    let mut weights_inv = Vec::with_capacity(len);
-    for s in scores.iter_mut() {
-        if let Some(cap) = shape.softcap {
-            softcap_in_place(s, cap);
-        }
-        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for x in s.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        weights_inv.push(1.0 / sum);
-    }
+    });
+    let weights_inv: Vec<f32> = scores
+        .iter_mut()
+        .map(|s| softmax(s, shape.softcap))
+        .collect();
     let mut out = vec![0.0f32; len * hd];
-    let mut row_weights = vec![0.0f32; len];
-    for p in lo..=hi {
-        let v = &values[row_at(p)..][..hd];
-        let r = readers(p);
-        for i in r.clone() {
-            row_weights[i] = scores[i][p - first(pos0 + i)] * weights_inv[i];
+    for_each_row(table, kv_head, shape, lo, hi, |p, at| {
+        let v = &values[at..][..hd];
+        for i in readers(p) {
+            let w = scores[i][p - first(pos0 + i)] * weights_inv[i];
+            // SAFETY: as above.
+            unsafe { L::add_scaled(&mut out[i * hd..][..hd], w, v) };
         }
-        lanes.add_scaled_rows(
-            &mut out[r.start * hd..r.end * hd],
-            &row_weights[r.clone()],
-            v,
-        );
-    }
+    });
     out
 }
 
@@ -264,7 +351,7 @@ mod tests {
                 scale,
                 softcap,
             };
-            let got = paged_attention(&q, &sites, &keys, &values, &shape);
+            let got = paged_attention(&q, &sites, KvLayer::F32(&keys, &values), &shape);
             let want = dense(&q, &k, &v, n, &shape);
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
@@ -303,14 +390,13 @@ mod tests {
                     pos,
                 })
                 .collect();
-            let together = paged_attention(&q, &sites, &keys, &values, &shape);
+            let together = paged_attention(&q, &sites, KvLayer::F32(&keys, &values), &shape);
             let row = heads * hd;
             for pos in 0..n {
                 let alone = paged_attention(
                     &q[pos * row..][..row],
                     &sites[pos..pos + 1],
-                    &keys,
-                    &values,
+                    KvLayer::F32(&keys, &values),
                     &shape,
                 );
                 let got: Vec<u32> = together[pos * row..][..row]
@@ -319,6 +405,151 @@ mod tests {
                     .collect();
                 let want: Vec<u32> = alone.iter().map(|x| x.to_bits()).collect();
                 assert_eq!(got, want, "position {pos}, window {window:?}");
+            }
+        }
+    }
+
+    /// A half-width pool gives the bits an f32 pool holding the same (rounded) values gives,
+    /// on the AVX path and the portable one alike: storage changes what is read, not the chain.
+    #[test]
+    fn half_pools_run_the_f32_chain_on_every_path() {
+        use half::{bf16, f16};
+        let (n, heads, kv_heads, hd, bs) = (QUERY_TILE + 5, 4, 2, 24, 4);
+        let blocks = n.div_ceil(bs);
+        let table: Vec<u32> = (0..blocks as u32).rev().collect();
+        let val = |i: usize| ((i * 7919) % 31) as f32 / 13.0 - 1.0;
+        let q: Vec<f32> = (0..n * heads * hd).map(val).collect();
+        let raw_k: Vec<f32> = (0..blocks * bs * kv_heads * hd)
+            .map(|i| val(i + 3))
+            .collect();
+        let raw_v: Vec<f32> = (0..blocks * bs * kv_heads * hd)
+            .map(|i| val(i + 5))
+            .collect();
+        let shape = AttentionShape {
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim: hd,
+            block_size: bs,
+            window: None,
+            scale: 0.3,
+            softcap: None,
+        };
+        let sites: Vec<TokenSite> = (0..n)
+            .map(|pos| TokenSite {
+                block_table: &table,
+                pos,
+            })
+            .collect();
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        // Both storage types, through the path this CPU dispatches to.
+        let (k16, v16): (Vec<f16>, Vec<f16>) = (
+            raw_k.iter().map(|&x| f16::from_f32(x)).collect(),
+            raw_v.iter().map(|&x| f16::from_f32(x)).collect(),
+        );
+        let (kb, vb): (Vec<bf16>, Vec<bf16>) = (
+            raw_k.iter().map(|&x| bf16::from_f32(x)).collect(),
+            raw_v.iter().map(|&x| bf16::from_f32(x)).collect(),
+        );
+        let widen16 = |x: &[f16]| x.iter().map(|v| v.to_f32()).collect::<Vec<_>>();
+        let widenb = |x: &[bf16]| x.iter().map(|v| v.to_f32()).collect::<Vec<_>>();
+        let cases = [
+            (
+                paged_attention(&q, &sites, KvLayer::F16(&k16, &v16), &shape),
+                (widen16(&k16), widen16(&v16)),
+            ),
+            (
+                paged_attention(&q, &sites, KvLayer::BF16(&kb, &vb), &shape),
+                (widenb(&kb), widenb(&vb)),
+            ),
+        ];
+        for (got, (k, v)) in cases {
+            let want = paged_attention(&q, &sites, KvLayer::F32(&k, &v), &shape);
+            assert_eq!(bits(&got), bits(&want));
+        }
+        // And the portable lanes on a half pool, tile by tile.
+        for (pos, site) in sites.iter().enumerate() {
+            for head in 0..heads {
+                let tile = Tile {
+                    sites: std::slice::from_ref(site),
+                    first_token: pos,
+                    head,
+                };
+                // SAFETY: the portable lanes need no CPU feature.
+                let alone =
+                    unsafe { attend_tile::<f16, Portable>(&q, &tile, (&k16, &v16), &shape) };
+                let f32_alone = unsafe {
+                    attend_tile::<f32, Portable>(
+                        &q,
+                        &tile,
+                        (&widen16(&k16), &widen16(&v16)),
+                        &shape,
+                    )
+                };
+                assert_eq!(bits(&alone), bits(&f32_alone));
+            }
+        }
+    }
+
+    /// A decode step (one query per sequence, the AVX path where it applies) gives, for every
+    /// head, the portable tile's bits: each head size the decode path takes and one it does
+    /// not, contexts that end mid-group and mid-block, a window, a softcap, f32 and f16 pools.
+    #[test]
+    fn decode_steps_give_the_portable_bits() {
+        use half::f16;
+        let val = |i: usize| ((i * 7919) % 97) as f32 / 41.0 - 1.1;
+        for hd in [32, 64, 72, 80, 96, 128, 256] {
+            for (window, softcap) in [(None, None), (Some(11), Some(0.9))] {
+                let (heads, kv_heads, bs) = (4, 2, 16);
+                let blocks = 5;
+                let table: Vec<u32> = vec![3, 0, 4, 1, 2];
+                let q: Vec<f32> = (0..3 * heads * hd).map(val).collect();
+                let n = blocks * bs * kv_heads * hd;
+                let keys: Vec<f32> = (0..n).map(|i| val(i + 3)).collect();
+                let values: Vec<f32> = (0..n).map(|i| val(i + 7)).collect();
+                let (k16, v16): (Vec<f16>, Vec<f16>) = (
+                    keys.iter().map(|&x| f16::from_f32(x)).collect(),
+                    values.iter().map(|&x| f16::from_f32(x)).collect(),
+                );
+                let shape = AttentionShape {
+                    num_heads: heads,
+                    num_kv_heads: kv_heads,
+                    head_dim: hd,
+                    block_size: bs,
+                    window,
+                    scale: 0.125,
+                    softcap,
+                };
+                // Three sequences sharing the table at contexts of 1, 8 and 70 keys.
+                let sites: Vec<TokenSite> = [0, 7, 69]
+                    .iter()
+                    .map(|&pos| TokenSite {
+                        block_table: &table,
+                        pos,
+                    })
+                    .collect();
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let got32 = paged_attention(&q, &sites, KvLayer::F32(&keys, &values), &shape);
+                let got16 = paged_attention(&q, &sites, KvLayer::F16(&k16, &v16), &shape);
+                for (t, site) in sites.iter().enumerate() {
+                    for head in 0..heads {
+                        let tile = Tile {
+                            sites: std::slice::from_ref(site),
+                            first_token: t,
+                            head,
+                        };
+                        let at = t * heads * hd + head * hd;
+                        // SAFETY: the portable lanes need no CPU feature.
+                        let want32 = unsafe {
+                            attend_tile::<f32, Portable>(&q, &tile, (&keys, &values), &shape)
+                        };
+                        let want16 = unsafe {
+                            attend_tile::<f16, Portable>(&q, &tile, (&k16, &v16), &shape)
+                        };
+                        let ctx = format!("hd {hd} window {window:?} pos {} head {head}", site.pos);
+                        assert_eq!(bits(&got32[at..at + hd]), bits(&want32), "f32 {ctx}");
+                        assert_eq!(bits(&got16[at..at + hd]), bits(&want16), "f16 {ctx}");
+                    }
+                }
             }
         }
     }

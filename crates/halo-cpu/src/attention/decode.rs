@@ -1,0 +1,183 @@
+//! One query against its sequence's keys (every decode step), on AVX: the arithmetic of
+//! [`super::attend_tile`] with the same chain per output, arranged so independent work overlaps.
+//!
+//! - Scores: eight keys at a time, each with its own eight-lane accumulator. An 8×8 transpose
+//!   turns the eight accumulators into eight vectors of "lane j of each key", which summed in
+//!   order 0..8 give each key's left-to-right lane sum, exactly [`super::lanes::Lanes::dot`]'s.
+//!   One key at a time, that sum and the accumulator's add chain left the core waiting.
+//! - Weighted sum: the output row stays in registers across all keys instead of going through
+//!   memory once per key; each element still sees `out += w * v` in key order.
+
+use super::lanes::{Avx, KvValue, Lanes};
+use std::arch::x86_64::*;
+
+/// Eight-float chunks of a head this path takes (head_dim / 8); others use the tile path.
+pub(super) fn supports(head_dim: usize) -> bool {
+    head_dim.is_multiple_of(8) && matches!(head_dim / 8, 4 | 8 | 10 | 12 | 16 | 32)
+}
+
+/// Attends `q` (one head, `head_dim` long) to the rows starting at `rows` (key order) of
+/// `keys`/`values`; `softmax` turns the scaled scores into weights in place and returns the
+/// reciprocal of their sum. Returns the head's output.
+///
+/// # Safety
+/// AVX2 and F16C must be available; `supports(q.len())`; every `rows[i] + q.len()` within both
+/// slices.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn attend_one<T: KvValue>(
+    q: &[f32],
+    rows: &[usize],
+    (keys, values): (&[T], &[T]),
+    scale: f32,
+    softmax: impl FnOnce(&mut [f32]) -> f32,
+) -> Vec<f32> {
+    macro_rules! by_chunks {
+        ($($ch:literal)*) => {
+            match q.len() / 8 {
+                $($ch => attend_chunks::<T, $ch>(q, rows, keys, values, scale, softmax),)*
+                other => unreachable!("{other} chunks: supports() is checked first"),
+            }
+        };
+    }
+    by_chunks!(4 8 10 12 16 32)
+}
+
+#[inline(always)]
+unsafe fn attend_chunks<T: KvValue, const CH: usize>(
+    q: &[f32],
+    rows: &[usize],
+    keys: &[T],
+    values: &[T],
+    scale: f32,
+    softmax: impl FnOnce(&mut [f32]) -> f32,
+) -> Vec<f32> {
+    let hd = CH * 8;
+    debug_assert_eq!(q.len(), hd);
+    debug_assert!(rows
+        .iter()
+        .all(|&r| r + hd <= keys.len() && r + hd <= values.len()));
+    let mut scores = vec![0.0f32; rows.len()];
+    let full = rows.len() / 8 * 8;
+    for (g, (group, out)) in rows[..full]
+        .chunks_exact(8)
+        .zip(scores.chunks_exact_mut(8))
+        .enumerate()
+    {
+        for &ahead in rows.iter().skip(8 * g + AHEAD).take(8) {
+            prefetch_row(keys, ahead, hd);
+        }
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for c in 0..CH {
+            let x = _mm256_loadu_ps(q.as_ptr().add(8 * c));
+            for (a, &r) in acc.iter_mut().zip(group) {
+                let y = T::load8(keys.as_ptr().add(r + 8 * c));
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(x, y));
+            }
+        }
+        let lanes = transpose8(acc);
+        // 0.0 + lane 0 + lane 1 + ... : the fold `Iterator::sum` makes of one accumulator.
+        let mut s = _mm256_setzero_ps();
+        for l in lanes {
+            s = _mm256_add_ps(s, l);
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(s, _mm256_set1_ps(scale)));
+    }
+    for (s, &r) in scores[full..].iter_mut().zip(&rows[full..]) {
+        *s = Avx::dot(q, &keys[r..r + hd]) * scale;
+    }
+    let inv = softmax(&mut scores);
+    let mut out = [_mm256_setzero_ps(); CH];
+    for (j, (&s, &r)) in scores.iter().zip(rows).enumerate() {
+        if let Some(&ahead) = rows.get(j + AHEAD) {
+            prefetch_row(values, ahead, hd);
+        }
+        let w = _mm256_set1_ps(s * inv);
+        for (c, o) in out.iter_mut().enumerate() {
+            let v = T::load8(values.as_ptr().add(r + 8 * c));
+            *o = _mm256_add_ps(*o, _mm256_mul_ps(w, v));
+        }
+    }
+    let mut row = vec![0.0f32; hd];
+    for (c, o) in out.iter().enumerate() {
+        _mm256_storeu_ps(row.as_mut_ptr().add(8 * c), *o);
+    }
+    row
+}
+
+/// Rows a pass asks the cache for ahead of the one it reads: a sequence's rows come in runs of
+/// one block (a few KiB), too short for the hardware prefetcher to lock on before they end.
+const AHEAD: usize = 16;
+
+/// Asks for the cache lines of the `hd` values at `at` (a hint; the caller's rows are all
+/// inside `data`, so no stray address is named).
+#[inline(always)]
+unsafe fn prefetch_row<T>(data: &[T], at: usize, hd: usize) {
+    let bytes = hd * std::mem::size_of::<T>();
+    let base = data.as_ptr().add(at).cast::<i8>();
+    for line in (0..bytes).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(base.add(line));
+    }
+}
+
+/// Row `i` of the result is lane `i` of each input, in input order.
+#[inline(always)]
+unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose8_moves_lane_i_of_each_row_to_row_i() {
+        if !super::super::lanes::has_avx() {
+            return;
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn run() -> [[f32; 8]; 8] {
+            let rows: [__m256; 8] = std::array::from_fn(|r| {
+                let v: [f32; 8] = std::array::from_fn(|l| (10 * r + l) as f32);
+                _mm256_loadu_ps(v.as_ptr())
+            });
+            let t = transpose8(rows);
+            std::array::from_fn(|i| {
+                let mut o = [0.0f32; 8];
+                _mm256_storeu_ps(o.as_mut_ptr(), t[i]);
+                o
+            })
+        }
+        // SAFETY: AVX2 was detected.
+        let t = unsafe { run() };
+        for (i, row) in t.iter().enumerate() {
+            for (r, &v) in row.iter().enumerate() {
+                assert_eq!(v, (10 * r + i) as f32);
+            }
+        }
+    }
+}
