@@ -43,7 +43,9 @@ fn generate_on_llamacpp_files_gives_llamacpp_ids_from_the_prompt_text() {
     )
     .unwrap();
     // The files whose every case halo reproduces token for token (see
-    // crates/halo-cpu/tests/gguf_golden.rs for the quantized files' near-ties).
+    // crates/halo-cpu/tests/gguf_golden.rs for the quantized files' near-ties), with the KV
+    // cache in f32 as llama.cpp's reference run kept it (halo's default for quantized files is
+    // f16, as llama.cpp's own default is; that default is checked there, near-ties allowed).
     for file in [
         "tiny-mha-f32.gguf",
         "kq-shared-Q6_K.gguf",
@@ -63,6 +65,8 @@ fn generate_on_llamacpp_files_gives_llamacpp_ids_from_the_prompt_text() {
                 "--ignore-eos",
                 "--max-new-tokens",
                 "48",
+                "--kv-cache-dtype",
+                "f32",
             ])
             .arg("--model")
             .arg(gguf(file))
@@ -182,4 +186,47 @@ fn broken_gguf_files_are_one_line_and_exit_2() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(stderr.contains(needle), "{stderr}");
     }
+}
+
+/// The KV pool's block count under one `--kv-cache-mb`, from the warmup line.
+fn kv_blocks(model: &Path, kv_dtype: Option<&str>) -> usize {
+    let mut cmd = halo();
+    cmd.args(["generate", "--prompt", "hi", "--max-new-tokens", "2"])
+        .args(["--kv-cache-mb", "1", "--max-batch-seqs", "64"])
+        .arg("--model")
+        .arg(model);
+    if let Some(d) = kv_dtype {
+        cmd.args(["--kv-cache-dtype", d]);
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let at = err.find("KV cache: ").expect("a warmup line") + "KV cache: ".len();
+    err[at..].split(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_kv_cache_type_follows_the_weights_unless_named() {
+    let quantized = gguf("kq-shared-Q6_K.gguf");
+    let float = gguf("tiny-mha-f32.gguf");
+    let f32_blocks = kv_blocks(&quantized, Some("f32"));
+    // The same budget holds twice the blocks in a half-width type.
+    assert_eq!(kv_blocks(&quantized, Some("f16")), 2 * f32_blocks);
+    assert_eq!(kv_blocks(&quantized, Some("bf16")), 2 * f32_blocks);
+    // Quantized weights default to f16 rows (as llama.cpp), float weights to f32.
+    assert_eq!(kv_blocks(&quantized, None), 2 * f32_blocks);
+    assert_eq!(kv_blocks(&float, None), kv_blocks(&float, Some("f32")));
+    // A type the pool cannot store is one line and exit 2.
+    let out = halo()
+        .args(["generate", "--prompt", "hi", "--kv-cache-dtype", "q8_0"])
+        .arg("--model")
+        .arg(&quantized)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--kv-cache-dtype") && err.contains("f16"),
+        "{err}"
+    );
 }
