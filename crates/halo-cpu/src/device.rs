@@ -7,6 +7,7 @@ use halo_hal::{
     ModelInfo, SeqResult, StepBatch, StepOutput, StepTimings, WarmupRequest,
 };
 use halo_model::{Model, StoredDType};
+use rayon::prelude::*;
 use std::path::Path;
 use std::time::Instant;
 
@@ -226,12 +227,16 @@ impl Device for CpuDevice {
             .pool
             .install(|| -> Result<Vec<SeqResult>, DeviceError> {
                 let logits = model.forward(batch, cache)?;
-                let sampled = batch
+                let sampled: Vec<_> = batch
                     .seqs
                     .iter()
-                    .filter_map(|s| s.sample.as_ref().map(|r| (s.seq_id, r)));
+                    .filter_map(|s| s.sample.as_ref().map(|r| (s.seq_id, r)))
+                    .collect();
+                // Rows sample independently (each draws from its own counter-based RNG), so
+                // they spread over the pool; at 32 sequences a serial pass left a core idle.
                 Ok(sampled
-                    .zip(logits.chunks_exact(vocab))
+                    .into_par_iter()
+                    .zip(logits.par_chunks_exact(vocab))
                     .map(|((seq_id, req), row)| SeqResult {
                         seq_id,
                         outcome: sampling::sample(row, req),

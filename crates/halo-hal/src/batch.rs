@@ -76,7 +76,7 @@ pub struct SampleRequest {
     /// How many tokens this sequence sampled before this one: the RNG counter. Stateless, so a
     /// preempted and recomputed sequence draws the same numbers.
     pub rng_offset: u64,
-    /// Return the chosen token's logprob.
+    /// Return the chosen token's logprob (otherwise the result's `logprob` is 0, uncomputed).
     pub logprobs: bool,
     /// Also return this many most likely alternatives.
     pub top_n: u32,

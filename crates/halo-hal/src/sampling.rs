@@ -21,7 +21,8 @@ pub fn sample(logits: &[f32], req: &SampleRequest) -> Result<SampledToken, SeqFa
     if logits.iter().any(|x| !x.is_finite()) {
         return Err(SeqFailure::NonFiniteLogits);
     }
-    let log_z = log_sum_exp(logits);
+    // A vocabulary of exponentials per row: only when the request reads a logprob.
+    let log_z = (req.logprobs || req.top_n > 0).then(|| log_sum_exp(logits));
     let params = &req.params;
 
     let token = if params.uses_penalties() {
@@ -32,8 +33,8 @@ pub fn sample(logits: &[f32], req: &SampleRequest) -> Result<SampledToken, SeqFa
         choose(logits, req)
     };
 
-    let logprob = (logits[token as usize] as f64 - log_z) as f32;
-    let top = if req.top_n > 0 {
+    let logprob = log_z.map_or(0.0, |z| (logits[token as usize] as f64 - z) as f32);
+    let top = if let Some(log_z) = log_z.filter(|_| req.top_n > 0) {
         top_indices(logits, req.top_n as usize)
             .into_iter()
             .map(|t| TopToken {
