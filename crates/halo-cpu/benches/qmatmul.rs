@@ -115,13 +115,14 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
 
-    let types: [(&str, StoredDType, Option<StoredDType>); 8] = [
+    let types: [(&str, StoredDType, Option<StoredDType>); 9] = [
         ("f32", StoredDType::F32, None),
         ("bf16", StoredDType::BF16, None),
         ("f16", StoredDType::F16, None),
         ("q8_0", StoredDType::Q8_0, None),
         ("q4_0", StoredDType::Q4_0, None),
         ("q4_k_m", StoredDType::Q4_K, Some(StoredDType::Q6_K)),
+        ("q4_k", StoredDType::Q4_K, None),
         ("q5_k", StoredDType::Q5_K, None),
         ("q6_k", StoredDType::Q6_K, None),
     ];

@@ -10,10 +10,11 @@
 //!   ggml `qs[32p + 4t .. 32p + 4t + 4]`, whose low nibbles are values `64p + 4t + u` and high
 //!   nibbles values `64p + 32 + 4t + u`.
 //! - Q6_K: `d` ×16 (f16), scales `[8][16][2]` (i8: sub-blocks `2h`, `2h + 1` of row `r` side by
-//!   side, as `vpdpwssd` wants them), then the 6-bit codes of the 64 four-value chunks `j` as
-//!   32 low-nibble vectors (`j` in the low nibble of vector `j mod 32`, `j + 32` in its high one)
-//!   and 16 vectors of high bit pairs (`j`, `j + 16`, `j + 32`, `j + 48` at bits 0, 2, 4, 6 of
-//!   vector `j mod 16`).
+//!   side, as `vpdpwssd` wants them), then one 192-byte unit per sub-block `s` (values
+//!   `16s .. 16s + 16`, four-value chunks `i` = 0..4): vector A holds chunk 0 in its low nibbles
+//!   and chunk 1 in its high ones, vector B chunks 2 and 3, vector H the codes' top two bits,
+//!   chunk `i` at bits `2i, 2i + 1`; row `r`'s four values of a chunk at bytes `4r .. 4r + 4`.
+//!   A sub-block is thus three consecutive vectors, read once, in order.
 //!
 //! Chain per output: the integer sums of [`super::portable::kquant_block`] (exact, so the lane
 //! order does not matter) and then [`super::portable::k_step`]'s unfused float step per
@@ -27,7 +28,7 @@ use super::{kscales, Acts};
 use halo_model::dtype::StoredDType;
 
 const Q4K_SB: usize = 32 + 32 + 128 + 128 + 2048;
-const Q6K_SB: usize = 32 + 256 + 2048 + 1024;
+const Q6K_SB: usize = 32 + 256 + 16 * 192;
 
 /// Activation rows one tile meets with a sub-block's codes in registers (the code unpacking,
 /// Q6_K's especially, is shared by all of them).
@@ -59,6 +60,20 @@ fn q6_code(b: &[u8], e: usize) -> u8 {
     nib | (((b[128 + 32 * n + l] >> (2 * t)) & 3) << 4)
 }
 
+/// Where value `e` (0..256) of row `r` of a Q6_K super-block lives in this layout: (byte of its
+/// low four bits, their shift, byte of its top two bits, their shift).
+fn q6_place(e: usize, r: usize) -> (usize, usize, usize, usize) {
+    // Sub-block `s` (16 values) is one 192-byte unit; value `e` is in its chunk `i` (0..4).
+    let (s, i, u) = (e / 16, (e % 16) / 4, e % 4);
+    let unit = 288 + 192 * s;
+    (
+        unit + 64 * (i / 2) + 4 * r + u,
+        4 * (i % 2),
+        unit + 128 + 4 * r + u,
+        2 * i,
+    )
+}
+
 /// Repacks `rows` rows of `cols` values of `dtype` (ggml's layout). Padding rows are all zero
 /// (scale 0, so they add nothing; their outputs are never written).
 pub(crate) fn pack(dtype: StoredDType, rows: usize, cols: usize, plain: &[u8]) -> Vec<u8> {
@@ -86,14 +101,11 @@ pub(crate) fn pack(dtype: StoredDType, rows: usize, cols: usize, plain: &[u8]) -
                     dst[32 + 32 * h + 2 * r] = b[192 + 2 * h];
                     dst[32 + 32 * h + 2 * r + 1] = b[192 + 2 * h + 1];
                 }
-                for j in 0..64 {
-                    for u in 0..4 {
-                        let q = q6_code(b, 4 * j + u);
-                        let lo = 288 + 64 * (j % 32) + 4 * r + u;
-                        dst[lo] |= (q & 0xF) << (4 * (j / 32));
-                        let hi = 2336 + 64 * (j % 16) + 4 * r + u;
-                        dst[hi] |= (q >> 4) << (2 * (j / 16));
-                    }
+                for e in 0..256 {
+                    let (lo, lo_shift, hi, hi_shift) = q6_place(e, r);
+                    let q = q6_code(b, e);
+                    dst[lo] |= (q & 0xF) << lo_shift;
+                    dst[hi] |= (q >> 4) << hi_shift;
                 }
             }
         }
@@ -129,9 +141,9 @@ pub(crate) fn unpack_row(dtype: StoredDType, packed: &[u8], cols: usize, row: us
                 b[192 + 2 * h + 1] = src[32 + 32 * h + 2 * r + 1];
             }
             for e in 0..256 {
-                let (j, u) = (e / 4, e % 4);
-                let lo = (src[288 + 64 * (j % 32) + 4 * r + u] >> (4 * (j / 32))) & 0xF;
-                let hi = (src[2336 + 64 * (j % 16) + 4 * r + u] >> (2 * (j / 16))) & 3;
+                let (lo, lo_shift, hi, hi_shift) = q6_place(e, r);
+                let lo = (src[lo] >> lo_shift) & 0xF;
+                let hi = (src[hi] >> hi_shift) & 3;
                 let (n, t, l) = (e / 128, (e % 128) / 32, e % 32);
                 b[64 * n + l + 32 * (t & 1)] |= lo << (4 * (t / 2));
                 b[128 + 32 * n + l] |= hi << (2 * t);
@@ -208,7 +220,39 @@ unsafe fn bcast4(p: *const u8) -> std::arch::x86_64::__m512i {
     std::arch::x86_64::_mm512_set1_epi32(p.cast::<i32>().read_unaligned())
 }
 
+/// `(a & c) | b` for `_mm512_ternarylogic_epi32(a, b, c, ·)`.
+const A_AND_C_OR_B: i32 = 0xEC;
+
+/// Two sums of 16 products in `[-32767, 32767]` as one lane's i16 pair (`lo` in the low half),
+/// ready for `vpdpwssd` against a scale pair.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pair16(
+    lo: std::arch::x86_64::__m512i,
+    hi: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    _mm512_ternarylogic_epi32::<A_AND_C_OR_B>(
+        lo,
+        _mm512_slli_epi32::<16>(hi),
+        _mm512_set1_epi32(0xFFFF),
+    )
+}
+
+/// Sixteen u8 per-row values (a sub-block's scale or min) as the i16 pair `(v, v)` per lane.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dup16(p: *const u8) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.cast()));
+    _mm512_or_si512(v, _mm512_slli_epi32::<16>(v))
+}
+
 /// Q4_K: one group against activation rows `i0 .. i0 + C`.
+///
+/// A sub-block's dot is summed as two chains of 16 values (|·| ≤ 16·15·127 < 2¹⁵), which one
+/// `vpdpwssd` scales and adds as an i16 pair: no 32-bit multiply. The min term only needs the
+/// activation sums, so it runs per row after the codes, keeping few vectors live per row.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -233,50 +277,50 @@ unsafe fn q4k_tile<const C: usize>(
     for s in 0..nsb {
         let blk = w.add(s * Q4K_SB);
         let mut isum = [_mm512_setzero_si512(); C];
-        let mut msum = [_mm512_setzero_si512(); C];
         for p in 0..4 {
+            let raw: [__m512i; 8] =
+                std::array::from_fn(|t| _mm512_loadu_si512(blk.add(320 + 64 * (8 * p + t)).cast()));
             for half in 0..2 {
                 let sub = 2 * p + half;
-                let mut q = [_mm512_setzero_si512(); 8];
-                for (t, q) in q.iter_mut().enumerate() {
-                    let raw = _mm512_loadu_si512(blk.add(320 + 64 * (8 * p + t)).cast());
-                    *q = if half == 0 {
-                        _mm512_and_si512(raw, low4)
+                let q: [__m512i; 8] = std::array::from_fn(|t| {
+                    if half == 0 {
+                        _mm512_and_si512(raw[t], low4)
                     } else {
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(raw), low4)
-                    };
-                }
-                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(64 + 16 * sub).cast()));
-                let m32 = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(192 + 16 * sub).cast()));
-                // (min, min) as two i16 per lane, against the two sums of 16 of the sub-block.
-                let mpair = _mm512_or_si512(m32, _mm512_slli_epi32::<16>(m32));
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(raw[t]), low4)
+                    }
+                });
+                let sc = dup16(blk.add(64 + 16 * sub));
                 for c in 0..C {
-                    let row = i0 + c;
-                    let a = aq.add(row * k + 256 * s + 64 * p + 32 * half);
+                    let a = aq.add((i0 + c) * k + 256 * s + 64 * p + 32 * half);
                     let mut d0 = _mm512_setzero_si512();
                     let mut d1 = _mm512_setzero_si512();
                     for t in (0..8).step_by(2) {
                         d0 = _mm512_dpbusd_epi32(d0, q[t], bcast4(a.add(4 * t)));
                         d1 = _mm512_dpbusd_epi32(d1, q[t + 1], bcast4(a.add(4 * t + 4)));
                     }
-                    let dot = _mm512_add_epi32(d0, d1);
-                    isum[c] = _mm512_add_epi32(isum[c], _mm512_mullo_epi32(dot, sc));
-                    let b2 = bs.add(2 * (row * (k / 16) + 16 * s + 2 * sub));
-                    msum[c] = _mm512_dpwssd_epi32(msum[c], mpair, bcast4(b2));
+                    isum[c] = _mm512_dpwssd_epi32(isum[c], pair16(d0, d1), sc);
                 }
             }
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.cast()));
         let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(32).cast()));
+        let mins: [__m512i; 8] = std::array::from_fn(|sub| dup16(blk.add(192 + 16 * sub)));
         for c in 0..C {
-            let dx = _mm512_set1_ps(*ad.add((i0 + c) * nsb + s));
+            let row = i0 + c;
+            // (min, min) against the sub-block's two sums of 16.
+            let b2 = bs.add(2 * (row * (k / 16) + 16 * s));
+            let mut msum = _mm512_setzero_si512();
+            for (sub, &mn) in mins.iter().enumerate() {
+                msum = _mm512_dpwssd_epi32(msum, mn, bcast4(b2.add(4 * sub)));
+            }
+            let dx = _mm512_set1_ps(*ad.add(row * nsb + s));
             let a1 = _mm512_add_ps(
                 acc[c],
                 _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum[c])),
             );
             acc[c] = _mm512_sub_ps(
                 a1,
-                _mm512_mul_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(msum[c])),
+                _mm512_mul_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(msum)),
             );
         }
     }
@@ -285,9 +329,34 @@ unsafe fn q4k_tile<const C: usize>(
     }
 }
 
+/// The four code vectors (chunks 0..4, codes 0..63) of the Q6_K unit at `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q6_unit(p: *const u8) -> [std::arch::x86_64::__m512i; 4] {
+    use std::arch::x86_64::*;
+    let low4 = _mm512_set1_epi8(0x0F);
+    let top2 = _mm512_set1_epi8(0x30);
+    let a = _mm512_loadu_si512(p.cast());
+    let b = _mm512_loadu_si512(p.add(64).cast());
+    let h = _mm512_loadu_si512(p.add(128).cast());
+    // Chunk i's top bits (bits 2i, 2i + 1 of H) moved to bits 4, 5; 16-bit shifts are exact
+    // here since whatever crosses a byte boundary is masked off.
+    let h0 = _mm512_and_si512(_mm512_slli_epi16::<4>(h), top2);
+    let h1 = _mm512_and_si512(_mm512_slli_epi16::<2>(h), top2);
+    let h2 = _mm512_and_si512(h, top2);
+    let h3 = _mm512_and_si512(_mm512_srli_epi16::<2>(h), top2);
+    [
+        _mm512_ternarylogic_epi32::<A_AND_C_OR_B>(a, h0, low4),
+        _mm512_ternarylogic_epi32::<A_AND_C_OR_B>(_mm512_srli_epi16::<4>(a), h1, low4),
+        _mm512_ternarylogic_epi32::<A_AND_C_OR_B>(b, h2, low4),
+        _mm512_ternarylogic_epi32::<A_AND_C_OR_B>(_mm512_srli_epi16::<4>(b), h3, low4),
+    ]
+}
+
 /// Q6_K: one group against activation rows `i0 .. i0 + C`. Codes are unsigned (0..63); the
-/// −32 offset comes off each sub-block's dot as `32·bsum` before its scale, as in
-/// [`super::portable::kquant_block`].
+/// −32 offset comes off as `−32·scale·bsum`, one `vpdpwssd` per two sub-blocks against the
+/// scale pair times −32 (|·| ≤ 4096 fits i16), the same integers as
+/// [`super::portable::kquant_block`]'s `scale·(dot − 32·bsum)`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -305,50 +374,33 @@ unsafe fn q6k_tile<const C: usize>(
     let (aq, ad, bs) = (
         acts.q.as_ptr().cast::<u8>(),
         acts.d.as_ptr(),
-        acts.bsums.as_ptr(),
+        acts.bsums.as_ptr().cast::<u8>(),
     );
-    let low4 = _mm512_set1_epi8(0x0F);
-    let low2 = _mm512_set1_epi8(0x03);
     let mut acc = [_mm512_setzero_ps(); C];
     for s in 0..nsb {
         let blk = w.add(s * Q6K_SB);
         let mut isum = [_mm512_setzero_si512(); C];
-        // Eighth h: chunks 8h .. 8h + 8, sub-blocks 2h and 2h + 1 (16 values each).
+        // Sub-blocks 2h and 2h + 1 (32 values).
         for h in 0..8 {
-            let mut q = [_mm512_setzero_si512(); 8];
-            for (jj, q) in q.iter_mut().enumerate() {
-                let j = 8 * h + jj;
-                let lo = _mm512_loadu_si512(blk.add(288 + 64 * (j % 32)).cast());
-                let lo = _mm512_and_si512(
-                    _mm512_srl_epi16(lo, _mm_cvtsi32_si128(4 * (j / 32) as i32)),
-                    low4,
-                );
-                let hi = _mm512_loadu_si512(blk.add(2336 + 64 * (j % 16)).cast());
-                let hi = _mm512_and_si512(
-                    _mm512_srl_epi16(hi, _mm_cvtsi32_si128(2 * (j / 16) as i32)),
-                    low2,
-                );
-                *q = _mm512_or_si512(lo, _mm512_slli_epi16::<4>(hi));
-            }
             let pair = _mm512_cvtepi8_epi16(_mm256_loadu_si256(blk.add(32 + 32 * h).cast()));
             let sc0 = _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(pair));
             let sc1 = _mm512_srai_epi32::<16>(pair);
+            let off = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16::<5>(pair));
+            let q0 = q6_unit(blk.add(288 + 192 * (2 * h)));
+            let q1 = q6_unit(blk.add(288 + 192 * (2 * h + 1)));
             for c in 0..C {
                 let row = i0 + c;
                 let a = aq.add(row * k + 256 * s + 32 * h);
                 let mut d0 = _mm512_setzero_si512();
                 let mut d1 = _mm512_setzero_si512();
                 for t in 0..4 {
-                    d0 = _mm512_dpbusd_epi32(d0, q[t], bcast4(a.add(4 * t)));
-                    d1 = _mm512_dpbusd_epi32(d1, q[t + 4], bcast4(a.add(16 + 4 * t)));
+                    d0 = _mm512_dpbusd_epi32(d0, q0[t], bcast4(a.add(4 * t)));
+                    d1 = _mm512_dpbusd_epi32(d1, q1[t], bcast4(a.add(16 + 4 * t)));
                 }
-                let b = bs.add(row * (k / 16) + 16 * s + 2 * h);
-                let d0 = _mm512_sub_epi32(d0, _mm512_set1_epi32(32 * *b as i32));
-                let d1 = _mm512_sub_epi32(d1, _mm512_set1_epi32(32 * *b.add(1) as i32));
-                isum[c] = _mm512_add_epi32(
-                    isum[c],
-                    _mm512_add_epi32(_mm512_mullo_epi32(d0, sc0), _mm512_mullo_epi32(d1, sc1)),
-                );
+                let b2 = bs.add(2 * (row * (k / 16) + 16 * s + 2 * h));
+                let scaled =
+                    _mm512_add_epi32(_mm512_mullo_epi32(d0, sc0), _mm512_mullo_epi32(d1, sc1));
+                isum[c] = _mm512_dpwssd_epi32(_mm512_add_epi32(isum[c], scaled), off, bcast4(b2));
             }
         }
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.cast()));

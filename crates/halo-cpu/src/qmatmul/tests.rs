@@ -294,6 +294,50 @@ fn k_quants_give_the_same_bits_on_every_isa() {
 }
 
 #[test]
+fn packed_k_quants_give_the_portable_bits_at_extreme_codes() {
+    // The packed kernels split a Q4_K sub-block's dot into two i16 halves and meet Q6_K's −32
+    // offset as an i16 product (k_packed.rs): largest and smallest codes, scales and mins
+    // against full-scale activations of one sign put those at their bounds.
+    if !QIsa::Avx512Vnni.supported() {
+        return;
+    }
+    let (n, k) = (19, 512);
+    for dtype in [StoredDType::Q4_K, StoredDType::Q6_K] {
+        for (code, scale) in [(0xFFu8, 0xFFu8), (0x00, 0x80), (0xFF, 0x80), (0x00, 0x7F)] {
+            let bb = dtype.block_bytes();
+            let mut data = vec![code; n * (k / 256) * bb];
+            for blk in data.chunks_exact_mut(bb) {
+                if dtype == StoredDType::Q4_K {
+                    // d, dmin = 2^-8; every 6-bit scale and min 63 (or the low pattern).
+                    blk[0..4].copy_from_slice(&[0, 0x1c, 0, 0x1c]);
+                    blk[4..16].fill(scale);
+                } else {
+                    blk[192..208].fill(scale);
+                    blk[208..210].copy_from_slice(&[0, 0x1c]);
+                }
+            }
+            let w = QMatrix::new(dtype, n, k, data).unwrap();
+            assert!(w.packed);
+            for (m, sign) in [(1usize, 1.0f32), (9, -1.0), (3, 1.0)] {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|e| if m == 3 && e % 2 == 1 { -sign } else { sign })
+                    .collect();
+                let mut want = vec![0.0f32; m * n];
+                qmatmul_t_with(QIsa::Portable, &x, m, &w, &mut want);
+                let mut y = vec![0.0f32; m * n];
+                in_pool(2, || qmatmul_t_with(QIsa::Avx512Vnni, &x, m, &w, &mut y));
+                // One-signed activations make every sum nonzero (alternating ones may cancel).
+                assert!(want.iter().all(|v| v.is_finite() && (m == 3 || *v != 0.0)));
+                assert!(
+                    same_bits(&y, &want),
+                    "{dtype} code {code:#x} scale {scale:#x} m={m}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn packed_q8_0_gives_the_portable_bits() {
     // AVX-512 holds Q8_0 repacked and runs the portable chain per output (q8_packed.rs).
     if !QIsa::Avx512Vnni.supported() {
