@@ -82,8 +82,8 @@ fn attend<T: KvValue>(
             };
             let kv = (keys, values);
             #[cfg(target_arch = "x86_64")]
-            if avx && len == 1 && decode::supports(hd) {
-                return attend_one_avx(q, &tile, kv, shape);
+            if avx && decode::supports(hd) {
+                return attend_queries_avx(q, &tile, kv, shape);
             }
             #[cfg(target_arch = "x86_64")]
             if avx {
@@ -116,33 +116,46 @@ unsafe fn attend_tile_avx<T: KvValue>(
     attend_tile::<T, lanes::Avx>(q, t, kv, shape)
 }
 
-/// A lone query (a decode step) through [`decode::attend_one`]: the same bits as
-/// [`attend_tile`], with the keys' independent work overlapped.
+/// The tile's queries one after another through [`decode::attend_one`]: the same bits as
+/// [`attend_tile`], with the keys' independent work overlapped and each query's output row
+/// held in registers. The tile's queries read overlapping key ranges, so after the first the
+/// rows come from cache.
 #[cfg(target_arch = "x86_64")]
-fn attend_one_avx<T: KvValue>(
+fn attend_queries_avx<T: KvValue>(
     q: &[f32],
     t: &Tile<'_, '_>,
     kv: (&[T], &[T]),
     shape: &AttentionShape,
 ) -> Vec<f32> {
-    let (site, hd) = (&t.sites[0], shape.head_dim);
+    let hd = shape.head_dim;
     let kv_head = t.head / (shape.num_heads / shape.num_kv_heads);
-    let lo = match shape.window {
-        Some(w) => (site.pos + 1).saturating_sub(w),
+    let first = |pos: usize| match shape.window {
+        Some(w) => (pos + 1).saturating_sub(w),
         None => 0,
     };
-    let mut rows = Vec::with_capacity(site.pos + 1 - lo);
-    for_each_row(site.block_table, kv_head, shape, lo, site.pos, |_, at| {
+    let (pos0, len) = (t.sites[0].pos, t.sites.len());
+    let (lo, hi) = (first(pos0), pos0 + len - 1);
+    // Row offsets of keys lo..=hi, shared by the tile (one sequence, consecutive positions).
+    let mut rows = Vec::with_capacity(hi + 1 - lo);
+    for_each_row(t.sites[0].block_table, kv_head, shape, lo, hi, |_, at| {
         rows.push(at)
     });
-    let q = &q[t.first_token * shape.num_heads * hd + t.head * hd..][..hd];
     let (keys, values) = kv;
     assert!(rows
         .iter()
         .all(|&r| r + hd <= keys.len() && r + hd <= values.len()));
-    // SAFETY: the caller detected AVX2 and F16C and checked `supports(hd)`; every row was just
-    // checked to lie inside both slices.
-    unsafe { decode::attend_one(q, &rows, kv, shape.scale, |s| softmax(s, shape.softcap)) }
+    let mut out = Vec::with_capacity(len * hd);
+    for i in 0..len {
+        let pos = pos0 + i;
+        let q = &q[(t.first_token + i) * shape.num_heads * hd + t.head * hd..][..hd];
+        let mine = &rows[first(pos) - lo..=pos - lo];
+        // SAFETY: the caller detected AVX2 and F16C and checked `supports(hd)`; every row was
+        // just checked to lie inside both slices.
+        let row =
+            unsafe { decode::attend_one(q, mine, kv, shape.scale, |s| softmax(s, shape.softcap)) };
+        out.extend_from_slice(&row);
+    }
+    out
 }
 
 /// Scores to unnormalized weights in place (softcap, then `exp(s - max)`); returns the
@@ -548,6 +561,62 @@ mod tests {
                         let ctx = format!("hd {hd} window {window:?} pos {} head {head}", site.pos);
                         assert_eq!(bits(&got32[at..at + hd]), bits(&want32), "f32 {ctx}");
                         assert_eq!(bits(&got16[at..at + hd]), bits(&want16), "f16 {ctx}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A prefill (tiles of consecutive queries) on the dispatched path gives the portable
+    /// tiles' bits, for head sizes the per-query AVX path takes, with and without a window.
+    #[test]
+    fn prefill_tiles_give_the_portable_bits() {
+        use half::f16;
+        let val = |i: usize| ((i * 7919) % 89) as f32 / 37.0 - 1.2;
+        for hd in [64, 128] {
+            for window in [None, Some(13)] {
+                let (n, heads, kv_heads, bs) = (2 * QUERY_TILE + 5, 2, 1, 8);
+                let blocks = n.div_ceil(bs);
+                let table: Vec<u32> = (0..blocks as u32).rev().collect();
+                let q: Vec<f32> = (0..n * heads * hd).map(val).collect();
+                let size = blocks * bs * kv_heads * hd;
+                let keys: Vec<f16> = (0..size).map(|i| f16::from_f32(val(i + 1))).collect();
+                let values: Vec<f16> = (0..size).map(|i| f16::from_f32(val(i + 2))).collect();
+                let shape = AttentionShape {
+                    num_heads: heads,
+                    num_kv_heads: kv_heads,
+                    head_dim: hd,
+                    block_size: bs,
+                    window,
+                    scale: 0.1,
+                    softcap: None,
+                };
+                let sites: Vec<TokenSite> = (0..n)
+                    .map(|pos| TokenSite {
+                        block_table: &table,
+                        pos,
+                    })
+                    .collect();
+                let got = paged_attention(&q, &sites, KvLayer::F16(&keys, &values), &shape);
+                for (start, len) in query_tiles(&sites) {
+                    for head in 0..heads {
+                        let tile = Tile {
+                            sites: &sites[start..start + len],
+                            first_token: start,
+                            head,
+                        };
+                        // SAFETY: the portable lanes need no CPU feature.
+                        let want = unsafe {
+                            attend_tile::<f16, Portable>(&q, &tile, (&keys, &values), &shape)
+                        };
+                        for i in 0..len {
+                            let at = (start + i) * heads * hd + head * hd;
+                            let g: Vec<u32> =
+                                got[at..at + hd].iter().map(|x| x.to_bits()).collect();
+                            let w: Vec<u32> =
+                                want[i * hd..][..hd].iter().map(|x| x.to_bits()).collect();
+                            assert_eq!(g, w, "hd {hd} window {window:?} token {}", start + i);
+                        }
                     }
                 }
             }
