@@ -124,6 +124,7 @@ pub(crate) fn matmul_avx512(acts: &Acts, m: usize, packed: &[u8], n: usize, y: &
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // several arrays indexed by the same row
 unsafe fn tile<const C: usize>(
     acts: &Acts,
     i0: usize,
@@ -144,36 +145,34 @@ unsafe fn tile<const C: usize>(
         for (t, v) in wv.iter_mut().enumerate() {
             *v = _mm512_loadu_si512(blk.add(2 * GROUP + 64 * t).cast());
         }
-        for (c, acc) in acc.iter_mut().enumerate() {
-            let row = i0 + c;
-            let a = aq.add(row * k + 32 * b).cast::<i32>();
-            let start = _mm512_set1_epi32(-128 * *asum.add(row * nb + b));
+        // Code vector t against every row before the next vector: each row's sum is a short
+        // loop body the compiler unrolls, so the sums and accumulators stay in registers (a
+        // row-outer loop left the accumulators on the stack).
+        let mut s0 = [_mm512_setzero_si512(); C];
+        let mut s1 = [_mm512_setzero_si512(); C];
+        for c in 0..C {
+            s0[c] = _mm512_set1_epi32(-128 * *asum.add((i0 + c) * nb + b));
+        }
+        for t in 0..8 {
+            for c in 0..C {
+                let a = aq.add((i0 + c) * k + 32 * b).cast::<i32>();
+                let x = _mm512_set1_epi32(a.add(t).read_unaligned());
+                // Few rows: two chains per row hide vpdpbusd's latency.
+                if C < 4 && t % 2 == 1 {
+                    s1[c] = _mm512_dpbusd_epi32(s1[c], wv[t], x);
+                } else {
+                    s0[c] = _mm512_dpbusd_epi32(s0[c], wv[t], x);
+                }
+            }
+        }
+        for c in 0..C {
             let isum = if C < 4 {
-                // Few rows: two chains hide vpdpbusd's latency.
-                let mut s0 = start;
-                let mut s1 = _mm512_setzero_si512();
-                for t in (0..8).step_by(2) {
-                    s0 = _mm512_dpbusd_epi32(
-                        s0,
-                        wv[t],
-                        _mm512_set1_epi32(a.add(t).read_unaligned()),
-                    );
-                    s1 = _mm512_dpbusd_epi32(
-                        s1,
-                        wv[t + 1],
-                        _mm512_set1_epi32(a.add(t + 1).read_unaligned()),
-                    );
-                }
-                _mm512_add_epi32(s0, s1)
+                _mm512_add_epi32(s0[c], s1[c])
             } else {
-                let mut s = start;
-                for (t, &v) in wv.iter().enumerate() {
-                    s = _mm512_dpbusd_epi32(s, v, _mm512_set1_epi32(a.add(t).read_unaligned()));
-                }
-                s
+                s0[c]
             };
-            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ad.add(row * nb + b)));
-            *acc = _mm512_add_ps(*acc, _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum)));
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ad.add((i0 + c) * nb + b)));
+            acc[c] = _mm512_add_ps(acc[c], _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum)));
         }
     }
     for (c, acc) in acc.iter().enumerate() {
