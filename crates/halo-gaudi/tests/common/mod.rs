@@ -104,6 +104,22 @@ pub fn ready_device(opts: GaudiOptions) -> GaudiDevice {
 /// A started device with the model in `dir` loaded (f32) and warmed.
 pub fn ready_device_for(opts: GaudiOptions, dir: &std::path::Path) -> GaudiDevice {
     let mut dev = GaudiDevice::new(opts).expect("sidecar starts");
+    // The sidecar keeps its KV cache in the compute dtype: another type is refused before the
+    // sidecar is asked anything, and the device still loads afterwards.
+    let refused = dev
+        .load(
+            dir,
+            &LoadOptions {
+                dtype: Some(DType::F32),
+                kv_cache_dtype: Some(DType::F16),
+                ..Default::default()
+            },
+        )
+        .expect_err("a KV type the sidecar cannot store");
+    assert!(
+        matches!(&refused, halo_hal::DeviceError::Unavailable(m) if m.contains("--dtype")),
+        "{refused}"
+    );
     let info = dev
         .load(
             dir,
