@@ -3,17 +3,37 @@
 
 use halo_model::Activation;
 
-/// `act(gate) * up` where each row of `gate_up` holds the gate half then the up half.
+/// `act(gate) * up` where each row of `gate_up` holds the gate half then the up half. Rows of a
+/// large step spread over the current rayon pool (each value is computed alone, so the split
+/// never changes a bit); a decode row stays on the calling thread.
 pub fn glu(gate_up: &[f32], inter: usize, act: Activation) -> Vec<f32> {
-    let mut out = Vec::with_capacity(gate_up.len() / 2);
-    for row in gate_up.chunks_exact(2 * inter) {
+    use rayon::prelude::*;
+    /// Values below which spreading costs more than it saves.
+    const PARALLEL_VALUES: usize = 1 << 15;
+    let mut out = vec![0.0f32; gate_up.len() / 2];
+    fn gated(out: &mut [f32], gate: &[f32], up: &[f32], f: impl Fn(f32) -> f32) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = f(g) * u;
+        }
+    }
+    let row = |(out, row): (&mut [f32], &[f32])| {
         let (gate, up) = row.split_at(inter);
         match act {
-            Activation::Silu => out.extend(gate.iter().zip(up).map(|(&g, &u)| silu(g) * u)),
-            Activation::GeluTanh => {
-                out.extend(gate.iter().zip(up).map(|(&g, &u)| gelu_tanh(g) * u))
-            }
+            Activation::Silu => gated(out, gate, up, silu),
+            Activation::GeluTanh => gated(out, gate, up, gelu_tanh),
         }
+    };
+    if inter == 0 {
+        return out;
+    }
+    if out.len() < PARALLEL_VALUES {
+        out.chunks_exact_mut(inter)
+            .zip(gate_up.chunks_exact(2 * inter))
+            .for_each(row);
+    } else {
+        out.par_chunks_exact_mut(inter)
+            .zip(gate_up.par_chunks_exact(2 * inter))
+            .for_each(row);
     }
     out
 }
