@@ -360,3 +360,16 @@ fn deeply_nested_arrays_are_refused() {
     let (e, msg) = open_err(&w.to_bytes());
     assert!(matches!(gguf_err(&e), GgufError::TooDeep { .. }), "{msg}");
 }
+
+/// A layer count sizes per-layer tables before any tensor is looked at: an absurd one is an
+/// error naming the key, not an allocation (found by the gguf_parse fuzz target).
+#[test]
+fn an_absurd_block_count_is_refused_before_anything_is_sized() {
+    let mut w = writer_without("");
+    w.add_u32("llama.block_count", u32::MAX - 6);
+    let (_, msg) = open_err(&w.to_bytes());
+    assert!(
+        msg.contains("llama.block_count") && msg.contains("at most 4096"),
+        "{msg}"
+    );
+}

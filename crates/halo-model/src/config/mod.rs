@@ -100,6 +100,10 @@ impl Activation {
 }
 
 /// Everything a backend needs to build the network.
+/// Most layers a config may declare. Per-layer tables are sized by the count before any tensor
+/// is looked at, so a file's claim is bounded first (the deepest released models have ~130).
+pub const MAX_LAYERS: usize = 4096;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub architecture: Architecture,
@@ -483,6 +487,12 @@ impl Fields<'_> {
             .opt_usize("num_key_value_heads")?
             .unwrap_or(num_attention_heads);
         let num_hidden_layers = self.usize("num_hidden_layers")?;
+        if num_hidden_layers > MAX_LAYERS {
+            return Err(self.invalid(
+                "num_hidden_layers",
+                format!("{num_hidden_layers} layers (at most {MAX_LAYERS})"),
+            ));
+        }
         if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
             return Err(self.invalid(
                 "num_key_value_heads",
@@ -642,6 +652,17 @@ mod tests {
 
     fn parse(v: Value) -> Result<ModelConfig> {
         ModelConfig::from_json(&v, Path::new("config.json"))
+    }
+
+    #[test]
+    fn an_absurd_layer_count_is_refused_before_anything_is_sized() {
+        let mut v = base();
+        v["num_hidden_layers"] = json!(1u64 << 40);
+        let e = parse(v).unwrap_err().to_string();
+        assert!(
+            e.contains("num_hidden_layers") && e.contains("at most"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -52,6 +52,15 @@ pub fn model_config(meta: &Metadata, tensors: &dyn TensorLookup) -> Result<Model
 
     let hidden_size = positive("embedding_length")?;
     let num_hidden_layers = positive("block_count")?;
+    if num_hidden_layers > crate::config::MAX_LAYERS {
+        return Err(invalid(
+            &key("block_count"),
+            format!(
+                "{num_hidden_layers} layers (at most {})",
+                crate::config::MAX_LAYERS
+            ),
+        ));
+    }
     let intermediate_size = positive("feed_forward_length")?;
     let num_attention_heads = positive("attention.head_count")?;
     let num_key_value_heads = meta
