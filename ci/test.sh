@@ -4,7 +4,8 @@
 #   2. every CUDA kernel compiled by NVRTC for sm_80 and sm_90 (pinned NVRTC from PyPI, no GPU);
 #   3. cargo test over the whole workspace (unit, property, golden, end-to-end and scenario tests),
 #      every test binary even after one fails (--no-fail-fast), so one failure hides no other;
-#   4. formatting and clippy with warnings as errors.
+#   4. formatting and clippy with warnings as errors, and the fuzz targets (their own workspace,
+#      run with nightly) checked on stable so an API change cannot leave one unbuildable.
 # (Also the pinned `openai` Python client's venv, which tests/serve_http_openai.rs drives.)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,6 +46,10 @@ cargo test --workspace --all-targets --no-fail-fast || failed+=("cargo test")
 echo "== fmt and clippy" >&2
 cargo fmt --all -- --check || failed+=("cargo fmt")
 cargo clippy --workspace --all-targets -- -D warnings || failed+=("cargo clippy")
+
+echo "== fuzz targets build" >&2
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check || failed+=("fuzz fmt")
+cargo check --manifest-path fuzz/Cargo.toml --bins || failed+=("fuzz targets check")
 
 if ((${#failed[@]})); then
   echo "ci/test.sh: failed: ${failed[*]}" >&2

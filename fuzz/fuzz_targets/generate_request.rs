@@ -9,7 +9,8 @@
 
 use halo_engine::validate::validate_request;
 use halo_engine::Limits;
-use halo_fuzz::{tokenizer, vocab_size};
+use halo_fuzz::{chat_template, tokenizer, vocab_size};
+use halo_model::chat_template::ChatMessage;
 use halo_proto::worker::v1 as pb;
 use halo_server::convert::{self, PromptInput};
 use halo_server::status::submit_error;
@@ -66,6 +67,23 @@ fuzz_target!(|data: &[u8]| {
             Ok(enc) => enc.get_ids().to_vec(),
             Err(_) => return,
         },
+        // The server renders chat messages with the model's template, then tokenizes the text
+        // without special tokens (the template writes them): a bad conversation is a template
+        // error, never a panic.
+        PromptInput::Chat(chat) => {
+            let messages: Vec<ChatMessage> = chat
+                .messages
+                .into_iter()
+                .map(|m| ChatMessage::new(m.role, m.content))
+                .collect();
+            let Ok(text) = chat_template().render(&messages, chat.add_generation_prompt) else {
+                return;
+            };
+            match tokenizer().encode(text.as_str(), false) {
+                Ok(enc) => enc.get_ids().to_vec(),
+                Err(_) => return,
+            }
+        }
     };
     let req = parsed.request;
     if let Err(e) = validate_request(&req, &limits(), vocab_size()) {
@@ -77,9 +95,18 @@ fuzz_target!(|data: &[u8]| {
     // Accepted: every float finite and in its documented range.
     let s = &req.sampling;
     assert!(s.temperature.is_finite() && s.temperature >= 0.0, "{s:?}");
-    assert!(s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0, "{s:?}");
-    assert!(s.min_p.is_finite() && (0.0..=1.0).contains(&s.min_p), "{s:?}");
-    assert!(s.repetition_penalty.is_finite() && s.repetition_penalty > 0.0, "{s:?}");
+    assert!(
+        s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0,
+        "{s:?}"
+    );
+    assert!(
+        s.min_p.is_finite() && (0.0..=1.0).contains(&s.min_p),
+        "{s:?}"
+    );
+    assert!(
+        s.repetition_penalty.is_finite() && s.repetition_penalty > 0.0,
+        "{s:?}"
+    );
     for v in [s.frequency_penalty, s.presence_penalty] {
         assert!(v.is_finite() && (-2.0..=2.0).contains(&v), "{s:?}");
     }
@@ -104,7 +131,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(req.max_new_tokens, wire.max_new_tokens as usize);
     assert!(req.prompt.len() + req.max_new_tokens <= l.max_total_tokens);
     assert!(req.prompt.iter().all(|&t| (t as usize) < vocab));
-    assert!(req.stop.stop_token_ids.iter().all(|&t| (t as usize) < vocab));
+    assert!(req
+        .stop
+        .stop_token_ids
+        .iter()
+        .all(|&t| (t as usize) < vocab));
     assert!(req.stop.stop_sequences.len() <= l.max_stop_sequences);
     assert!(req
         .stop

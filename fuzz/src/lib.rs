@@ -1,6 +1,7 @@
 //! Shared fixtures of the fuzz targets: the reference tokenizer, loaded once per process, and a
 //! byte-to-id mapping. Kept out of the targets so each target file is only its property.
 
+use halo_model::chat_template::ChatTemplate;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use tokenizers::Tokenizer;
@@ -29,6 +30,24 @@ pub fn tokenizer() -> &'static Tokenizer {
         let path = tiny_mha_dir().join("tokenizer.json");
         Tokenizer::from_file(&path)
             .unwrap_or_else(|e| panic!("cannot load {}: {e}", path.display()))
+    })
+}
+
+/// A ChatML-style template with the checks real templates make (roles, alternation), compiled
+/// once.
+pub fn chat_template() -> &'static ChatTemplate {
+    static TEMPLATE: OnceLock<ChatTemplate> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        ChatTemplate::new(
+            "{{ bos_token }}{% for m in messages %}\
+             {% if m['role'] not in ['system', 'user', 'assistant'] %}\
+             {{ raise_exception('unknown role ' ~ m['role']) }}{% endif %}\
+             <|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n{% endfor %}\
+             {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+            "<s>",
+            "</s>",
+        )
+        .expect("the fixed template compiles")
     })
 }
 
