@@ -295,9 +295,10 @@ fn k_quants_give_the_same_bits_on_every_isa() {
 
 #[test]
 fn packed_k_quants_give_the_portable_bits_at_extreme_codes() {
-    // The packed kernels split a Q4_K sub-block's dot into two i16 halves and meet Q6_K's −32
-    // offset as an i16 product (k_packed.rs): largest and smallest codes, scales and mins
-    // against full-scale activations of one sign put those at their bounds.
+    // The packed kernels meet Q4_K's mins and Q6_K's −32 offset as i16 products with the
+    // activation sums of 16, and sum the codes' dots in i32 lanes (k_packed.rs): largest and
+    // smallest codes, scales and mins against full-scale activations of one sign put those at
+    // their bounds.
     if !QIsa::Avx512Vnni.supported() {
         return;
     }
