@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     streamed.push_str(&d.finish(tok).expect("in-vocabulary ids always decode"));
-    assert_eq!(streamed, full, "deltas do not concatenate to the full decode");
+    assert_eq!(
+        streamed, full,
+        "deltas do not concatenate to the full decode"
+    );
     // A finished stream has nothing left to emit.
     assert_eq!(d.finish(tok).expect("decodes"), "");
 });

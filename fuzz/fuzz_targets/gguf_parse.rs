@@ -40,12 +40,17 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(file.alignment.is_power_of_two());
     for t in &file.tensors {
-        let bytes = file.data(data, t).expect("an accepted tensor lies inside the file");
+        let bytes = file
+            .data(data, t)
+            .expect("an accepted tensor lies inside the file");
         assert_eq!(bytes.len(), t.size);
         assert_eq!(tensor_size(&t.name, &t.dims, t.dtype).ok(), Some(t.size));
         assert!(t.dims.len() <= 4);
     }
-    let parsed = Parsed { file: &file, bytes: data };
+    let parsed = Parsed {
+        file: &file,
+        bytes: data,
+    };
     let _ = model_config(&file.metadata, &parsed);
     let _ = halo_model::gguf::tokenizer::build(&file.metadata);
 });

@@ -82,8 +82,13 @@ fuzz_target!(|data: &[u8]| {
                 assert!(tok.top.len() <= top_n);
                 assert_eq!(tok.top.len(), w.top.len());
                 for (a, b) in tok.top.iter().zip(&w.top) {
-                    assert_eq!((a.token, a.logprob.to_bits()), (b.token, b.logprob.to_bits()));
-                    assert!((a.token as usize) < VOCAB && a.logprob.is_finite() && a.logprob <= 0.0);
+                    assert_eq!(
+                        (a.token, a.logprob.to_bits()),
+                        (b.token, b.logprob.to_bits())
+                    );
+                    assert!(
+                        (a.token as usize) < VOCAB && a.logprob.is_finite() && a.logprob <= 0.0
+                    );
                 }
             }
             (Err(_), Some(pb::seq_result::Outcome::Failure(f))) => {
