@@ -31,7 +31,7 @@ enum Store {
         values: Vec<Vec<f32>>,
     },
     Half {
-        bf16: bool,
+        is_bf16: bool,
         keys: Vec<Vec<u16>>,
         values: Vec<Vec<u16>>,
     },
@@ -69,7 +69,7 @@ impl KvCache {
                 values: (0..layers).map(|_| vec![0.0; floats]).collect(),
             },
             DType::F16 | DType::BF16 => Store::Half {
-                bf16: dtype == DType::BF16,
+                is_bf16: dtype == DType::BF16,
                 keys: (0..layers).map(|_| vec![0; floats]).collect(),
                 values: (0..layers).map(|_| vec![0; floats]).collect(),
             },
@@ -137,8 +137,8 @@ impl KvCache {
     pub fn dtype(&self) -> DType {
         match self.store {
             Store::F32 { .. } => DType::F32,
-            Store::Half { bf16: false, .. } => DType::F16,
-            Store::Half { bf16: true, .. } => DType::BF16,
+            Store::Half { is_bf16: false, .. } => DType::F16,
+            Store::Half { is_bf16: true, .. } => DType::BF16,
         }
     }
 
@@ -156,28 +156,21 @@ impl KvCache {
                     values[layer][at..at + hd].copy_from_slice(v);
                 }
                 Store::Half {
-                    bf16: false,
+                    is_bf16,
                     keys,
                     values,
                 } => {
-                    keys[layer][at..at + hd]
-                        .reinterpret_cast_mut::<f16>()
-                        .convert_from_f32_slice(k);
-                    values[layer][at..at + hd]
-                        .reinterpret_cast_mut::<f16>()
-                        .convert_from_f32_slice(v);
-                }
-                Store::Half {
-                    bf16: true,
-                    keys,
-                    values,
-                } => {
-                    keys[layer][at..at + hd]
-                        .reinterpret_cast_mut::<bf16>()
-                        .convert_from_f32_slice(k);
-                    values[layer][at..at + hd]
-                        .reinterpret_cast_mut::<bf16>()
-                        .convert_from_f32_slice(v);
+                    let put = |dst: &mut [u16], src: &[f32]| {
+                        if *is_bf16 {
+                            dst.reinterpret_cast_mut::<bf16>()
+                                .convert_from_f32_slice(src)
+                        } else {
+                            dst.reinterpret_cast_mut::<f16>()
+                                .convert_from_f32_slice(src)
+                        }
+                    };
+                    put(&mut keys[layer][at..at + hd], k);
+                    put(&mut values[layer][at..at + hd], v);
                 }
             }
         }
@@ -198,7 +191,7 @@ impl KvCache {
         match &self.store {
             Store::F32 { keys, values } => KvLayer::F32(&keys[layer], &values[layer]),
             Store::Half {
-                bf16: false,
+                is_bf16: false,
                 keys,
                 values,
             } => KvLayer::F16(
@@ -206,7 +199,7 @@ impl KvCache {
                 values[layer].reinterpret_cast(),
             ),
             Store::Half {
-                bf16: true,
+                is_bf16: true,
                 keys,
                 values,
             } => KvLayer::BF16(

@@ -297,6 +297,7 @@ unsafe fn attend_tile<T: KvValue, L: Lanes>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::{bf16, f16};
 
     /// Dense causal attention for one sequence stored contiguously, as a reference.
     fn dense(q: &[f32], k: &[f32], v: &[f32], n: usize, shape: &AttentionShape) -> Vec<f32> {
@@ -327,6 +328,55 @@ mod tests {
         out
     }
 
+    fn shape(heads: usize, kv_heads: usize, hd: usize, bs: usize) -> AttentionShape {
+        AttentionShape {
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim: hd,
+            block_size: bs,
+            window: None,
+            scale: 0.3,
+            softcap: None,
+        }
+    }
+
+    /// One token per position, every one reading `table`.
+    fn sites_at(table: &[u32], positions: impl IntoIterator<Item = usize>) -> Vec<TokenSite<'_>> {
+        positions
+            .into_iter()
+            .map(|pos| TokenSite {
+                block_table: table,
+                pos,
+            })
+            .collect()
+    }
+
+    fn bits(x: &[f32]) -> Vec<u32> {
+        x.iter().map(|v| v.to_bits()).collect()
+    }
+
+    fn narrow<T>(x: &[f32], f: fn(f32) -> T) -> Vec<T> {
+        x.iter().map(|&v| f(v)).collect()
+    }
+
+    /// The portable tile path's output (`[len, head_dim]`) for one head of the `len` tokens
+    /// from `start`, which must be one sequence at consecutive positions.
+    fn portable<T: KvValue>(
+        q: &[f32],
+        sites: &[TokenSite<'_>],
+        (start, len, head): (usize, usize, usize),
+        kv: (&[T], &[T]),
+        shape: &AttentionShape,
+    ) -> Vec<f32> {
+        let tile = Tile {
+            sites: &sites[start..start + len],
+            first_token: start,
+            head,
+        };
+        // SAFETY: the portable lanes need no CPU feature.
+        unsafe { attend_tile::<T, Portable>(q, &tile, kv, shape) }
+    }
+
     #[test]
     fn paged_matches_dense_with_scattered_blocks_and_window() {
         let (n, hd, bs) = (11, 4, 4);
@@ -348,21 +398,13 @@ mod tests {
             (None, Some(0.8), 1.7),
             (Some(4), Some(0.8), 1.7),
         ];
+        let sites = sites_at(&table, 0..n);
         for (window, softcap, scale) in cases {
-            let sites: Vec<TokenSite> = (0..n)
-                .map(|pos| TokenSite {
-                    block_table: &table,
-                    pos,
-                })
-                .collect();
             let shape = AttentionShape {
-                num_heads: 1,
-                num_kv_heads: 1,
-                head_dim: hd,
-                block_size: bs,
                 window,
                 scale,
                 softcap,
+                ..shape(1, 1, hd, bs)
             };
             let got = paged_attention(&q, &sites, KvLayer::F32(&keys, &values), &shape);
             let want = dense(&q, &k, &v, n, &shape);
@@ -381,28 +423,15 @@ mod tests {
         let table: Vec<u32> = (0..blocks as u32).rev().collect();
         let val = |i: usize| ((i * 7919) % 31) as f32 / 13.0 - 1.0;
         let q: Vec<f32> = (0..n * heads * hd).map(val).collect();
-        let keys: Vec<f32> = (0..blocks * bs * kv_heads * hd)
-            .map(|i| val(i + 3))
-            .collect();
-        let values: Vec<f32> = (0..blocks * bs * kv_heads * hd)
-            .map(|i| val(i + 5))
-            .collect();
+        let size = blocks * bs * kv_heads * hd;
+        let keys: Vec<f32> = (0..size).map(|i| val(i + 3)).collect();
+        let values: Vec<f32> = (0..size).map(|i| val(i + 5)).collect();
+        let sites = sites_at(&table, 0..n);
         for window in [None, Some(5)] {
             let shape = AttentionShape {
-                num_heads: heads,
-                num_kv_heads: kv_heads,
-                head_dim: hd,
-                block_size: bs,
                 window,
-                scale: 0.3,
-                softcap: None,
+                ..shape(heads, kv_heads, hd, bs)
             };
-            let sites: Vec<TokenSite> = (0..n)
-                .map(|pos| TokenSite {
-                    block_table: &table,
-                    pos,
-                })
-                .collect();
             let together = paged_attention(&q, &sites, KvLayer::F32(&keys, &values), &shape);
             let row = heads * hd;
             for pos in 0..n {
@@ -412,12 +441,11 @@ mod tests {
                     KvLayer::F32(&keys, &values),
                     &shape,
                 );
-                let got: Vec<u32> = together[pos * row..][..row]
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect();
-                let want: Vec<u32> = alone.iter().map(|x| x.to_bits()).collect();
-                assert_eq!(got, want, "position {pos}, window {window:?}");
+                assert_eq!(
+                    bits(&together[pos * row..][..row]),
+                    bits(&alone),
+                    "position {pos}, window {window:?}"
+                );
             }
         }
     }
@@ -426,45 +454,24 @@ mod tests {
     /// on the AVX path and the portable one alike: storage changes what is read, not the chain.
     #[test]
     fn half_pools_run_the_f32_chain_on_every_path() {
-        use half::{bf16, f16};
         let (n, heads, kv_heads, hd, bs) = (QUERY_TILE + 5, 4, 2, 24, 4);
         let blocks = n.div_ceil(bs);
         let table: Vec<u32> = (0..blocks as u32).rev().collect();
         let val = |i: usize| ((i * 7919) % 31) as f32 / 13.0 - 1.0;
         let q: Vec<f32> = (0..n * heads * hd).map(val).collect();
-        let raw_k: Vec<f32> = (0..blocks * bs * kv_heads * hd)
-            .map(|i| val(i + 3))
-            .collect();
-        let raw_v: Vec<f32> = (0..blocks * bs * kv_heads * hd)
-            .map(|i| val(i + 5))
-            .collect();
-        let shape = AttentionShape {
-            num_heads: heads,
-            num_kv_heads: kv_heads,
-            head_dim: hd,
-            block_size: bs,
-            window: None,
-            scale: 0.3,
-            softcap: None,
-        };
-        let sites: Vec<TokenSite> = (0..n)
-            .map(|pos| TokenSite {
-                block_table: &table,
-                pos,
-            })
-            .collect();
-        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        // Both storage types, through the path this CPU dispatches to.
-        let (k16, v16): (Vec<f16>, Vec<f16>) = (
-            raw_k.iter().map(|&x| f16::from_f32(x)).collect(),
-            raw_v.iter().map(|&x| f16::from_f32(x)).collect(),
-        );
-        let (kb, vb): (Vec<bf16>, Vec<bf16>) = (
-            raw_k.iter().map(|&x| bf16::from_f32(x)).collect(),
-            raw_v.iter().map(|&x| bf16::from_f32(x)).collect(),
+        let size = blocks * bs * kv_heads * hd;
+        let raw_k: Vec<f32> = (0..size).map(|i| val(i + 3)).collect();
+        let raw_v: Vec<f32> = (0..size).map(|i| val(i + 5)).collect();
+        let shape = shape(heads, kv_heads, hd, bs);
+        let sites = sites_at(&table, 0..n);
+        let (k16, v16) = (narrow(&raw_k, f16::from_f32), narrow(&raw_v, f16::from_f32));
+        let (kb, vb) = (
+            narrow(&raw_k, bf16::from_f32),
+            narrow(&raw_v, bf16::from_f32),
         );
         let widen16 = |x: &[f16]| x.iter().map(|v| v.to_f32()).collect::<Vec<_>>();
         let widenb = |x: &[bf16]| x.iter().map(|v| v.to_f32()).collect::<Vec<_>>();
+        // Both storage types, through the path this CPU dispatches to.
         let cases = [
             (
                 paged_attention(&q, &sites, KvLayer::F16(&k16, &v16), &shape),
@@ -479,26 +486,16 @@ mod tests {
             let want = paged_attention(&q, &sites, KvLayer::F32(&k, &v), &shape);
             assert_eq!(bits(&got), bits(&want));
         }
-        // And the portable lanes on a half pool, tile by tile.
-        for (pos, site) in sites.iter().enumerate() {
+        // And the portable lanes on a half pool, token by token.
+        let (k, v) = (widen16(&k16), widen16(&v16));
+        for pos in 0..n {
             for head in 0..heads {
-                let tile = Tile {
-                    sites: std::slice::from_ref(site),
-                    first_token: pos,
-                    head,
-                };
-                // SAFETY: the portable lanes need no CPU feature.
-                let alone =
-                    unsafe { attend_tile::<f16, Portable>(&q, &tile, (&k16, &v16), &shape) };
-                let f32_alone = unsafe {
-                    attend_tile::<f32, Portable>(
-                        &q,
-                        &tile,
-                        (&widen16(&k16), &widen16(&v16)),
-                        &shape,
-                    )
-                };
-                assert_eq!(bits(&alone), bits(&f32_alone));
+                let at = (pos, 1, head);
+                let half = portable(&q, &sites, at, (&k16, &v16), &shape);
+                assert_eq!(
+                    bits(&half),
+                    bits(&portable(&q, &sites, at, (&k, &v), &shape))
+                );
             }
         }
     }
@@ -508,56 +505,31 @@ mod tests {
     /// not, contexts that end mid-group and mid-block, a window, a softcap, f32 and f16 pools.
     #[test]
     fn decode_steps_give_the_portable_bits() {
-        use half::f16;
         let val = |i: usize| ((i * 7919) % 97) as f32 / 41.0 - 1.1;
+        let (heads, kv_heads, bs) = (4, 2, 16);
+        let table: Vec<u32> = vec![3, 0, 4, 1, 2];
+        // Three sequences sharing the table at contexts of 1, 8 and 70 keys.
+        let sites = sites_at(&table, [0, 7, 69]);
         for hd in [32, 64, 72, 80, 96, 128, 256] {
             for (window, softcap) in [(None, None), (Some(11), Some(0.9))] {
-                let (heads, kv_heads, bs) = (4, 2, 16);
-                let blocks = 5;
-                let table: Vec<u32> = vec![3, 0, 4, 1, 2];
-                let q: Vec<f32> = (0..3 * heads * hd).map(val).collect();
-                let n = blocks * bs * kv_heads * hd;
-                let keys: Vec<f32> = (0..n).map(|i| val(i + 3)).collect();
-                let values: Vec<f32> = (0..n).map(|i| val(i + 7)).collect();
-                let (k16, v16): (Vec<f16>, Vec<f16>) = (
-                    keys.iter().map(|&x| f16::from_f32(x)).collect(),
-                    values.iter().map(|&x| f16::from_f32(x)).collect(),
-                );
+                let q: Vec<f32> = (0..sites.len() * heads * hd).map(val).collect();
+                let size = table.len() * bs * kv_heads * hd;
+                let keys: Vec<f32> = (0..size).map(|i| val(i + 3)).collect();
+                let values: Vec<f32> = (0..size).map(|i| val(i + 7)).collect();
+                let (k16, v16) = (narrow(&keys, f16::from_f32), narrow(&values, f16::from_f32));
                 let shape = AttentionShape {
-                    num_heads: heads,
-                    num_kv_heads: kv_heads,
-                    head_dim: hd,
-                    block_size: bs,
                     window,
                     scale: 0.125,
                     softcap,
+                    ..shape(heads, kv_heads, hd, bs)
                 };
-                // Three sequences sharing the table at contexts of 1, 8 and 70 keys.
-                let sites: Vec<TokenSite> = [0, 7, 69]
-                    .iter()
-                    .map(|&pos| TokenSite {
-                        block_table: &table,
-                        pos,
-                    })
-                    .collect();
-                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 let got32 = paged_attention(&q, &sites, KvLayer::F32(&keys, &values), &shape);
                 let got16 = paged_attention(&q, &sites, KvLayer::F16(&k16, &v16), &shape);
                 for (t, site) in sites.iter().enumerate() {
                     for head in 0..heads {
-                        let tile = Tile {
-                            sites: std::slice::from_ref(site),
-                            first_token: t,
-                            head,
-                        };
                         let at = t * heads * hd + head * hd;
-                        // SAFETY: the portable lanes need no CPU feature.
-                        let want32 = unsafe {
-                            attend_tile::<f32, Portable>(&q, &tile, (&keys, &values), &shape)
-                        };
-                        let want16 = unsafe {
-                            attend_tile::<f16, Portable>(&q, &tile, (&k16, &v16), &shape)
-                        };
+                        let want32 = portable(&q, &sites, (t, 1, head), (&keys, &values), &shape);
+                        let want16 = portable(&q, &sites, (t, 1, head), (&k16, &v16), &shape);
                         let ctx = format!("hd {hd} window {window:?} pos {} head {head}", site.pos);
                         assert_eq!(bits(&got32[at..at + hd]), bits(&want32), "f32 {ctx}");
                         assert_eq!(bits(&got16[at..at + hd]), bits(&want16), "f16 {ctx}");
@@ -571,51 +543,35 @@ mod tests {
     /// tiles' bits, for head sizes the per-query AVX path takes, with and without a window.
     #[test]
     fn prefill_tiles_give_the_portable_bits() {
-        use half::f16;
         let val = |i: usize| ((i * 7919) % 89) as f32 / 37.0 - 1.2;
+        let (n, heads, kv_heads, bs) = (2 * QUERY_TILE + 5, 2, 1, 8);
+        let blocks = n.div_ceil(bs);
+        let table: Vec<u32> = (0..blocks as u32).rev().collect();
+        let sites = sites_at(&table, 0..n);
         for hd in [64, 128] {
             for window in [None, Some(13)] {
-                let (n, heads, kv_heads, bs) = (2 * QUERY_TILE + 5, 2, 1, 8);
-                let blocks = n.div_ceil(bs);
-                let table: Vec<u32> = (0..blocks as u32).rev().collect();
                 let q: Vec<f32> = (0..n * heads * hd).map(val).collect();
                 let size = blocks * bs * kv_heads * hd;
                 let keys: Vec<f16> = (0..size).map(|i| f16::from_f32(val(i + 1))).collect();
                 let values: Vec<f16> = (0..size).map(|i| f16::from_f32(val(i + 2))).collect();
                 let shape = AttentionShape {
-                    num_heads: heads,
-                    num_kv_heads: kv_heads,
-                    head_dim: hd,
-                    block_size: bs,
                     window,
                     scale: 0.1,
-                    softcap: None,
+                    ..shape(heads, kv_heads, hd, bs)
                 };
-                let sites: Vec<TokenSite> = (0..n)
-                    .map(|pos| TokenSite {
-                        block_table: &table,
-                        pos,
-                    })
-                    .collect();
                 let got = paged_attention(&q, &sites, KvLayer::F16(&keys, &values), &shape);
                 for (start, len) in query_tiles(&sites) {
                     for head in 0..heads {
-                        let tile = Tile {
-                            sites: &sites[start..start + len],
-                            first_token: start,
-                            head,
-                        };
-                        // SAFETY: the portable lanes need no CPU feature.
-                        let want = unsafe {
-                            attend_tile::<f16, Portable>(&q, &tile, (&keys, &values), &shape)
-                        };
+                        let want =
+                            portable(&q, &sites, (start, len, head), (&keys, &values), &shape);
                         for i in 0..len {
                             let at = (start + i) * heads * hd + head * hd;
-                            let g: Vec<u32> =
-                                got[at..at + hd].iter().map(|x| x.to_bits()).collect();
-                            let w: Vec<u32> =
-                                want[i * hd..][..hd].iter().map(|x| x.to_bits()).collect();
-                            assert_eq!(g, w, "hd {hd} window {window:?} token {}", start + i);
+                            assert_eq!(
+                                bits(&got[at..at + hd]),
+                                bits(&want[i * hd..][..hd]),
+                                "hd {hd} window {window:?} token {}",
+                                start + i
+                            );
                         }
                     }
                 }
