@@ -21,6 +21,9 @@ pub(crate) struct Acts {
     pub sum32: Vec<i32>,
 }
 
+/// Values below which quantizing on one thread beats spreading the blocks over the pool.
+const PARALLEL_VALUES: usize = 1 << 15;
+
 impl Acts {
     /// Quantizes the `m` rows of `x` (each `k` long, `k` a whole number of `dtype`'s blocks) for
     /// weights of `dtype`.
@@ -31,18 +34,28 @@ impl Acts {
         let mut d = vec![0.0f32; m * k / block];
         #[cfg(target_arch = "x86_64")]
         let simd = avx512_ok();
-        for ((xb, qb), db) in x
-            .chunks_exact(block)
-            .zip(q.chunks_exact_mut(block))
-            .zip(d.iter_mut())
-        {
+        let one = |((xb, qb), db): ((&[f32], &mut [i8]), &mut f32)| {
             #[cfg(target_arch = "x86_64")]
             if simd {
                 // SAFETY: avx512_ok checked the CPU; both slices hold a whole block.
                 *db = unsafe { quantize_block_avx512(xb, qb) };
-                continue;
+                return;
             }
             *db = quantize_block(xb, qb);
+        };
+        // Blocks quantize on their own, so a large step's spread over the pool gives the same
+        // codes; a decode row stays on the calling thread.
+        if x.len() < PARALLEL_VALUES {
+            x.chunks_exact(block)
+                .zip(q.chunks_exact_mut(block))
+                .zip(d.iter_mut())
+                .for_each(one);
+        } else {
+            use rayon::prelude::*;
+            x.par_chunks_exact(block)
+                .zip(q.par_chunks_exact_mut(block))
+                .zip(d.par_iter_mut())
+                .for_each(one);
         }
         let bsums = if block == 256 {
             q.chunks_exact(16)
@@ -211,6 +224,38 @@ mod tests {
             let db = unsafe { quantize_block_avx512(&x, &mut b) };
             assert_eq!(da.to_bits(), db.to_bits(), "{x:?}");
             assert_eq!(a, b, "{x:?}");
+        }
+    }
+
+    /// A step large enough to spread over the pool gives each row the codes, scales and sums it
+    /// gets alone, for both block sizes.
+    #[test]
+    fn rows_of_a_large_step_match_rows_alone() {
+        let (m, k) = (64, 1024);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 251) as f32 / 31.0 - 4.0)
+            .collect();
+        assert!(x.len() >= PARALLEL_VALUES);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for dtype in [StoredDType::Q8_0, StoredDType::Q4_K] {
+            let all = pool.install(|| Acts::quantize(dtype, &x, m, k));
+            let per_row = all.d.len() / m;
+            for r in 0..m {
+                let alone = Acts::quantize(dtype, &x[r * k..][..k], 1, k);
+                assert_eq!(all.row(r), &alone.q[..], "{dtype} row {r}");
+                assert_eq!(
+                    all.d[r * per_row..][..per_row],
+                    alone.d[..],
+                    "{dtype} row {r}"
+                );
+                let (sums, one) = (all.bsums.len() / m, alone.bsums.len());
+                assert_eq!(all.bsums[r * sums..][..sums], alone.bsums[..one]);
+                let (sums, one) = (all.sum32.len() / m, alone.sum32.len());
+                assert_eq!(all.sum32[r * sums..][..sums], alone.sum32[..one]);
+            }
         }
     }
 }
