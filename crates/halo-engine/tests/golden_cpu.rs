@@ -2,37 +2,14 @@
 //! generated with EOS not stopping) alone, inside batches of mixed lengths at random positions,
 //! under a pool so small that preemption happens, and with prefix-cache hits.
 
+mod golden;
+
+use golden::Case;
 use halo_cpu::CpuDevice;
 use halo_engine::testing::tiny_mha_dir;
 use halo_engine::{Completion, Engine, EngineConfig, GenerateRequest};
 use halo_hal::rng::mix64;
 use halo_hal::LoadOptions;
-
-struct Case {
-    prompt: Vec<u32>,
-    greedy: Vec<u32>,
-}
-
-fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(tiny_mha_dir().join("golden.json")).expect("golden.json");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let ids = |x: &serde_json::Value| -> Vec<u32> {
-        x.as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_u64().unwrap() as u32)
-            .collect()
-    };
-    v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            prompt: ids(&c["prompt_ids"]),
-            greedy: ids(&c["greedy_ids"]),
-        })
-        .collect()
-}
 
 fn engine(config: EngineConfig) -> Engine {
     let dev = CpuDevice::new().unwrap();
@@ -46,9 +23,7 @@ fn engine(config: EngineConfig) -> Engine {
 }
 
 fn golden_request(c: &Case) -> GenerateRequest {
-    let mut r = GenerateRequest::greedy(c.prompt.clone(), c.greedy.len());
-    r.stop.ignore_eos = true;
-    r
+    golden::greedy(&c.prompt, c.greedy.len())
 }
 
 /// A filler prompt of pseudo-random ids (BOS first, like the golden prompts).
@@ -63,7 +38,7 @@ fn filler(seed: u64, len: usize, max_new: usize) -> GenerateRequest {
 /// Runs every golden case mixed with fillers at pseudo-random positions, `trials` times, and
 /// checks each golden case's ids.
 fn mixed_batches(e: &Engine, trials: u64, fillers: usize) {
-    let cases = cases();
+    let cases = golden::cases(&tiny_mha_dir());
     for trial in 0..trials {
         let mut reqs: Vec<(Option<usize>, GenerateRequest)> = (0..fillers)
             .map(|i| {
@@ -98,7 +73,7 @@ fn mixed_batches(e: &Engine, trials: u64, fillers: usize) {
 #[test]
 fn golden_alone() {
     let e = engine(EngineConfig::default());
-    for (i, c) in cases().iter().enumerate() {
+    for (i, c) in golden::cases(&tiny_mha_dir()).iter().enumerate() {
         let done = e.generate_blocking(golden_request(c)).unwrap();
         assert_eq!(done.token_ids, c.greedy, "case {i}");
     }
@@ -144,7 +119,7 @@ fn golden_with_prefix_cache_hits() {
         num_blocks: Some(256),
         ..Default::default()
     });
-    let cases = cases();
+    let cases = golden::cases(&tiny_mha_dir());
     // Warm the cache, then run each case again, alone and all together.
     for c in &cases {
         e.generate_blocking(golden_request(c)).unwrap();

@@ -5,8 +5,11 @@
 //! transformers', alone, in mixed batches with chunked prefill, and with the prefix cache on.
 //! The prefix cache never hands a long-regime sequence blocks computed in the short regime.
 
+mod golden;
+
+use golden::{greedy as request, Case};
 use halo_cpu::CpuDevice;
-use halo_engine::{Engine, EngineConfig, GenerateRequest};
+use halo_engine::{Engine, EngineConfig};
 use halo_hal::LoadOptions;
 use std::path::PathBuf;
 
@@ -14,35 +17,9 @@ fn phi3_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/families/tiny-phi3")
 }
 
-struct Case {
-    prompt: Vec<u32>,
-    greedy: Vec<u32>,
-}
-
-fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(phi3_dir().join("golden.json")).expect("golden.json");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let ids = |x: &serde_json::Value| -> Vec<u32> { serde_json::from_value(x.clone()).unwrap() };
-    v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            prompt: ids(&c["prompt_ids"]),
-            greedy: ids(&c["greedy_ids"]),
-        })
-        .collect()
-}
-
 fn engine(config: EngineConfig) -> Engine {
     let dev = CpuDevice::with_threads(2).unwrap();
     Engine::start(Box::new(dev), &phi3_dir(), LoadOptions::default(), config).unwrap()
-}
-
-fn request(prompt: &[u32], n: usize) -> GenerateRequest {
-    let mut r = GenerateRequest::greedy(prompt.to_vec(), n);
-    r.stop.ignore_eos = true;
-    r
 }
 
 /// How many cases cross 32 during generation (each is recomputed once), and the fixture's
@@ -62,7 +39,7 @@ fn golden_alone_with_one_recompute_per_crossing() {
         enable_prefix_caching: false,
         ..Default::default()
     });
-    let cases = cases();
+    let cases = golden::cases(&phi3_dir());
     for (i, c) in cases.iter().enumerate() {
         let done = e
             .generate_blocking(request(&c.prompt, c.greedy.len()))
@@ -77,7 +54,7 @@ fn golden_alone_with_one_recompute_per_crossing() {
 
 #[test]
 fn golden_in_mixed_batches_with_chunked_prefill() {
-    let cases = cases();
+    let cases = golden::cases(&phi3_dir());
     // 8 tokens a step: the 67-token prompt runs in 9 chunks (the first ones already long), the
     // recomputes of crossing sequences in several, next to other sequences' decodes
     for (budget, caching) in [(8, false), (5, true)] {
@@ -111,7 +88,7 @@ fn golden_in_mixed_batches_with_chunked_prefill() {
 #[test]
 fn golden_under_preemption() {
     // 30 blocks of 4 hold the longest case (67 + 48) alone but not every case at once
-    let cases = cases();
+    let cases = golden::cases(&phi3_dir());
     let e = engine(EngineConfig {
         block_size: 4,
         num_blocks: Some(30),
@@ -137,7 +114,7 @@ fn golden_under_preemption() {
 
 #[test]
 fn prefix_cache_never_shares_blocks_across_regimes() {
-    let cases = cases();
+    let cases = golden::cases(&phi3_dir());
     let long = cases.iter().find(|c| c.prompt.len() > 32).unwrap();
     // a short-regime sequence on the first 20 tokens of the long prompt (20 + 4 <= 32)
     let short = request(&long.prompt[..20], 4);
@@ -179,7 +156,7 @@ fn prefix_cache_never_shares_blocks_across_regimes() {
 fn a_recomputed_sequence_reuses_long_blocks_of_its_own_prefix() {
     // a case that crosses, run twice: the second run's recompute at the crossing finds the
     // first run's long-regime blocks of prompt + generated tokens and still gives the ids
-    let cases = cases();
+    let cases = golden::cases(&phi3_dir());
     let c = cases
         .iter()
         .find(|c| c.prompt.len() <= 32 && c.prompt.len() + c.greedy.len() > 32)

@@ -2,6 +2,8 @@
 //! tokens) gives transformers' golden ids while its sequences hold a bounded number of blocks,
 //! in chunked prefill, batched, with prefix-cache hits, and through the whole engine.
 
+mod golden;
+
 use halo_cpu::CpuDevice;
 use halo_engine::{
     kv_window, Completion, Engine, EngineConfig, Event, GenerateRequest, Scheduler,
@@ -19,20 +21,9 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn golden() -> Vec<(Vec<u32>, Vec<u32>)> {
-    let text = std::fs::read_to_string(fixture("tiny-mistral-swa").join("golden.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let ids = |x: &serde_json::Value| -> Vec<u32> {
-        x.as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_u64().unwrap() as u32)
-            .collect()
-    };
-    v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (ids(&c["prompt_ids"]), ids(&c["greedy_ids"])))
+    golden::cases(&fixture("tiny-mistral-swa"))
+        .into_iter()
+        .map(|c| (c.prompt, c.greedy))
         .collect()
 }
 
