@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    assert_ids_up_to_tie, cases, device, device_with, generate_together, generate_together_regimes,
-    prompt_logits, BLOCK,
+    assert_greedy_alone, assert_ids_up_to_tie, cases, device, device_with, generate_together,
+    generate_together_regimes, prompt_logits, BLOCK,
 };
 use halo_hal::{DType, LoadOptions, SampleRequest, SeqStep, StepBatch};
 use halo_model::{ModelConfig, StoredDType};
@@ -55,16 +55,7 @@ fn family_greedy_ids_alone_exact() {
     for dir in fixture_dirs() {
         let mut d = device(&dir, 256);
         let switch = long_rope_switch(&dir);
-        for (ci, case) in cases(&dir).iter().enumerate() {
-            let got = generate_together_regimes(
-                &mut d,
-                &[&case.prompt_ids],
-                &[usize::MAX],
-                case.greedy_ids.len(),
-                switch,
-            );
-            assert_eq!(got[0], case.greedy_ids, "{} case {ci}", dir.display());
-        }
+        assert_greedy_alone(&mut d, &cases(&dir), switch, &dir.display().to_string());
     }
 }
 
@@ -350,15 +341,7 @@ fn family_gguf_export_reads_back_with_the_same_ids() {
         let out = tmp.join("exported-f32.gguf");
         export(&model, Quantization::F32, &out).unwrap();
         let mut d = device(&out, 256);
-        for (ci, case) in cases(&src).iter().enumerate() {
-            let got = generate_together(
-                &mut d,
-                &[&case.prompt_ids],
-                &[usize::MAX],
-                case.greedy_ids.len(),
-            );
-            assert_eq!(got[0], case.greedy_ids, "{name} exported, case {ci}");
-        }
+        assert_greedy_alone(&mut d, &cases(&src), None, &format!("{name} exported,"));
         std::fs::remove_dir_all(&tmp).unwrap();
     }
     // Gemma 2's fixture scales attention by query_pre_attn_scalar != head_dim: refused (its
@@ -452,15 +435,7 @@ fn gemma3_multimodal_wrapper_runs_its_text_model() {
         let c = ModelConfig::from_dir(&tmp).unwrap();
         assert!(c.is_multimodal_wrapper);
         let mut d = device(&tmp, 256);
-        for (ci, case) in cases(&src).iter().enumerate() {
-            let got = generate_together(
-                &mut d,
-                &[&case.prompt_ids],
-                &[usize::MAX],
-                case.greedy_ids.len(),
-            );
-            assert_eq!(got[0], case.greedy_ids, "{prefix} case {ci}");
-        }
+        assert_greedy_alone(&mut d, &cases(&src), None, prefix);
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

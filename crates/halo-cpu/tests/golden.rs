@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{assert_ids_up_to_tie, cases, device, generate_together, prompt_logits};
+use common::{
+    assert_greedy_alone, assert_ids_up_to_tie, cases, device, generate_together, prompt_logits,
+};
 use std::path::{Path, PathBuf};
 
 fn model_dirs() -> Vec<PathBuf> {
@@ -28,15 +30,7 @@ fn model_dirs() -> Vec<PathBuf> {
 fn golden_greedy_ids_alone_exact() {
     for dir in model_dirs() {
         let mut d = device(&dir, 256);
-        for (ci, case) in cases(&dir).iter().enumerate() {
-            let got = generate_together(
-                &mut d,
-                &[&case.prompt_ids],
-                &[usize::MAX],
-                case.greedy_ids.len(),
-            );
-            assert_eq!(got[0], case.greedy_ids, "{} case {ci}", dir.display());
-        }
+        assert_greedy_alone(&mut d, &cases(&dir), None, &dir.display().to_string());
     }
 }
 

@@ -74,6 +74,26 @@ impl Run {
     }
 }
 
+/// Each case run alone, its prompt in one chunk, gives transformers' greedy ids exactly
+/// (`long_above` as in [`generate_together_regimes`]); `what` names the model in failures.
+pub fn assert_greedy_alone(
+    d: &mut CpuDevice,
+    cases: &[Case],
+    long_above: Option<usize>,
+    what: &str,
+) {
+    for (ci, case) in cases.iter().enumerate() {
+        let got = generate_together_regimes(
+            d,
+            &[&case.prompt_ids],
+            &[usize::MAX],
+            case.greedy_ids.len(),
+            long_above,
+        );
+        assert_eq!(got[0], case.greedy_ids, "{what} case {ci}");
+    }
+}
+
 /// Runs all prompts together, each with its own prefill chunk size, until each has `n` tokens.
 pub fn generate_together(
     d: &mut CpuDevice,
