@@ -13,9 +13,11 @@
 //! `i - 1` (by induction, the whole prefix and the salt match), so even a forced 64-bit collision
 //! cannot hand out wrong KV. A block whose parent is not itself cached stays private.
 //!
-//! Cache salts scope reuse: the chain of a request with salt `s` starts at `s`, so requests with
-//! different salts (tenants) never share a block, and `cached_prompt_tokens` tells a client only
-//! about prefixes sent under its own salt.
+//! A [`CacheScope`] bounds reuse: the chain of a request starts at its scope, the cache salt
+//! and the RoPE regime its KV is computed in, so requests with different salts (tenants) never
+//! share a block, `cached_prompt_tokens` tells a client only about prefixes sent under its own
+//! salt, and KV rotated with LongRoPE's long factors never serves a short-regime sequence (nor
+//! the reverse).
 //!
 //! When the last reference to a cached block goes, the block keeps its contents and joins an
 //! LRU of *evictable* blocks; allocation takes truly free blocks first and then evicts the
@@ -47,21 +49,39 @@ pub fn block_hash(parent: u64, tokens: &[u32]) -> u64 {
     h.finish()
 }
 
-/// The hash a salt's chain starts from.
-pub fn root_hash(salt: &str) -> u64 {
-    if salt.is_empty() {
+/// Which requests may share cached blocks: those with the same cache salt whose KV is computed
+/// in the same RoPE regime (see crate::rope_regime).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CacheScope {
+    pub salt: Arc<str>,
+    pub long_rope: bool,
+}
+
+impl CacheScope {
+    /// The short-regime scope of `salt`.
+    pub fn salt(salt: impl Into<Arc<str>>) -> Self {
+        CacheScope {
+            salt: salt.into(),
+            long_rope: false,
+        }
+    }
+}
+
+/// The hash a scope's chain starts from.
+pub fn root_hash(scope: &CacheScope) -> u64 {
+    if *scope == CacheScope::default() {
         return ROOT_HASH;
     }
     let mut h = DefaultHasher::new();
     ROOT_HASH.hash(&mut h);
-    salt.hash(&mut h);
+    scope.hash(&mut h);
     h.finish()
 }
 
-/// What a cached block follows: the salt (a first block) or one exact block generation.
+/// What a cached block follows: the scope (a first block) or one exact block generation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Parent {
-    Root(Arc<str>),
+    Root(CacheScope),
     Block { id: BlockId, generation: u64 },
 }
 
@@ -223,13 +243,13 @@ impl BlockManager {
         }
     }
 
-    /// Looks up the longest cached prefix of `tokens` under `salt` made of at most
+    /// Looks up the longest cached prefix of `tokens` under `scope` made of at most
     /// `max_blocks` full blocks, takes a reference on each hit, and returns the blocks with
-    /// their chained hashes. A block is a hit only when its tokens and its parent (the salt, or
+    /// their chained hashes. A block is a hit only when its tokens and its parent (the scope, or
     /// the block accepted just before) are exactly the request's.
     pub fn match_prefix(
         &mut self,
-        salt: &Arc<str>,
+        scope: &CacheScope,
         tokens: &[u32],
         max_blocks: usize,
     ) -> (Vec<BlockId>, Vec<u64>) {
@@ -238,7 +258,7 @@ impl BlockManager {
         if !self.caching {
             return (blocks, hashes);
         }
-        let mut parent_hash = root_hash(salt);
+        let mut parent_hash = root_hash(scope);
         for chunk in tokens.chunks_exact(self.block_size).take(max_blocks) {
             let hash = (self.hasher)(parent_hash, chunk);
             let Some(&b) = self.cached.get(&hash) else {
@@ -249,7 +269,7 @@ impl BlockManager {
                 .as_ref()
                 .expect("indexed blocks have keys");
             let parent_ok = match (&key.parent, blocks.last()) {
-                (Parent::Root(s), None) => **s == **salt,
+                (Parent::Root(s), None) => s == scope,
                 (Parent::Block { id, generation }, Some(&prev)) => {
                     *id == prev && *generation == self.blocks[prev as usize].generation
                 }
@@ -268,24 +288,24 @@ impl BlockManager {
 
     /// Records that `block` now holds the computed KV of `tokens` following `parent` (the
     /// previous block of the same table with its chained hash; `None` for a first block, whose
-    /// parent is `salt`), and returns the block's chained hash. The block is indexed only when
+    /// parent is `scope`), and returns the block's chained hash. The block is indexed only when
     /// its parent is itself cached (or it is a first block) and no identical block is cached
     /// already (two sequences computed the same prefix at once); otherwise it stays private.
     pub fn register(
         &mut self,
         block: BlockId,
         parent: Option<(BlockId, u64)>,
-        salt: &Arc<str>,
+        scope: &CacheScope,
         tokens: &[u32],
     ) -> u64 {
         debug_assert_eq!(tokens.len(), self.block_size);
-        let parent_hash = parent.map_or_else(|| root_hash(salt), |(_, h)| h);
+        let parent_hash = parent.map_or_else(|| root_hash(scope), |(_, h)| h);
         let hash = (self.hasher)(parent_hash, tokens);
         if !self.caching || self.blocks[block as usize].key.is_some() {
             return hash;
         }
         let parent = match parent {
-            None => Parent::Root(salt.clone()),
+            None => Parent::Root(scope.clone()),
             Some((p, _)) => {
                 let state = &self.blocks[p as usize];
                 if state.key.is_none() {
@@ -379,14 +399,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn salt(s: &str) -> Arc<str> {
-        s.into()
+    fn salt(s: &str) -> CacheScope {
+        CacheScope::salt(s)
     }
 
     /// Registers a whole table the way the scheduler does; returns the chained hashes.
     fn register_all(
         m: &mut BlockManager,
-        s: &Arc<str>,
+        s: &CacheScope,
         table: &[BlockId],
         tokens: &[u32],
     ) -> Vec<u64> {
@@ -531,6 +551,28 @@ mod tests {
         register_all(&mut m, &salt("a"), &t, &[1, 2]);
         assert!(m.match_prefix(&salt("b"), &[1, 2, 3], 1).0.is_empty());
         m.release_all(&t);
+    }
+
+    /// KV computed in one RoPE regime never serves the other, under any salt (LongRoPE's long
+    /// and short factors rotate the same tokens differently).
+    #[test]
+    fn regimes_never_share() {
+        for name in ["", "tenant\0a"] {
+            let mut m = BlockManager::new(8, 2, true);
+            let short = salt(name);
+            let long = CacheScope {
+                long_rope: true,
+                ..short.clone()
+            };
+            let t = [m.allocate().unwrap()];
+            register_all(&mut m, &long, &t, &[1, 2]);
+            assert!(m.match_prefix(&short, &[1, 2, 3], 1).0.is_empty());
+            let (hit, _) = m.match_prefix(&long, &[1, 2, 3], 1);
+            assert_eq!(hit, t.to_vec());
+            m.release_all(&hit);
+            m.release_all(&t);
+            m.check_invariants(Some(&[])).unwrap();
+        }
     }
 
     #[derive(Clone, Debug)]

@@ -8,11 +8,10 @@
 //!   (prompt + generated tokens), so every chunk of a long prompt is already long;
 //! - a sequence whose KV was computed short and whose next step is long recomputes: its blocks
 //!   are released and prompt + generated are prefilled again in the long regime;
-//! - the prefix cache never shares KV across regimes: long-regime blocks are keyed under a
-//!   scope derived from the cache salt that no short-regime salt can equal.
+//! - the prefix cache never shares KV across regimes: the regime is part of a block's
+//!   [`crate::block_manager::CacheScope`], beside the cache salt.
 
 use halo_model::ModelConfig;
-use std::sync::Arc;
 
 /// When a model's sequences switch to the long RoPE regime.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,18 +57,6 @@ impl RopeRegime {
     }
 }
 
-/// The prefix-cache scope of a sequence: its salt in the short regime, and in the long regime
-/// the salt followed by a control character and a tag. Salts that reach the engine from a
-/// client hold no control characters (halo-server rejects them; its tenant scoping uses NUL,
-/// never U+0001), so a long scope can never equal a short one, nor another tenant's.
-pub fn cache_scope(salt: &Arc<str>, long: bool) -> Arc<str> {
-    if long {
-        Arc::from(format!("{salt}\u{1}rope:long"))
-    } else {
-        salt.clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,17 +69,6 @@ mod tests {
         assert!(r.is_long(33));
         assert_eq!(r.threshold(), Some(32));
         assert!(!RopeRegime::single().is_long(usize::MAX));
-    }
-
-    #[test]
-    fn long_scopes_differ_from_short_ones() {
-        let empty: Arc<str> = Arc::from("");
-        let salt: Arc<str> = Arc::from("tenant\0a");
-        assert_eq!(cache_scope(&empty, false), empty);
-        assert_eq!(cache_scope(&salt, false), salt);
-        assert_ne!(cache_scope(&empty, true), empty);
-        assert_ne!(cache_scope(&salt, true), salt);
-        assert_ne!(cache_scope(&empty, true), cache_scope(&salt, true));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::error::SubmitError;
 use crate::event::{Event, Failure, FailureKind};
 use crate::observer::{EngineObserver, LiveStats, Outcome, StepReport};
 use crate::request::GenerateRequest;
-use crate::rope_regime::{cache_scope, RopeRegime};
+use crate::rope_regime::RopeRegime;
 use crate::sequence::{SeqState, Sequence};
 use crate::validate::validate_request;
 use halo_hal::{Device, DeviceError, SeqFailure, SeqStep, StepBatch, FREED_BLOCK};
@@ -510,13 +510,12 @@ impl Scheduler {
             if s.num_computed == 0 {
                 // the regime of the KV it is about to compute, from its whole length
                 s.long_rope = self.rope_regime.is_long(s.tokens.len());
-                s.cache_scope = cache_scope(&s.cache_salt, s.long_rope);
             }
             if caching && s.blocks.is_empty() {
                 let max_blocks = (s.tokens.len() - 1) / bs;
                 let (blocks, hashes) =
                     self.blocks
-                        .match_prefix(&s.cache_scope, &s.tokens, max_blocks);
+                        .match_prefix(&s.cache_scope(), &s.tokens, max_blocks);
                 s.num_computed = blocks.len() * bs;
                 s.blocks = blocks;
                 s.block_hashes = hashes;
@@ -606,12 +605,11 @@ impl Scheduler {
         let bs = self.blocks.block_size();
         let s = self.seqs.get_mut(&id).expect("running ids are live");
         s.long_rope = true;
-        s.cache_scope = cache_scope(&s.cache_salt, true);
         if self.cfg.enable_prefix_caching {
             let max_blocks = (s.tokens.len() - 1) / bs;
-            let (blocks, hashes) = self
-                .blocks
-                .match_prefix(&s.cache_scope, &s.tokens, max_blocks);
+            let (blocks, hashes) =
+                self.blocks
+                    .match_prefix(&s.cache_scope(), &s.tokens, max_blocks);
             s.num_computed = blocks.len() * bs;
             s.blocks = blocks;
             s.block_hashes = hashes;
@@ -663,7 +661,7 @@ impl Scheduler {
                     let h = self.blocks.register(
                         s.blocks[i],
                         parent,
-                        &s.cache_scope,
+                        &s.cache_scope(),
                         &s.tokens[i * bs..(i + 1) * bs],
                     );
                     s.block_hashes.push(h);

@@ -5,6 +5,7 @@
 //! the newest token is the one not yet computed. Preemption drops the KV (and the blocks) but
 //! keeps tokens, rng offsets and the streamed-text state, so recomputation resumes exactly.
 
+use crate::block_manager::CacheScope;
 use crate::detok::IncrementalDetokenizer;
 use crate::event::{Event, Finish, FinishReason, Usage};
 use crate::request::GenerateRequest;
@@ -37,8 +38,6 @@ pub struct Sequence {
     /// The RoPE regime its KV is computed in (and its steps run in): set at admission from its
     /// length, see crate::rope_regime.
     pub long_rope: bool,
-    /// Where its blocks live in the prefix cache: the salt, scoped by the regime.
-    pub cache_scope: Arc<str>,
     pub timer: RequestTimer,
     pub tokens_sent: u32,
     pub cached_prompt_tokens: u32,
@@ -59,6 +58,14 @@ pub struct Accepted {
 }
 
 impl Sequence {
+    /// Where its blocks live in the prefix cache: its salt, in its RoPE regime.
+    pub fn cache_scope(&self) -> CacheScope {
+        CacheScope {
+            salt: self.cache_salt.clone(),
+            long_rope: self.long_rope,
+        }
+    }
+
     pub fn new(id: u64, req: GenerateRequest, arrival: Instant, detokenize: bool) -> Self {
         let prompt: Arc<[u32]> = req.prompt.as_slice().into();
         let mut tokens = Vec::with_capacity(req.prompt.len() + req.max_new_tokens);
@@ -78,7 +85,6 @@ impl Sequence {
             block_hashes: Vec::new(),
             cache_salt: Arc::from(""),
             long_rope: false,
-            cache_scope: Arc::from(""),
             timer: RequestTimer::new(arrival),
             tokens_sent: 0,
             cached_prompt_tokens: 0,
