@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{device, device_with, generate_together, BLOCK};
+use common::{device, device_with, generate_together, parse_cases, Case, BLOCK};
 use halo_hal::{DType, LoadOptions, SampleRequest, SeqStep, StepBatch};
 use halo_model::StoredDType;
 use serde_json::Value;
@@ -33,25 +33,6 @@ fn shared() -> PathBuf {
 
 fn gguf(file: &str) -> PathBuf {
     root().join("tests/fixtures/gguf").join(file)
-}
-
-struct Case {
-    prompt_ids: Vec<u32>,
-    greedy_ids: Vec<u32>,
-    margins: Vec<f64>,
-}
-
-fn parse_cases(v: &Value) -> Vec<Case> {
-    v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            prompt_ids: serde_json::from_value(c["prompt_ids"].clone()).unwrap(),
-            greedy_ids: serde_json::from_value(c["greedy_ids"].clone()).unwrap(),
-            margins: serde_json::from_value(c["margins"].clone()).unwrap(),
-        })
-        .collect()
 }
 
 /// llama.cpp's cases for every fixture file, in the file's order.
