@@ -168,12 +168,12 @@ impl Device for CudaDevice {
     fn warmup(&mut self, req: &WarmupRequest) -> Result<KvCacheLayout, DeviceError> {
         let t0 = Instant::now();
         self.ready = None;
-        let (config, dtype) = {
+        let (config, features, dtype) = {
             let l = self
                 .loaded
                 .as_ref()
                 .ok_or_else(|| DeviceError::NotReady("warmup before load".into()))?;
-            (l.config.clone(), l.dtype)
+            (l.config.clone(), l.features.clone(), l.dtype)
         };
         if req.block_size == 0 || req.max_batch_seqs == 0 || req.max_batch_tokens == 0 {
             return Err(DeviceError::BadBatch(
@@ -185,6 +185,7 @@ impl Device for CudaDevice {
         let buffers = Buffers::new(
             &self.stream,
             &config,
+            &features,
             dtype,
             rows,
             req.max_batch_seqs,

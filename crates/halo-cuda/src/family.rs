@@ -2,12 +2,14 @@
 //! (never from the family's name, except to refuse what it cannot run): which activation
 //! kernel, the norm weight offset, q/k norms, Gemma's sandwich norms, the embedding scale,
 //! the attention scale and soft-caps, per-layer windows and RoPE tables (partial rotary,
-//! LongRoPE's two sets, Gemma 3's local base). Pure host logic, unit-tested without a GPU.
+//! LongRoPE's two sets, Gemma 3's local base), which layers are mixtures of experts and how
+//! they route. Pure host logic, unit-tested without a GPU.
 
 use crate::error::CudaError;
 use crate::kernels::KernelId;
 use crate::plan::geometry;
-use halo_model::{Activation, Architecture, ModelConfig, RotaryTables};
+use halo_model::config::moe::ExpertNames;
+use halo_model::{Activation, ModelConfig, RotaryTables};
 
 /// One RoPE as the rope kernel takes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +26,19 @@ pub struct RopePlan {
 pub struct LayerPlan {
     pub window: i32,
     pub rope: usize,
+    /// The feed-forward is the sparse MoE block ([`Features::moe`]), not a dense MLP.
+    pub sparse: bool,
+}
+
+/// How the sparse layers route (kernels/moe.cu's arguments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoePlan {
+    pub num_experts: usize,
+    pub top_k: usize,
+    /// Divide the kept probabilities by their sum (Mixtral; Qwen3-MoE's `norm_topk_prob`).
+    pub renormalize: bool,
+    /// Each expert's MLP width.
+    pub inter: usize,
 }
 
 /// The forward pass's choices for one model.
@@ -48,6 +63,8 @@ pub struct Features {
     /// The global RoPE, then the local one when the model has it.
     pub ropes: Vec<RopePlan>,
     pub layers: Vec<LayerPlan>,
+    /// Present when some layer is sparse.
+    pub moe: Option<MoePlan>,
 }
 
 fn unsupported(msg: String) -> CudaError {
@@ -90,20 +107,52 @@ fn rope_plan(rope: &halo_model::RopeConfig, head_dim: usize) -> Result<RopePlan,
     Ok(RopePlan { tables, long_from })
 }
 
+fn moe_plan(c: &ModelConfig) -> Result<Option<MoePlan>, CudaError> {
+    let Some(m) = c
+        .moe
+        .as_ref()
+        .filter(|m| m.sparse_layers.iter().any(|&s| s))
+    else {
+        return Ok(None);
+    };
+    if ExpertNames::for_architecture(c.architecture).is_none() {
+        return Err(unsupported(format!(
+            "{} has sparse layers, but no expert layout the CUDA backend knows",
+            c.architecture.hf_name()
+        )));
+    }
+    if m.num_experts == 0 || m.num_experts > geometry::MOE_MAX_EXPERTS {
+        return Err(unsupported(format!(
+            "{} experts per layer (the MoE kernels route among at most {})",
+            m.num_experts,
+            geometry::MOE_MAX_EXPERTS
+        )));
+    }
+    if m.experts_per_token == 0
+        || m.experts_per_token > m.num_experts
+        || m.experts_per_token > geometry::MOE_MAX_TOP_K
+    {
+        return Err(unsupported(format!(
+            "{} experts per token (the MoE kernels keep between 1 and {} of the {} experts)",
+            m.experts_per_token,
+            geometry::MOE_MAX_TOP_K.min(m.num_experts),
+            m.num_experts
+        )));
+    }
+    if m.expert_intermediate_size == 0 {
+        return Err(unsupported("experts of zero width".into()));
+    }
+    Ok(Some(MoePlan {
+        num_experts: m.num_experts,
+        top_k: m.experts_per_token,
+        renormalize: m.norm_topk_prob,
+        inter: m.expert_intermediate_size,
+    }))
+}
+
 impl Features {
     pub fn from_config(c: &ModelConfig) -> Result<Features, CudaError> {
-        if c.moe.is_some()
-            || matches!(
-                c.architecture,
-                Architecture::Mixtral | Architecture::Qwen3Moe
-            )
-        {
-            return Err(unsupported(format!(
-                "{} is a mixture of experts; the CUDA backend runs dense feed-forwards only \
-                 (use --device cpu)",
-                c.architecture.hf_name()
-            )));
-        }
+        let moe = moe_plan(c)?;
         if c.head_dim > geometry::ATTN_MAX_HEAD_DIM || !c.head_dim.is_multiple_of(2) {
             return Err(unsupported(format!(
                 "head_dim {} (the attention kernel takes an even head_dim of at most {})",
@@ -153,6 +202,7 @@ impl Features {
                     // the same rule as ModelConfig::rope_for_layer: the local RoPE on windowed
                     // layers when the model has one
                     rope: usize::from(c.local_rope.is_some() && window.is_some()),
+                    sparse: moe.is_some() && c.moe.as_ref().is_some_and(|m| m.is_sparse(l)),
                 }
             })
             .collect();
@@ -168,6 +218,7 @@ impl Features {
             fused_projections: c.fused_projections,
             ropes,
             layers,
+            moe,
         })
     }
 }
@@ -175,6 +226,7 @@ impl Features {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use halo_model::Architecture;
     use std::path::{Path, PathBuf};
 
     fn fixture(dir: &str) -> ModelConfig {
@@ -256,18 +308,60 @@ mod tests {
     }
 
     #[test]
-    fn mixture_of_experts_and_oversized_heads_are_refused() {
+    fn mixture_of_experts_layers_and_routing() {
         for moe in ["tiny-mixtral", "tiny-qwen3moe"] {
             let c = fixture(family(moe).to_str().unwrap());
-            let e = Features::from_config(&c).unwrap_err().to_string();
-            assert!(
-                e.contains("mixture of experts") && e.contains("--device cpu"),
-                "{e}"
+            let m = c.moe.as_ref().unwrap();
+            let f = Features::from_config(&c).unwrap();
+            assert_eq!(
+                f.moe,
+                Some(MoePlan {
+                    num_experts: m.num_experts,
+                    top_k: m.experts_per_token,
+                    renormalize: m.norm_topk_prob,
+                    inter: m.expert_intermediate_size,
+                }),
+                "{moe}"
             );
+            let sparse: Vec<bool> = f.layers.iter().map(|l| l.sparse).collect();
+            let expected: Vec<bool> = (0..c.num_hidden_layers).map(|l| m.is_sparse(l)).collect();
+            assert_eq!(sparse, expected, "{moe}");
         }
-        let mut c = fixture("tests/fixtures/models/tiny-qwen2");
-        c.architecture = Architecture::Mixtral;
+        // Dense models have no plan and no sparse layer.
+        let f = Features::from_config(&fixture("tests/fixtures/models/tiny-qwen2")).unwrap();
+        assert!(f.moe.is_none() && f.layers.iter().all(|l| !l.sparse));
+    }
+
+    #[test]
+    fn routing_past_the_kernels_shared_arrays_is_refused() {
+        let base = fixture(family("tiny-mixtral").to_str().unwrap());
+        let with = |f: &dyn Fn(&mut halo_model::config::moe::MoeConfig)| {
+            let mut c = base.clone();
+            f(c.moe.as_mut().unwrap());
+            Features::from_config(&c)
+        };
+        let too_many = with(&|m| m.num_experts = geometry::MOE_MAX_EXPERTS + 1);
+        assert!(
+            matches!(&too_many, Err(CudaError::Unsupported(e)) if e.contains("at most 256")),
+            "{:?}",
+            too_many.err()
+        );
+        assert!(with(&|m| m.experts_per_token = 0).is_err());
+        assert!(with(&|m| m.experts_per_token = m.num_experts + 1).is_err());
+        assert!(with(&|m| {
+            m.num_experts = 64;
+            m.experts_per_token = geometry::MOE_MAX_TOP_K + 1;
+        })
+        .is_err());
+        assert!(with(&|m| m.expert_intermediate_size = 0).is_err());
+        // Sparse layers on an architecture with no expert layout.
+        let mut c = base.clone();
+        c.architecture = Architecture::Llama;
         assert!(Features::from_config(&c).is_err());
+    }
+
+    #[test]
+    fn oversized_heads_and_bad_softcaps_are_refused() {
         let mut c = fixture("tests/fixtures/models/tiny-qwen2");
         c.head_dim = 512;
         assert!(matches!(

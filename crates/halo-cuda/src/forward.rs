@@ -3,12 +3,12 @@
 //! graphs, so buffers never move after warmup and every launch argument is a fixed address.
 
 use crate::error::CudaError;
-use crate::family::Features;
+use crate::family::{Features, MoePlan};
 use crate::gemm::Gemm;
 use crate::kernels::{self, Arch, KernelId, KernelSource};
 use crate::plan::geometry;
 use crate::sampling::MAX_TOP_N;
-use crate::weights::{DevBuf, ModelWeights};
+use crate::weights::{DevBuf, FfnWeights, LayerWeights, ModelWeights};
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use halo_hal::DType;
 use halo_model::ModelConfig;
@@ -100,12 +100,59 @@ pub(crate) struct Buffers {
     pub outs: DevBuf,
     pub top_tokens: DevBuf,
     pub top_logprobs: DevBuf,
+    /// For models with sparse layers.
+    moe: Option<MoeBuffers>,
+}
+
+/// A sparse layer's intermediates for `rows` tokens of `top_k` experts each (one "pair" per
+/// token and chosen expert).
+struct MoeBuffers {
+    /// `[rows, experts]` router logits in T.
+    logits: DevBuf,
+    /// `[pairs]` i32 expert ids and f32 weights, each token's ascending by id.
+    ids: DevBuf,
+    weights: DevBuf,
+    /// `[experts + 1]` i32: where each expert's pairs start in `order`.
+    offsets: DevBuf,
+    /// `[pairs]` i32: pair index by sorted position, and sorted position by pair index.
+    order: DevBuf,
+    pos: DevBuf,
+    /// By sorted position: gate|up `[pairs, 2 * inter]`, activation `[pairs, inter]`, expert
+    /// output `[pairs, hidden]`, in T.
+    gate_up: DevBuf,
+    act: DevBuf,
+    out: DevBuf,
+}
+
+impl MoeBuffers {
+    fn new(
+        s: &Arc<CudaStream>,
+        m: &MoePlan,
+        hidden: usize,
+        t: usize,
+        rows: usize,
+    ) -> Result<MoeBuffers, CudaError> {
+        let pairs = rows * m.top_k;
+        let z = |n: usize| DevBuf::zeros(s, n);
+        Ok(MoeBuffers {
+            logits: z(rows * m.num_experts * t)?,
+            ids: z(pairs * 4)?,
+            weights: z(pairs * 4)?,
+            offsets: z((m.num_experts + 1) * 4)?,
+            order: z(pairs * 4)?,
+            pos: z(pairs * 4)?,
+            gate_up: z(pairs * 2 * m.inter * t)?,
+            act: z(pairs * m.inter * t)?,
+            out: z(pairs * hidden * t)?,
+        })
+    }
 }
 
 impl Buffers {
     pub(crate) fn new(
         s: &Arc<CudaStream>,
         c: &ModelConfig,
+        f: &Features,
         dtype: DType,
         rows: usize,
         seqs: usize,
@@ -143,6 +190,11 @@ impl Buffers {
             outs: z(seqs * 16)?,
             top_tokens: z(seqs * MAX_TOP_N * 4)?,
             top_logprobs: z(seqs * MAX_TOP_N * 4)?,
+            moe: f
+                .moe
+                .as_ref()
+                .map(|m| MoeBuffers::new(s, m, c.hidden_size, t, rows))
+                .transpose()?,
         })
     }
 }
@@ -259,6 +311,155 @@ impl Net<'_> {
         self.norm_sub_rows(b.delta.ptr, weight, weight, 1, n, 1, h, h)
     }
 
+    /// `delta = ffn(normed)` over `n` rows.
+    fn feed_forward(&self, b: &Buffers, lw: &LayerWeights, n: usize) -> Result<(), CudaError> {
+        let (h, inter) = (self.c.hidden_size, self.c.intermediate_size);
+        match &lw.ffn {
+            FfnWeights::Dense {
+                gate_up,
+                gate_up_bias,
+                down,
+                down_bias,
+            } => {
+                self.linear(
+                    b.normed.ptr,
+                    gate_up.ptr,
+                    b.gate_up.ptr,
+                    n,
+                    h,
+                    2 * inter,
+                    gate_up_bias.as_ref(),
+                )?;
+                self.activation(b.act.ptr, b.gate_up.ptr, n, inter)?;
+                self.linear(
+                    b.act.ptr,
+                    down.ptr,
+                    b.delta.ptr,
+                    n,
+                    inter,
+                    h,
+                    down_bias.as_ref(),
+                )
+            }
+            FfnWeights::Sparse {
+                router,
+                gate_up,
+                down,
+            } => self.sparse_feed_forward(b, (router, gate_up, down), n),
+        }
+    }
+
+    /// The gated activation: `out[r] = act(gate_up[r][..inter]) * gate_up[r][inter..]`.
+    fn activation(&self, out: u64, gate_up: u64, n: usize, inter: usize) -> Result<(), CudaError> {
+        self.run(
+            self.f.activation,
+            geometry::elementwise(n * inter),
+            &[
+                Arg::P(out),
+                Arg::P(gate_up),
+                Arg::I(n as i32),
+                Arg::I(inter as i32),
+            ],
+        )
+    }
+
+    /// The MoE block over `n` rows (kernels/moe.cu): route, group the step's (token, expert)
+    /// pairs by expert, each expert's gate|up, activation and down over its pairs, combine.
+    fn sparse_feed_forward(
+        &self,
+        b: &Buffers,
+        (router, gate_up, down): (&DevBuf, &DevBuf, &DevBuf),
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let (m, mb) = match (&self.f.moe, &b.moe) {
+            (Some(m), Some(mb)) => (m, mb),
+            _ => {
+                return Err(CudaError::Unsupported(
+                    "a sparse layer without MoE buffers".into(),
+                ))
+            }
+        };
+        let h = self.c.hidden_size;
+        let (experts, k, inter) = (m.num_experts, m.top_k, m.inter);
+        let pairs = n * k;
+        // SAFETY: `logits` holds `rows` rows of `experts` in T, `n <= rows`.
+        unsafe {
+            self.gemm.linear(
+                b.normed.ptr,
+                router.ptr,
+                mb.logits.ptr,
+                n,
+                h,
+                experts,
+                self.dtype,
+                self.dtype,
+            )
+        }?;
+        self.run(
+            KernelId::MoeRoute,
+            geometry::moe_route(n),
+            &[
+                Arg::P(mb.logits.ptr),
+                Arg::I(experts as i32),
+                Arg::I(k as i32),
+                Arg::I(i32::from(m.renormalize)),
+                Arg::P(mb.ids.ptr),
+                Arg::P(mb.weights.ptr),
+            ],
+        )?;
+        self.run(
+            KernelId::MoeGroup,
+            geometry::moe_group(),
+            &[
+                Arg::P(mb.ids.ptr),
+                Arg::I(pairs as i32),
+                Arg::I(experts as i32),
+                Arg::P(mb.offsets.ptr),
+                Arg::P(mb.order.ptr),
+                Arg::P(mb.pos.ptr),
+            ],
+        )?;
+        let expert_linear = |out: u64, x: u64, w: u64, n_out: usize, n_in: usize, gather: bool| {
+            self.run(
+                KernelId::MoeLinear,
+                geometry::moe_linear(n_out, experts),
+                &[
+                    Arg::P(out),
+                    Arg::P(x),
+                    Arg::P(w),
+                    Arg::P(mb.offsets.ptr),
+                    Arg::P(mb.order.ptr),
+                    Arg::I(n_out as i32),
+                    Arg::I(n_in as i32),
+                    Arg::I(k as i32),
+                    Arg::I(i32::from(gather)),
+                ],
+            )
+        };
+        expert_linear(
+            mb.gate_up.ptr,
+            b.normed.ptr,
+            gate_up.ptr,
+            2 * inter,
+            h,
+            true,
+        )?;
+        self.activation(mb.act.ptr, mb.gate_up.ptr, pairs, inter)?;
+        expert_linear(mb.out.ptr, mb.act.ptr, down.ptr, h, inter, false)?;
+        self.run(
+            KernelId::MoeCombine,
+            geometry::rows(n, h),
+            &[
+                Arg::P(b.delta.ptr),
+                Arg::P(mb.out.ptr),
+                Arg::P(mb.pos.ptr),
+                Arg::P(mb.weights.ptr),
+                Arg::I(k as i32),
+                Arg::I(h as i32),
+            ],
+        )
+    }
+
     /// Embedding through the logits of `samples` gathered rows, over `n` token rows.
     pub(crate) fn forward(
         &self,
@@ -268,12 +469,11 @@ impl Net<'_> {
         samples: usize,
     ) -> Result<(), CudaError> {
         let c = self.c;
-        let (h, hd, nh, nkv, inter) = (
+        let (h, hd, nh, nkv) = (
             c.hidden_size,
             c.head_dim,
             c.num_attention_heads,
             c.num_key_value_heads,
-            c.intermediate_size,
         );
         let f = self.f;
         let qkv_w = (nh + 2 * nkv) * hd;
@@ -372,34 +572,7 @@ impl Net<'_> {
                 self.norm_output(b, attn_out.ptr, n)?;
             }
             self.add_rms_norm(b, b.delta.ptr, lw.post_norm.ptr, n)?;
-            self.linear(
-                b.normed.ptr,
-                lw.gate_up.ptr,
-                b.gate_up.ptr,
-                n,
-                h,
-                2 * inter,
-                lw.gate_up_bias.as_ref(),
-            )?;
-            self.run(
-                f.activation,
-                geometry::elementwise(n * inter),
-                &[
-                    Arg::P(b.act.ptr),
-                    Arg::P(b.gate_up.ptr),
-                    Arg::I(n as i32),
-                    Arg::I(inter as i32),
-                ],
-            )?;
-            self.linear(
-                b.act.ptr,
-                lw.down.ptr,
-                b.delta.ptr,
-                n,
-                inter,
-                h,
-                lw.down_bias.as_ref(),
-            )?;
+            self.feed_forward(b, lw, n)?;
             if let Some((_, ffn_out)) = &lw.sandwich {
                 self.norm_output(b, ffn_out.ptr, n)?;
             }

@@ -23,10 +23,11 @@ pub enum KernelSource {
     Activation,
     Attention,
     Sampling,
+    Moe,
 }
 
 impl KernelSource {
-    pub const ALL: [KernelSource; 7] = [
+    pub const ALL: [KernelSource; 8] = [
         KernelSource::Embed,
         KernelSource::RmsNorm,
         KernelSource::Rope,
@@ -34,6 +35,7 @@ impl KernelSource {
         KernelSource::Activation,
         KernelSource::Attention,
         KernelSource::Sampling,
+        KernelSource::Moe,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -45,6 +47,7 @@ impl KernelSource {
             KernelSource::Activation => "activation.cu",
             KernelSource::Attention => "attention.cu",
             KernelSource::Sampling => "sampling.cu",
+            KernelSource::Moe => "moe.cu",
         }
     }
 
@@ -58,6 +61,7 @@ impl KernelSource {
             KernelSource::Activation => include_str!("../../../kernels/activation.cu"),
             KernelSource::Attention => include_str!("../../../kernels/attention.cu"),
             KernelSource::Sampling => include_str!("../../../kernels/sampling.cu"),
+            KernelSource::Moe => include_str!("../../../kernels/moe.cu"),
         }
     }
 
@@ -92,10 +96,14 @@ pub enum KernelId {
     LogitSoftcap,
     PagedAttention,
     SampleTokens,
+    MoeRoute,
+    MoeGroup,
+    MoeLinear,
+    MoeCombine,
 }
 
 impl KernelId {
-    pub const ALL: [KernelId; 12] = [
+    pub const ALL: [KernelId; 16] = [
         KernelId::Embed,
         KernelId::GatherRows,
         KernelId::AddRmsNorm,
@@ -108,6 +116,10 @@ impl KernelId {
         KernelId::LogitSoftcap,
         KernelId::PagedAttention,
         KernelId::SampleTokens,
+        KernelId::MoeRoute,
+        KernelId::MoeGroup,
+        KernelId::MoeLinear,
+        KernelId::MoeCombine,
     ];
 
     pub fn source(self) -> KernelSource {
@@ -122,6 +134,10 @@ impl KernelId {
             | KernelId::LogitSoftcap => KernelSource::Activation,
             KernelId::PagedAttention => KernelSource::Attention,
             KernelId::SampleTokens => KernelSource::Sampling,
+            KernelId::MoeRoute
+            | KernelId::MoeGroup
+            | KernelId::MoeLinear
+            | KernelId::MoeCombine => KernelSource::Moe,
         }
     }
 
@@ -139,13 +155,20 @@ impl KernelId {
             KernelId::LogitSoftcap => "logit_softcap",
             KernelId::PagedAttention => "paged_attention",
             KernelId::SampleTokens => "sample_tokens",
+            KernelId::MoeRoute => "moe_route",
+            KernelId::MoeGroup => "moe_group",
+            KernelId::MoeLinear => "moe_linear",
+            KernelId::MoeCombine => "moe_combine",
         }
     }
 
     /// Whether the kernel exists once per storage dtype (sampling and the logit cap read f32
-    /// logits only).
+    /// logits only; MoE grouping reads expert ids only).
     pub fn is_typed(self) -> bool {
-        !matches!(self, KernelId::SampleTokens | KernelId::LogitSoftcap)
+        !matches!(
+            self,
+            KernelId::SampleTokens | KernelId::LogitSoftcap | KernelId::MoeGroup
+        )
     }
 
     /// The exported symbol for activations stored in `dtype`.

@@ -149,6 +149,32 @@ pub mod geometry {
     pub fn sampling(samples: usize) -> ((u32, u32, u32), (u32, u32, u32)) {
         ((samples as u32, 1, 1), (SAMPLE_THREADS, 1, 1))
     }
+
+    /// Must equal MOE_MAX_EXPERTS / MOE_MAX_TOP_K in kernels/moe.cu (shared-memory arrays).
+    pub const MOE_MAX_EXPERTS: usize = 256;
+    pub const MOE_MAX_TOP_K: usize = 32;
+    /// Warps per moe_linear block; must equal MOE_LINEAR_WARPS in kernels/moe.cu.
+    pub const MOE_LINEAR_WARPS: u32 = 8;
+    /// Threads of the single moe_group block (each scans the pairs for its experts).
+    pub const MOE_GROUP_THREADS: u32 = 256;
+
+    /// One block per token; its first thread routes (a warp, so the block is a whole one).
+    pub fn moe_route(rows: usize) -> ((u32, u32, u32), (u32, u32, u32)) {
+        ((rows as u32, 1, 1), (32, 1, 1))
+    }
+
+    pub fn moe_group() -> ((u32, u32, u32), (u32, u32, u32)) {
+        ((1, 1, 1), (MOE_GROUP_THREADS, 1, 1))
+    }
+
+    /// One block per (group of output columns, expert): experts nobody chose exit at once.
+    pub fn moe_linear(n_out: usize, experts: usize) -> ((u32, u32, u32), (u32, u32, u32)) {
+        let cols = n_out.div_ceil(MOE_LINEAR_WARPS as usize);
+        (
+            (cols as u32, experts as u32, 1),
+            (MOE_LINEAR_WARPS * 32, 1, 1),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +258,8 @@ mod tests {
         assert_eq!(geometry::elementwise(1 << 30).0 .0, 65_535);
         assert_eq!(geometry::attention(5, 32), ((5, 32, 1), (128, 1, 1)));
         assert_eq!(geometry::sampling(3).1 .0, 1024);
+        assert_eq!(geometry::moe_linear(17, 8), ((3, 8, 1), (256, 1, 1)));
+        assert_eq!(geometry::moe_route(5), ((5, 1, 1), (32, 1, 1)));
     }
 
     #[test]
@@ -247,5 +275,13 @@ mod tests {
             "#define SAMPLE_THREADS {}",
             geometry::SAMPLE_THREADS
         )));
+        let moe = crate::kernels::KernelSource::Moe.raw();
+        for (name, v) in [
+            ("MOE_MAX_EXPERTS", geometry::MOE_MAX_EXPERTS),
+            ("MOE_MAX_TOP_K", geometry::MOE_MAX_TOP_K),
+            ("MOE_LINEAR_WARPS", geometry::MOE_LINEAR_WARPS as usize),
+        ] {
+            assert!(moe.contains(&format!("#define {name} {v}")), "{name}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The model's weights on the device in the compute dtype, with the projections that share an
 //! input fused (q|k|v, gate|up) so each costs one GEMM; checkpoints that already store them
-//! fused (Phi-3's `qkv_proj`, `gate_up_proj`) are uploaded as they are.
+//! fused (Phi-3's `qkv_proj`, `gate_up_proj`) are uploaded as they are. A sparse layer's experts
+//! are stacked into one buffer per projection (`[experts, rows, cols]`), which is what the MoE
+//! kernels index by expert id.
 
 use crate::error::CudaError;
 use crate::family::Features;
@@ -58,14 +60,28 @@ pub(crate) struct LayerWeights {
     pub qkv_bias: Option<DevBuf>,
     pub o: DevBuf,
     pub o_bias: Option<DevBuf>,
-    pub gate_up: DevBuf,
-    pub gate_up_bias: Option<DevBuf>,
-    pub down: DevBuf,
-    pub down_bias: Option<DevBuf>,
+    pub ffn: FfnWeights,
     /// The attention window of this layer (0 = full causal).
     pub window: i32,
     /// Index into [`ModelWeights::ropes`].
     pub rope: usize,
+}
+
+/// A layer's feed-forward on the device.
+pub(crate) enum FfnWeights {
+    Dense {
+        gate_up: DevBuf,
+        gate_up_bias: Option<DevBuf>,
+        down: DevBuf,
+        down_bias: Option<DevBuf>,
+    },
+    /// Router `[experts, hidden]`; every expert's gate|up `[experts, 2 * inter, hidden]` and
+    /// down `[experts, hidden, inter]`.
+    Sparse {
+        router: DevBuf,
+        gate_up: DevBuf,
+        down: DevBuf,
+    },
 }
 
 /// One RoPE's inverse frequencies (f32): the only set, and LongRoPE's long set (the short one
@@ -107,15 +123,100 @@ pub(crate) struct LayerTensors {
     pub qkv_bias: Option<Parts>,
     pub o: Parts,
     pub o_bias: Option<Parts>,
-    pub gate_up: Parts,
-    pub gate_up_bias: Option<Parts>,
-    pub down: Parts,
-    pub down_bias: Option<Parts>,
+    pub ffn: FfnTensors,
+}
+
+/// The checkpoint tensors behind a layer's feed-forward buffers.
+pub(crate) enum FfnTensors {
+    Dense {
+        gate_up: Parts,
+        gate_up_bias: Option<Parts>,
+        down: Parts,
+        down_bias: Option<Parts>,
+    },
+    /// Expert by expert: its gate then its up rows; its down rows.
+    Sparse {
+        router: Parts,
+        gate_up: Parts,
+        down: Parts,
+    },
+}
+
+impl FfnTensors {
+    fn new(c: &ModelConfig, features: &Features, l: usize) -> FfnTensors {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let t = |s: &str, shape: Vec<usize>| (format!("model.layers.{l}.{s}"), shape);
+        if let (Some(names), Some(moe)) = (
+            c.sparse_layer_names(l)
+                .filter(|_| features.layers[l].sparse),
+            features.moe,
+        ) {
+            let prefix = format!("model.layers.{l}");
+            let (e_count, ei) = (moe.num_experts, moe.inter);
+            let expert =
+                |e: usize, which: &str, shape: Vec<usize>| (names.expert(&prefix, e, which), shape);
+            return FfnTensors::Sparse {
+                router: vec![(names.router(&prefix), vec![e_count, h])],
+                gate_up: (0..e_count)
+                    .flat_map(|e| {
+                        [
+                            expert(e, names.gate, vec![ei, h]),
+                            expert(e, names.up, vec![ei, h]),
+                        ]
+                    })
+                    .collect(),
+                down: (0..e_count)
+                    .map(|e| expert(e, names.down, vec![h, ei]))
+                    .collect(),
+            };
+        }
+        let gate_up = if features.fused_projections {
+            vec![t("mlp.gate_up_proj.weight", vec![2 * i, h])]
+        } else {
+            vec![
+                t("mlp.gate_proj.weight", vec![i, h]),
+                t("mlp.up_proj.weight", vec![i, h]),
+            ]
+        };
+        FfnTensors::Dense {
+            gate_up,
+            gate_up_bias: c.mlp_bias.then(|| {
+                vec![
+                    t("mlp.gate_proj.bias", vec![i]),
+                    t("mlp.up_proj.bias", vec![i]),
+                ]
+            }),
+            down: vec![t("mlp.down_proj.weight", vec![h, i])],
+            down_bias: c.mlp_bias.then(|| vec![t("mlp.down_proj.bias", vec![h])]),
+        }
+    }
+
+    #[cfg(test)]
+    fn all(&self) -> Vec<&(String, Vec<usize>)> {
+        match self {
+            FfnTensors::Dense {
+                gate_up,
+                gate_up_bias,
+                down,
+                down_bias,
+            } => gate_up
+                .iter()
+                .chain(down)
+                .chain(gate_up_bias.iter().flatten())
+                .chain(down_bias.iter().flatten())
+                .collect(),
+            FfnTensors::Sparse {
+                router,
+                gate_up,
+                down,
+            } => router.iter().chain(gate_up).chain(down).collect(),
+        }
+    }
 }
 
 impl LayerTensors {
     pub(crate) fn new(c: &ModelConfig, features: &Features, l: usize) -> LayerTensors {
-        let (h, hd, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
+        let (h, hd) = (c.hidden_size, c.head_dim);
         let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
         let t = |s: &str, shape: Vec<usize>| (format!("model.layers.{l}.{s}"), shape);
         let one = |s: &str, shape: Vec<usize>| vec![t(s, shape)];
@@ -132,23 +233,14 @@ impl LayerTensors {
         } else {
             (one("post_attention_layernorm.weight", vec![h]), None)
         };
-        let (qkv, gate_up) = if features.fused_projections {
-            (
-                one("self_attn.qkv_proj.weight", vec![q + 2 * kv, h]),
-                one("mlp.gate_up_proj.weight", vec![2 * i, h]),
-            )
+        let qkv = if features.fused_projections {
+            one("self_attn.qkv_proj.weight", vec![q + 2 * kv, h])
         } else {
-            (
-                vec![
-                    t("self_attn.q_proj.weight", vec![q, h]),
-                    t("self_attn.k_proj.weight", vec![kv, h]),
-                    t("self_attn.v_proj.weight", vec![kv, h]),
-                ],
-                vec![
-                    t("mlp.gate_proj.weight", vec![i, h]),
-                    t("mlp.up_proj.weight", vec![i, h]),
-                ],
-            )
+            vec![
+                t("self_attn.q_proj.weight", vec![q, h]),
+                t("self_attn.k_proj.weight", vec![kv, h]),
+                t("self_attn.v_proj.weight", vec![kv, h]),
+            ]
         };
         LayerTensors {
             input_norm: one("input_layernorm.weight", vec![h]),
@@ -170,15 +262,7 @@ impl LayerTensors {
             }),
             o: one("self_attn.o_proj.weight", vec![h, q]),
             o_bias: c.o_bias.then(|| one("self_attn.o_proj.bias", vec![h])),
-            gate_up,
-            gate_up_bias: c.mlp_bias.then(|| {
-                vec![
-                    t("mlp.gate_proj.bias", vec![i]),
-                    t("mlp.up_proj.bias", vec![i]),
-                ]
-            }),
-            down: one("mlp.down_proj.weight", vec![h, i]),
-            down_bias: c.mlp_bias.then(|| one("mlp.down_proj.bias", vec![h])),
+            ffn: FfnTensors::new(c, features, l),
         }
     }
 
@@ -189,27 +273,16 @@ impl LayerTensors {
             .into_iter()
             .flatten()
             .flat_map(|(a, b)| a.iter().chain(b));
-        let opts = [
-            &self.qkv_bias,
-            &self.o_bias,
-            &self.gate_up_bias,
-            &self.down_bias,
-        ]
-        .into_iter()
-        .flatten()
-        .flatten();
-        [
-            &self.input_norm,
-            &self.post_norm,
-            &self.qkv,
-            &self.o,
-            &self.gate_up,
-            &self.down,
-        ]
-        .into_iter()
-        .flatten()
-        .chain(pairs)
-        .chain(opts)
+        let opts = [&self.qkv_bias, &self.o_bias]
+            .into_iter()
+            .flatten()
+            .flatten();
+        [&self.input_norm, &self.post_norm, &self.qkv, &self.o]
+            .into_iter()
+            .flatten()
+            .chain(pairs)
+            .chain(opts)
+            .chain(self.ffn.all())
     }
 }
 
@@ -245,6 +318,9 @@ pub(crate) fn upload(
         bytes_read += bytes.len() as u64;
         DevBuf::from_bytes(stream, &bytes).map_err(DeviceError::from)
     };
+    // A token reads its top_k experts of each sparse layer, not the stack (bytes_read is what a
+    // batch-1 step streams).
+    let mut unread_experts = 0u64;
     let (embed, final_norm, lm_head) = global_tensors(c);
     let embed = put(&embed)?;
     let final_norm = put(&final_norm)?;
@@ -267,10 +343,35 @@ pub(crate) fn upload(
             qkv_bias: t.qkv_bias.as_ref().map(&mut put).transpose()?,
             o: put(&t.o)?,
             o_bias: t.o_bias.as_ref().map(&mut put).transpose()?,
-            gate_up: put(&t.gate_up)?,
-            gate_up_bias: t.gate_up_bias.as_ref().map(&mut put).transpose()?,
-            down: put(&t.down)?,
-            down_bias: t.down_bias.as_ref().map(&mut put).transpose()?,
+            ffn: match &t.ffn {
+                FfnTensors::Dense {
+                    gate_up,
+                    gate_up_bias,
+                    down,
+                    down_bias,
+                } => FfnWeights::Dense {
+                    gate_up: put(gate_up)?,
+                    gate_up_bias: gate_up_bias.as_ref().map(&mut put).transpose()?,
+                    down: put(down)?,
+                    down_bias: down_bias.as_ref().map(&mut put).transpose()?,
+                },
+                FfnTensors::Sparse {
+                    router,
+                    gate_up,
+                    down,
+                } => {
+                    let moe = features.moe.expect("a sparse layer has a MoE plan");
+                    let (e, k) = (moe.num_experts as u64, moe.top_k as u64);
+                    let expert_bytes =
+                        3 * (moe.inter * c.hidden_size * dtype.size_in_bytes()) as u64;
+                    unread_experts += (e - k) * expert_bytes;
+                    FfnWeights::Sparse {
+                        router: put(router)?,
+                        gate_up: put(gate_up)?,
+                        down: put(down)?,
+                    }
+                }
+            },
             window: plan.window,
             rope: plan.rope,
         });
@@ -278,6 +379,7 @@ pub(crate) fn upload(
     if c.tie_word_embeddings {
         bytes_read += (c.vocab_size * c.hidden_size * dtype.size_in_bytes()) as u64;
     }
+    let bytes_read = bytes_read - unread_experts;
     let ropes = features
         .ropes
         .iter()
@@ -317,6 +419,8 @@ mod tests {
             "families/tiny-gemma2",
             "families/tiny-gemma3",
             "families/tiny-phi3",
+            "families/tiny-mixtral",
+            "families/tiny-qwen3moe",
         ];
         for dir in dirs {
             let c = ModelConfig::from_dir(&root.join(dir)).unwrap();
@@ -332,6 +436,49 @@ mod tests {
             assert_eq!(read.len(), n, "{dir}: a tensor read twice");
             let expected: BTreeMap<String, Vec<usize>> = c.expected_tensors().into_iter().collect();
             assert_eq!(read, expected, "{dir}");
+        }
+    }
+
+    /// Every device buffer of the MoE fixtures reads from both the safetensors checkpoint and
+    /// llama.cpp's f32 GGUF of it (experts sliced out of `ffn_*_exps`), to the same values.
+    #[test]
+    fn expert_stacks_read_alike_from_safetensors_and_gguf() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        for name in ["tiny-mixtral", "tiny-qwen3moe"] {
+            let hf = Model::open(&root.join("families").join(name)).unwrap();
+            let gguf_path = root.join(format!("families/gguf/{name}-f32.gguf"));
+            let gguf = Model::open(&gguf_path).unwrap();
+            let f = Features::from_config(&hf.config).unwrap();
+            assert_eq!(Features::from_config(&gguf.config).unwrap().moe, f.moe);
+            let read = |m: &Model, parts: &Parts| -> Vec<f32> {
+                parts
+                    .iter()
+                    .flat_map(|(n, shape)| {
+                        m.weights
+                            .load_f32(n, shape)
+                            .unwrap_or_else(|e| panic!("{name}: {n}: {e}"))
+                    })
+                    .collect()
+            };
+            let mut sparse = 0;
+            for l in 0..hf.config.num_hidden_layers {
+                if let FfnTensors::Sparse {
+                    router,
+                    gate_up,
+                    down,
+                } = LayerTensors::new(&hf.config, &f, l).ffn
+                {
+                    sparse += 1;
+                    for parts in [&router, &gate_up, &down] {
+                        let a = read(&hf, parts);
+                        assert_eq!(a, read(&gguf, parts), "{name} layer {l}");
+                        let want: usize =
+                            parts.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+                        assert_eq!(a.len(), want);
+                    }
+                }
+            }
+            assert_eq!(sparse, hf.config.num_hidden_layers, "{name}");
         }
     }
 

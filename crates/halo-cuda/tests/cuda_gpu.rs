@@ -217,3 +217,66 @@ fn dense_families_f32_match_transformers_up_to_near_ties() {
         }
     }
 }
+
+/// Mixtral and Qwen3-MoE through kernels/moe.cu: transformers' greedy ids up to near ties, and
+/// every prompt's ids the same alone and in one batch with the others (the batch's tokens go to
+/// different experts within a step, so this exercises the grouping).
+#[test]
+#[ignore = "needs an NVIDIA GPU"]
+fn moe_families_f32_match_transformers_alone_and_batched() {
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/families");
+    for name in ["tiny-mixtral", "tiny-qwen3moe"] {
+        let dir = root.join(name);
+        let mut d = CudaDevice::new(0).expect("a CUDA GPU");
+        d.load(
+            &dir,
+            &LoadOptions {
+                dtype: Some(DType::F32),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let layout = d
+            .warmup(&WarmupRequest {
+                block_size: 16,
+                max_batch_tokens: 256,
+                max_batch_seqs: 8,
+                max_seq_len: 512,
+                num_blocks: Some(256),
+                kv_cache_bytes: None,
+            })
+            .unwrap();
+        let cases = family_cases(&dir);
+        let mut alone = Vec::new();
+        for (ci, (prompt, want, margins)) in cases.iter().enumerate() {
+            let got = generate(
+                &mut d,
+                layout.block_size,
+                std::slice::from_ref(prompt),
+                want.len(),
+                None,
+            );
+            if let Some(i) = got[0].iter().zip(want).position(|(g, w)| g != w) {
+                assert!(
+                    margins[i] < 1e-3,
+                    "{name} case {ci}: token {i} is {}, transformers chose {} (margin {})",
+                    got[0][i],
+                    want[i],
+                    margins[i]
+                );
+            }
+            alone.push(got[0].clone());
+        }
+        let prompts: Vec<Vec<u32>> = cases.iter().map(|c| c.0.clone()).collect();
+        let steps = cases.iter().map(|c| c.1.len()).min().unwrap();
+        let batched = generate(&mut d, layout.block_size, &prompts, steps, None);
+        for (ci, (b, a)) in batched.iter().zip(&alone).enumerate() {
+            assert_eq!(
+                b[..],
+                a[..steps],
+                "{name} case {ci}: batched differs from alone"
+            );
+        }
+    }
+}
