@@ -14,10 +14,10 @@
 //! injection each.
 
 mod activation;
-mod attention;
+pub mod attention;
 mod device;
 mod ffn;
-mod kv_cache;
+pub mod kv_cache;
 mod linear;
 pub mod matmul;
 mod model;
