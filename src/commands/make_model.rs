@@ -10,8 +10,9 @@ use std::time::Instant;
 #[derive(clap::Args, Debug)]
 pub struct MakeModelArgs {
     /// Model shapes to write: tiny, bench-110m (stories110M), llama-1b (Llama-3.2-1B),
-    /// bench-moe (Mixtral layout: 16 experts of 512, top-2, at bench-110m's width),
-    /// bench-qwen3, bench-gemma2, bench-gemma3 (those families' blocks at bench-110m's width).
+    /// bench-moe / bench-qwen3moe (Mixtral / Qwen3-MoE: 16 experts of 512, top-2, at
+    /// bench-110m's width), bench-phi3, bench-qwen3, bench-gemma2, bench-gemma3 (those families'
+    /// blocks at bench-110m's width).
     #[arg(long)]
     pub preset: String,
     /// Directory to write (created if missing; existing model files in it are replaced).

@@ -3,6 +3,8 @@
 //! tokenizer_config.json).
 
 use super::families::FamilyPreset;
+use crate::config::moe::ExpertNames;
+use crate::Architecture;
 use super::phi3::Phi3Preset;
 use super::SynthDType;
 use serde_json::{json, Value};
@@ -16,8 +18,9 @@ pub struct Llama3Scaling {
     pub original_max_position_embeddings: usize,
 }
 
-/// The experts of a mixture-of-experts preset: Mixtral's layout (every layer sparse, each
-/// expert an MLP of `intermediate_size`, the kept router weights renormalised).
+/// The experts of a mixture-of-experts preset: every layer sparse, each expert an MLP of
+/// `intermediate_size`, the kept router weights renormalised. Mixtral's layout, or Qwen3-MoE's
+/// when the preset has the Qwen3 block ([`Preset::moe_architecture`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MoePreset {
     pub num_experts: usize,
@@ -139,6 +142,21 @@ pub const PRESETS: &[Preset] = &[
         ..BENCH_110M
     },
     Preset {
+        name: "bench-qwen3moe",
+        about: "a Qwen3-MoE at bench-110m's width (hidden 768, 12 layers, 12/4 heads, q/k norms, \
+                16 experts of 512, top-2 renormalised, vocab 32000, tied)",
+        intermediate_size: 512,
+        num_key_value_heads: 4,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1_000_000.0,
+        moe: Some(MoePreset {
+            num_experts: 16,
+            experts_per_token: 2,
+        }),
+        family: Some(FamilyPreset::Qwen3),
+        ..BENCH_110M
+    },
+    Preset {
         name: "bench-phi3",
         about: "Phi-4-mini's layout at bench-110m's width (hidden 768, 12 layers, 12/4 heads, \
                 fused qkv/gate_up, 3/4 partial rotary, LongRoPE 4096 -> 131072, vocab 32000, tied)",
@@ -204,6 +222,20 @@ pub fn preset_names() -> String {
 }
 
 impl Preset {
+    /// Mixtral or Qwen3-MoE for an MoE preset (Qwen3's block makes it Qwen3-MoE).
+    pub fn moe_architecture(&self) -> Option<Architecture> {
+        self.moe?;
+        Some(match self.family {
+            Some(FamilyPreset::Qwen3) => Architecture::Qwen3Moe,
+            _ => Architecture::Mixtral,
+        })
+    }
+
+    /// The checkpoint names of an MoE preset's expert tensors.
+    pub fn expert_names(&self) -> Option<ExpertNames> {
+        ExpertNames::for_architecture(self.moe_architecture()?)
+    }
+
     /// Stored parameters (a tied head counted once).
     pub fn param_count(&self) -> u64 {
         let h = self.hidden_size as u64;
@@ -234,16 +266,30 @@ impl Preset {
             super::families::patch_config(&mut v, self, f);
         }
         if let (Some(m), Some(obj)) = (self.moe, v.as_object_mut()) {
-            for k in ["attention_bias", "mlp_bias", "pretraining_tp"] {
+            for k in ["mlp_bias", "pretraining_tp"] {
                 obj.remove(k);
             }
-            obj.insert("architectures".into(), json!(["MixtralForCausalLM"]));
-            obj.insert("model_type".into(), json!("mixtral"));
+            if self.moe_architecture() == Some(Architecture::Qwen3Moe) {
+                // Qwen3MoeConfig as transformers 5 writes it (tests/fixtures/families/tiny-qwen3moe)
+                for k in ["layer_types", "max_window_layers"] {
+                    obj.remove(k);
+                }
+                obj.insert("architectures".into(), json!(["Qwen3MoeForCausalLM"]));
+                obj.insert("model_type".into(), json!("qwen3_moe"));
+                obj.insert("decoder_sparse_step".into(), json!(1));
+                obj.insert("mlp_only_layers".into(), json!([]));
+                obj.insert("moe_intermediate_size".into(), json!(self.intermediate_size));
+                obj.insert("norm_topk_prob".into(), json!(true));
+            } else {
+                obj.remove("attention_bias");
+                obj.insert("architectures".into(), json!(["MixtralForCausalLM"]));
+                obj.insert("model_type".into(), json!("mixtral"));
+                obj.insert("router_jitter_noise".into(), json!(0.0));
+            }
             obj.insert("num_local_experts".into(), json!(m.num_experts));
             obj.insert("num_experts_per_tok".into(), json!(m.experts_per_token));
             obj.insert("output_router_logits".into(), json!(false));
             obj.insert("router_aux_loss_coef".into(), json!(0.001));
-            obj.insert("router_jitter_noise".into(), json!(0.0));
             obj.insert("sliding_window".into(), Value::Null);
         }
         v
@@ -324,8 +370,8 @@ mod tests {
         assert!(preset("nope").is_none());
         assert_eq!(
             preset_names(),
-            "tiny, bench-110m, llama-1b, bench-moe, bench-phi3, bench-qwen3, bench-gemma2, \
-             bench-gemma3"
+            "tiny, bench-110m, llama-1b, bench-moe, bench-qwen3moe, bench-phi3, bench-qwen3, \
+             bench-gemma2, bench-gemma3"
         );
     }
 

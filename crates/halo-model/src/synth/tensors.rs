@@ -141,14 +141,14 @@ pub fn plan(preset: &Preset, seed: u64, dtype: SynthDType) -> Vec<(String, Synth
             add(format!("{p}.{suffix}"), shape, norm);
         }
         match preset.moe {
-            // Mixtral's names: the router, then each expert's w1 (gate), w2 (down), w3 (up).
+            // The router, then each expert's gate, down and up (Mixtral's w1, w2, w3).
             Some(m) => {
-                let b = format!("{p}.block_sparse_moe");
-                add(format!("{b}.gate.weight"), vec![m.num_experts, h], weight);
+                let names = preset.expert_names().expect("an MoE preset has expert names");
+                add(names.router(&p), vec![m.num_experts, h], weight);
                 for e in 0..m.num_experts {
-                    add(format!("{b}.experts.{e}.w1.weight"), vec![i, h], weight);
-                    add(format!("{b}.experts.{e}.w2.weight"), vec![h, i], weight);
-                    add(format!("{b}.experts.{e}.w3.weight"), vec![i, h], weight);
+                    add(names.expert(&p, e, names.gate), vec![i, h], weight);
+                    add(names.expert(&p, e, names.down), vec![h, i], weight);
+                    add(names.expert(&p, e, names.up), vec![i, h], weight);
                 }
             }
             None if preset.phi3.is_some() => {

@@ -161,27 +161,35 @@ fn large_preset_configs_parse_with_their_published_shapes() {
     );
     assert_eq!((c.vocab_size, c.max_position_embeddings), (32000, 1024));
     assert_eq!(c.rope.scaling, RopeScaling::Default);
-    // The MoE preset is a Mixtral: 16 experts of 512 in every layer, two per token.
-    let p = preset("bench-moe").unwrap();
-    let c = ModelConfig::from_json(&p.config_json(p.default_dtype, 0), path).unwrap();
-    assert_eq!(c.architecture, Architecture::Mixtral);
-    let m = c.moe.as_ref().unwrap();
-    assert_eq!(
-        (
-            m.num_experts,
-            m.experts_per_token,
-            m.expert_intermediate_size
-        ),
-        (16, 2, 512)
-    );
-    assert!(m.norm_topk_prob && m.sparse_layers.iter().all(|&s| s));
-    let plan: BTreeMap<String, Vec<usize>> = tensors::plan(p, 0, SynthDType::F32)
-        .into_iter()
-        .map(|(n, t)| (n, t.shape))
-        .collect();
-    let expected: BTreeMap<String, Vec<usize>> = c.expected_tensors().into_iter().collect();
-    assert_eq!(plan, expected);
-    assert_eq!(c.param_count(), p.param_count());
+    // The MoE presets: a Mixtral and a Qwen3-MoE, 16 experts of 512 in every layer, two per
+    // token, renormalised.
+    for (name, arch) in [
+        ("bench-moe", Architecture::Mixtral),
+        ("bench-qwen3moe", Architecture::Qwen3Moe),
+    ] {
+        let p = preset(name).unwrap();
+        let c = ModelConfig::from_json(&p.config_json(p.default_dtype, 0), path).unwrap();
+        assert_eq!(c.architecture, arch);
+        assert_eq!(c.qk_norm, arch == Architecture::Qwen3Moe, "{name}");
+        let m = c.moe.as_ref().unwrap();
+        assert_eq!(
+            (
+                m.num_experts,
+                m.experts_per_token,
+                m.expert_intermediate_size
+            ),
+            (16, 2, 512),
+            "{name}"
+        );
+        assert!(m.norm_topk_prob && m.sparse_layers.iter().all(|&s| s), "{name}");
+        let plan: BTreeMap<String, Vec<usize>> = tensors::plan(p, 0, SynthDType::F32)
+            .into_iter()
+            .map(|(n, t)| (n, t.shape))
+            .collect();
+        let expected: BTreeMap<String, Vec<usize>> = c.expected_tensors().into_iter().collect();
+        assert_eq!(plan, expected, "{name}");
+        assert_eq!(c.param_count(), p.param_count(), "{name}");
+    }
 }
 
 #[test]
@@ -200,8 +208,8 @@ fn bad_requests_are_typed_errors() {
     let e = preset_by_name("llama-70b").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unknown preset 'llama-70b' (known: tiny, bench-110m, llama-1b, bench-moe, bench-phi3, \
-         bench-qwen3, bench-gemma2, bench-gemma3)"
+        "unknown preset 'llama-70b' (known: tiny, bench-110m, llama-1b, bench-moe, \
+         bench-qwen3moe, bench-phi3, bench-qwen3, bench-gemma2, bench-gemma3)"
     );
     assert!(matches!(
         "f8".parse::<SynthDType>(),
