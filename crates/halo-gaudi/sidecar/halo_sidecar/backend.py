@@ -13,6 +13,9 @@ import torch
 
 class Backend:
     name = "cpu"
+    # Whether the model must avoid data-dependent control flow (the MoE block's static form):
+    # true under HPU graphs, which replay what they captured.
+    static_moe = False
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")
@@ -70,6 +73,7 @@ class HpuBackend(Backend):
         self._core, self._hpu = htcore, hthpu
         self.device = torch.device("hpu")
         self.graphs = os.environ.get("HALO_SIDECAR_HPU_GRAPHS", "1") != "0"
+        self.static_moe = self.graphs
 
     def mark_step(self) -> None:
         self._core.mark_step()

@@ -97,6 +97,8 @@ class Executor:
         torch_dtype = DTYPES[dtype] if dtype else self.backend.default_dtype()
         weights = Weights(model_dir, self.backend.device, torch_dtype)
         model = CausalLM(cfg, weights)
+        if self.backend.static_moe:
+            model.use_static_moe()
         self.model, self.run = model, self.backend.wrap(model)
         self.buckets, self.warmed, self.seen = None, False, set()
         self.info = {

@@ -211,6 +211,12 @@ class CausalLM(torch.nn.Module):
         self.v_cache: list[torch.Tensor] = []
         self.block_size = 0
 
+    def use_static_moe(self) -> None:
+        """MoE layers run their static form (no data-dependent control flow; HPU graphs)."""
+        for layer in self.layers:
+            if layer.moe is not None:
+                layer.moe.static = True
+
     def allocate_cache(self, num_blocks: int, block_size: int) -> None:
         """num_blocks usable blocks plus one scratch block (id num_blocks) for padding writes."""
         cfg = self.cfg

@@ -145,6 +145,20 @@ def test_moe_block_matches_per_token_sum(norm_topk):
     torch.testing.assert_close(got.reshape(-1, 16), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("norm_topk", [True, False])
+@pytest.mark.parametrize("tokens", [1, 2, 10])
+def test_static_moe_matches_the_grouped_form(norm_topk, tokens):
+    """Both static paths: gathering the pairs' experts (tokens * k < experts) and running every
+    expert (otherwise), against the data-dependent grouped form."""
+    spec = MoeSpec(6, 2, norm_topk, 8, [True], "mlp", ("gate_proj", "up_proj", "down_proj"))
+    block = MoeBlock(spec, 16, _W(), "model.layers.0.")
+    x = torch.randn(tokens, 16, generator=torch.Generator().manual_seed(2))
+    grouped = block(x)
+    block.static = True
+    static = block(x)
+    torch.testing.assert_close(static, grouped, rtol=1e-6, atol=1e-6)
+
+
 FAMILY_DIRS = sorted(
     os.path.dirname(p) for p in glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..",
                                                        "tests", "fixtures", "families", "*", "golden.json")))

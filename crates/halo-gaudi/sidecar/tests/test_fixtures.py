@@ -50,12 +50,28 @@ def _check_rope(model_dir, golden):
 
 @pytest.mark.parametrize("golden_path", FIXTURES, ids=lambda p: os.path.basename(os.path.dirname(p)))
 def test_fixture_matches_transformers(golden_path):
+    _check_fixture(golden_path, select("cpu"))
+
+
+MOE_FIXTURES = [p for p in FAMILY_FIXTURES if "moe" in p or "mixtral" in p]
+
+
+@pytest.mark.parametrize("golden_path", MOE_FIXTURES, ids=lambda p: os.path.basename(os.path.dirname(p)))
+def test_moe_fixtures_match_transformers_in_the_static_form(golden_path):
+    """The MoE block's HPU-graph form (no data-dependent control flow) gives the same ids."""
+    backend = select("cpu")
+    backend.static_moe = True
+    ex = _check_fixture(golden_path, backend)
+    assert all(layer.moe.static for layer in ex.model.layers if layer.moe is not None)
+
+
+def _check_fixture(golden_path, backend):
     model_dir = os.path.dirname(golden_path)
     with open(golden_path, encoding="utf-8") as f:
         golden = json.load(f)
     _check_rope(model_dir, golden)
 
-    ex = Executor(select("cpu"))
+    ex = Executor(backend)
     ex.load(model_dir, "f32")
     ex.warmup(16, 128, 4, 128, 40, 0)
     cases = golden["cases"]
@@ -101,3 +117,4 @@ def test_fixture_matches_transformers(golden_path):
         assert outs[i] == case["greedy_ids"], case["prompt"]
     if recompute_at is not None:
         assert recomputed >= 1, "no generation crossed the longrope original length"
+    return ex
