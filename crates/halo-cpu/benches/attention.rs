@@ -8,6 +8,8 @@
 //! `HALO_BENCH_THREADS` sets the pool size (default: every core). Throughput is KV bytes read
 //! per step.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use halo_cpu::attention::{paged_attention, AttentionShape, TokenSite};
 use halo_cpu::kv_cache::KvCache;
@@ -47,18 +49,7 @@ fn gcd(a: usize, b: usize) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
-    let threads = std::env::var("HALO_BENCH_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
+    let pool = common::bench_pool();
     let row = HEADS * HEAD_DIM;
     let shape = AttentionShape {
         num_heads: HEADS,

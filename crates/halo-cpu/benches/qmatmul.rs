@@ -11,6 +11,8 @@
 //! `HALO_BENCH_THREADS` sets the pool size (default: every core). Throughput is weight bytes
 //! streamed per step.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use halo_cpu::matmul::matmul_t;
 use halo_cpu::qmatmul::{qmatmul_t, QMatrix};
@@ -91,18 +93,7 @@ fn matrix(dtype: StoredDType, n: usize, k: usize, seed: u32) -> QMatrix {
 }
 
 fn bench(c: &mut Criterion) {
-    let threads = std::env::var("HALO_BENCH_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
+    let pool = common::bench_pool();
     let shapes = shapes();
     let ms = [1usize, 4, 16, 64, 256];
     let inputs: Vec<Vec<Vec<f32>>> = ms

@@ -165,56 +165,70 @@ fn family_cases(dir: &std::path::Path) -> Vec<(Vec<u32>, Vec<u32>, Vec<f64>)> {
         .collect()
 }
 
+/// A family fixture loaded in f32 and warmed up: the device, its block size and the fixture dir.
+fn family_device(name: &str) -> (CudaDevice, usize, std::path::PathBuf) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/families")
+        .join(name);
+    let mut d = CudaDevice::new(0).expect("a CUDA GPU");
+    d.load(
+        &dir,
+        &LoadOptions {
+            dtype: Some(DType::F32),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let layout = d
+        .warmup(&WarmupRequest {
+            block_size: 16,
+            max_batch_tokens: 256,
+            max_batch_seqs: 8,
+            max_seq_len: 512,
+            num_blocks: Some(256),
+            kv_cache_bytes: None,
+        })
+        .unwrap();
+    (d, layout.block_size, dir)
+}
+
+/// Each case alone: transformers' greedy ids up to near ties. cuBLAS (and the MoE kernels) sum
+/// in another order than transformers: a step whose top two are within 1e-3 may go either way,
+/// and the continuation after it with it. Returns what each case generated.
+fn alone_match_up_to_near_ties(name: &str) -> Vec<Vec<u32>> {
+    let (mut d, block_size, dir) = family_device(name);
+    let long_above = halo_model::ModelConfig::from_dir(&dir)
+        .unwrap()
+        .rope
+        .long_regime_above();
+    let mut out = Vec::new();
+    for (ci, (prompt, want, margins)) in family_cases(&dir).iter().enumerate() {
+        let got = generate(
+            &mut d,
+            block_size,
+            std::slice::from_ref(prompt),
+            want.len(),
+            long_above,
+        );
+        if let Some(i) = got[0].iter().zip(want).position(|(g, w)| g != w) {
+            assert!(
+                margins[i] < 1e-3,
+                "{name} case {ci}: token {i} is {}, transformers chose {} (margin {})",
+                got[0][i],
+                want[i],
+                margins[i]
+            );
+        }
+        out.push(got[0].clone());
+    }
+    out
+}
+
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
 fn dense_families_f32_match_transformers_up_to_near_ties() {
-    let root =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/families");
     for name in ["tiny-qwen3", "tiny-gemma2", "tiny-gemma3", "tiny-phi3"] {
-        let dir = root.join(name);
-        let mut d = CudaDevice::new(0).expect("a CUDA GPU");
-        d.load(
-            &dir,
-            &LoadOptions {
-                dtype: Some(DType::F32),
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let layout = d
-            .warmup(&WarmupRequest {
-                block_size: 16,
-                max_batch_tokens: 256,
-                max_batch_seqs: 8,
-                max_seq_len: 512,
-                num_blocks: Some(256),
-                kv_cache_bytes: None,
-            })
-            .unwrap();
-        let long_above = halo_model::ModelConfig::from_dir(&dir)
-            .unwrap()
-            .rope
-            .long_regime_above();
-        for (ci, (prompt, want, margins)) in family_cases(&dir).iter().enumerate() {
-            let got = generate(
-                &mut d,
-                layout.block_size,
-                std::slice::from_ref(prompt),
-                want.len(),
-                long_above,
-            );
-            // cuBLAS sums in another order than transformers: a step whose top two are within
-            // 1e-3 may go either way, and the continuation after it with it
-            if let Some(i) = got[0].iter().zip(want).position(|(g, w)| g != w) {
-                assert!(
-                    margins[i] < 1e-3,
-                    "{name} case {ci}: token {i} is {}, transformers chose {} (margin {})",
-                    got[0][i],
-                    want[i],
-                    margins[i]
-                );
-            }
-        }
+        alone_match_up_to_near_ties(name);
     }
 }
 
@@ -224,53 +238,13 @@ fn dense_families_f32_match_transformers_up_to_near_ties() {
 #[test]
 #[ignore = "needs an NVIDIA GPU"]
 fn moe_families_f32_match_transformers_alone_and_batched() {
-    let root =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/families");
     for name in ["tiny-mixtral", "tiny-qwen3moe"] {
-        let dir = root.join(name);
-        let mut d = CudaDevice::new(0).expect("a CUDA GPU");
-        d.load(
-            &dir,
-            &LoadOptions {
-                dtype: Some(DType::F32),
-                ..Default::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let layout = d
-            .warmup(&WarmupRequest {
-                block_size: 16,
-                max_batch_tokens: 256,
-                max_batch_seqs: 8,
-                max_seq_len: 512,
-                num_blocks: Some(256),
-                kv_cache_bytes: None,
-            })
-            .unwrap();
+        let alone = alone_match_up_to_near_ties(name);
+        let (mut d, block_size, dir) = family_device(name);
         let cases = family_cases(&dir);
-        let mut alone = Vec::new();
-        for (ci, (prompt, want, margins)) in cases.iter().enumerate() {
-            let got = generate(
-                &mut d,
-                layout.block_size,
-                std::slice::from_ref(prompt),
-                want.len(),
-                None,
-            );
-            if let Some(i) = got[0].iter().zip(want).position(|(g, w)| g != w) {
-                assert!(
-                    margins[i] < 1e-3,
-                    "{name} case {ci}: token {i} is {}, transformers chose {} (margin {})",
-                    got[0][i],
-                    want[i],
-                    margins[i]
-                );
-            }
-            alone.push(got[0].clone());
-        }
         let prompts: Vec<Vec<u32>> = cases.iter().map(|c| c.0.clone()).collect();
         let steps = cases.iter().map(|c| c.1.len()).min().unwrap();
-        let batched = generate(&mut d, layout.block_size, &prompts, steps, None);
+        let batched = generate(&mut d, block_size, &prompts, steps, None);
         for (ci, (b, a)) in batched.iter().zip(&alone).enumerate() {
             assert_eq!(
                 b[..],
