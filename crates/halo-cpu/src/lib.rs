@@ -24,6 +24,7 @@ mod model;
 mod moe;
 mod ops;
 pub mod qmatmul;
+mod qkv;
 mod rope;
 
 pub use device::CpuDevice;

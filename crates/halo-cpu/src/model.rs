@@ -13,6 +13,7 @@ use crate::linear::{embed_rows, Linear, Part};
 use crate::moe;
 use crate::ops::{add_in_place, rms_norm};
 use crate::qmatmul::QMatrix;
+use crate::qkv::{split_norm_rotate, QkvDims, RowSites};
 use crate::rope::Rotary;
 use halo_hal::{DType, DeviceError, StepBatch};
 use halo_model::{quant, Model, ModelConfig, StoredDType, Weights};
@@ -296,7 +297,7 @@ impl CpuModel {
         let c = &self.config;
         let (h, hd) = (c.hidden_size, c.head_dim);
         let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
-        let (q_dim, kv_dim) = (nh * hd, nkv * hd);
+        let kv_dim = nkv * hd;
         let eps = c.rms_norm_eps as f32;
 
         let mut positions = Vec::with_capacity(batch.num_tokens());
@@ -318,6 +319,15 @@ impl CpuModel {
         }
         let n = positions.len();
         let long_rope = Rotary::step_long_regimes(batch);
+        let row_sites = RowSites {
+            positions: &positions,
+            long: &long_rope,
+        };
+        let dims = QkvDims {
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+        };
         if let Some(scale) = c.embed_scale {
             x.iter_mut().for_each(|v| *v *= scale);
         }
@@ -325,22 +335,14 @@ impl CpuModel {
         for (l, layer) in self.layers.iter().enumerate() {
             let normed = rms_norm(&x, &layer.attn_norm, eps);
             let qkv = layer.qkv.forward(&normed, n)?;
-            let mut q = Vec::with_capacity(n * q_dim);
-            let mut k = Vec::with_capacity(n * kv_dim);
-            let mut v = Vec::with_capacity(n * kv_dim);
-            for row in qkv.chunks_exact(q_dim + 2 * kv_dim) {
-                q.extend_from_slice(&row[..q_dim]);
-                k.extend_from_slice(&row[q_dim..q_dim + kv_dim]);
-                v.extend_from_slice(&row[q_dim + kv_dim..]);
-            }
-            if let Some((q_norm, k_norm)) = &layer.qk_norm {
-                // `head_dim`-wide weights: every head of every row is normalized on its own.
-                q = rms_norm(&q, q_norm, eps);
-                k = rms_norm(&k, k_norm, eps);
-            }
-            let rotary = &self.rotaries[layer.rope];
-            rotary.apply(&mut q, &positions, &long_rope, nh);
-            rotary.apply(&mut k, &positions, &long_rope, nkv);
+            let (q, k, v) = split_norm_rotate(
+                &qkv,
+                dims,
+                layer.qk_norm.as_ref().map(|(q, k)| (&q[..], &k[..])),
+                eps,
+                &self.rotaries[layer.rope],
+                &row_sites,
+            );
             for (i, &slot) in slots.iter().enumerate() {
                 cache.write(
                     l,

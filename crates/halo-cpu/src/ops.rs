@@ -13,13 +13,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     if h == 0 {
         return out;
     }
-    let row = |(src, dst): (&[f32], &mut [f32])| {
-        let mean_sq = src.iter().map(|v| v * v).sum::<f32>() / h as f32;
-        let inv = 1.0 / (mean_sq + eps).sqrt();
-        for ((d, s), w) in dst.iter_mut().zip(src).zip(weight) {
-            *d = w * (s * inv);
-        }
-    };
+    let row = |(src, dst): (&[f32], &mut [f32])| rms_norm_row(src, dst, weight, eps);
     if x.len() < PARALLEL_VALUES {
         x.chunks_exact(h).zip(out.chunks_exact_mut(h)).for_each(row);
     } else {
@@ -28,6 +22,16 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
             .for_each(row);
     }
     out
+}
+
+/// RMSNorm of one `weight.len()`-wide row `src` into `dst`.
+#[inline]
+pub fn rms_norm_row(src: &[f32], dst: &mut [f32], weight: &[f32], eps: f32) {
+    let mean_sq = src.iter().map(|v| v * v).sum::<f32>() / weight.len() as f32;
+    let inv = 1.0 / (mean_sq + eps).sqrt();
+    for ((d, s), w) in dst.iter_mut().zip(src).zip(weight) {
+        *d = w * (s * inv);
+    }
 }
 
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {

@@ -41,30 +41,59 @@ impl Rotary {
     }
 
     /// Rotates every head of every row of `x` (`[rows, heads * head_dim]`) in place: row `r`
-    /// is at `positions[r]` and its sequence's regime is `long[r]`.
+    /// is at `positions[r]` and its sequence's regime is `long[r]`. (The model rotates row by
+    /// row with the rest of its attention inputs, [`crate::qkv`]; this is their reference.)
+    #[cfg(test)]
     pub fn apply(&self, x: &mut [f32], positions: &[usize], long: &[bool], heads: usize) {
-        let t = &self.tables;
-        let half = t.rotary_dim / 2;
-        let af = t.attention_factor;
-        let mut cos = vec![0.0f32; half];
-        let mut sin = vec![0.0f32; half];
+        let mut angles = Angles::new(self);
         let rows = x.chunks_exact_mut(heads * self.head_dim);
         for ((row, &pos), &long) in rows.zip(positions).zip(long) {
-            let inv_freq = t.select(long);
+            angles.at(self, pos, long);
+            self.rotate(row, &angles);
+        }
+    }
+
+    /// Rotates every head of `row` (a whole number of heads) by `angles`.
+    pub fn rotate(&self, row: &mut [f32], angles: &Angles) {
+        let half = self.tables.rotary_dim / 2;
+        let (cos, sin) = (&angles.cos, &angles.sin);
+        for head in row.chunks_exact_mut(self.head_dim) {
             for i in 0..half {
-                let angle = pos as f32 * inv_freq[i];
-                // transformers multiplies by its attention scaling even when it is 1.0; the
-                // product is then exact, so one path serves every RoPE type
-                cos[i] = angle.cos() * af;
-                sin[i] = angle.sin() * af;
+                let (a, b) = (head[i], head[i + half]);
+                head[i] = a * cos[i] - b * sin[i];
+                head[i + half] = b * cos[i] + a * sin[i];
             }
-            for head in row.chunks_exact_mut(self.head_dim) {
-                for i in 0..half {
-                    let (a, b) = (head[i], head[i + half]);
-                    head[i] = a * cos[i] - b * sin[i];
-                    head[i + half] = b * cos[i] + a * sin[i];
-                }
-            }
+        }
+    }
+}
+
+/// One position's `cos` and `sin` tables (attention factor applied), computed once and used for
+/// every q and k head of the token.
+pub struct Angles {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Angles {
+    pub fn new(r: &Rotary) -> Angles {
+        let half = r.tables.rotary_dim / 2;
+        Angles {
+            cos: vec![0.0; half],
+            sin: vec![0.0; half],
+        }
+    }
+
+    /// Fills the tables for position `pos` in the regime `long`.
+    pub fn at(&mut self, r: &Rotary, pos: usize, long: bool) {
+        let t = &r.tables;
+        let inv_freq = &t.select(long)[..self.cos.len()];
+        let af = t.attention_factor;
+        for ((c, s), &f) in self.cos.iter_mut().zip(&mut self.sin).zip(inv_freq) {
+            let angle = pos as f32 * f;
+            // transformers multiplies by its attention scaling even when it is 1.0; the
+            // product is then exact, so one path serves every RoPE type
+            *c = angle.cos() * af;
+            *s = angle.sin() * af;
         }
     }
 }
