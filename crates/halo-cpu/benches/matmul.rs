@@ -1,13 +1,18 @@
 //! One decode step's projections for bench-110m (hidden 768, 12 layers, intermediate 2048,
 //! vocab 32000, f32; q/k/v and gate/up fused as the CPU model fuses them), random weights:
-//! the hand kernel against candle-core's `x.matmul(w.t())`, at 1, 4, 16 and 32 rows, each
-//! step run inside a rayon pool as the device runs it.
+//! the hand kernel against candle-core's `x.matmul(w.t())`, at 1, 4, 16, 32 and 64 rows, each
+//! step run inside a rayon pool as the device runs it. The hand kernel also runs prefill-sized
+//! steps (128 and 512 rows), and the same step with the weights stored as f16 and bf16
+//! (`qmatmul_t`, which follows the f32 kernel's chain on widened weights).
 //!
-//! `HALO_BENCH_THREADS` sets the pool size (default: every core).
+//! Throughput is multiply-adds (criterion's elem/s is MAC/s). `HALO_BENCH_THREADS` sets the
+//! pool size (default: every core).
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use halo_cpu::matmul::matmul_t;
+use halo_cpu::qmatmul::{qmatmul_t, QMatrix};
+use halo_model::dtype::StoredDType;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -61,15 +66,36 @@ fn bench(c: &mut Criterion) {
         .enumerate()
         .map(|(i, &(n, k))| fill(i as u32, n * k))
         .collect();
-    let bytes: usize = shapes.iter().map(|(n, k)| n * k * 4).sum();
+    let macs: usize = shapes.iter().map(|(n, k)| n * k).sum();
+    // Halves of the same values (f16 and bf16 rounding of the f32 weights).
+    let halves = |dtype: StoredDType| -> Vec<QMatrix> {
+        shapes
+            .iter()
+            .zip(&weights)
+            .map(|(&(n, k), w)| {
+                let data = w
+                    .iter()
+                    .flat_map(|&v| match dtype {
+                        StoredDType::F16 => half::f16::from_f32(v).to_le_bytes(),
+                        _ => half::bf16::from_f32(v).to_le_bytes(),
+                    })
+                    .collect();
+                QMatrix::new(dtype, n, k, data).unwrap()
+            })
+            .collect()
+    };
+    let half_weights = [
+        ("f16", halves(StoredDType::F16)),
+        ("bf16", halves(StoredDType::BF16)),
+    ];
 
     let mut group = c.benchmark_group("bench110m_step_projections");
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    group.throughput(Throughput::Bytes(bytes as u64));
-    for m in [1usize, 4, 16, 32, 64] {
+    for m in [1usize, 4, 16, 32, 64, 128, 512] {
+        group.throughput(Throughput::Elements((m * macs) as u64));
         let inputs: Vec<Vec<f32>> = shapes
             .iter()
             .map(|&(_, k)| fill(99 + k as u32, m * k))
@@ -90,7 +116,20 @@ fn bench(c: &mut Criterion) {
                 black_box(&outputs);
             })
         });
+        for (name, ws) in &half_weights {
+            group.bench_function(BenchmarkId::new(*name, m), |b| {
+                b.iter(|| {
+                    pool.install(|| {
+                        for ((w, x), y) in ws.iter().zip(&inputs).zip(outputs.iter_mut()) {
+                            qmatmul_t(x, m, w, y);
+                        }
+                    });
+                    black_box(&outputs);
+                })
+            });
+        }
     }
+    drop(half_weights);
     // candle's copy of the weights only lives for its own runs.
     let tensors: Vec<Tensor> = shapes
         .iter()
@@ -99,6 +138,7 @@ fn bench(c: &mut Criterion) {
         .collect();
     drop(weights);
     for m in [1usize, 4, 16, 32, 64] {
+        group.throughput(Throughput::Elements((m * macs) as u64));
         let inputs: Vec<Tensor> = shapes
             .iter()
             .map(|&(_, k)| {

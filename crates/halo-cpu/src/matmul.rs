@@ -14,6 +14,8 @@
 //! the same chain.
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod gemm;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 use rayon::prelude::*;
@@ -83,6 +85,10 @@ impl Isa {
 /// Activation rows per tile: each loaded chunk of W feeds this many chains.
 const MR: usize = 4;
 
+/// From this many activation rows on, x86 runs the packed register-blocked path
+/// ([`gemm`]): the step is then bound by FMAs rather than by streaming W.
+pub(crate) const GEMM_MIN_M: usize = 8;
+
 /// Below this many multiply-adds a call runs on the calling thread: splitting costs more.
 const SERIAL_WORK: usize = 1 << 18;
 
@@ -107,6 +113,11 @@ pub fn matmul_t_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usiz
     }
     if k == 0 {
         y.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if m >= GEMM_MIN_M && gemm::usable(isa) {
+        gemm::gemm(isa, x, m, k, gemm::WSrc::F32(w), n, y);
         return;
     }
     // Tasks own disjoint rows of W, so they write disjoint columns of y; computing yᵀ keeps

@@ -123,3 +123,64 @@ fn detected_isa_is_supported() {
     assert!(Isa::detect().supported());
     assert!(Isa::available().contains(&Isa::detect()));
 }
+
+/// Halves of `values`, as f16 or bf16 bytes (round to nearest).
+fn half_bytes(bf: bool, v: &[f32]) -> Vec<u8> {
+    v.iter()
+        .flat_map(|&x| {
+            if bf {
+                half::bf16::from_f32(x).to_le_bytes()
+            } else {
+                half::f16::from_f32(x).to_le_bytes()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn many_row_path_gives_the_lone_rows_bits_for_every_weight_type() {
+    use crate::qmatmul::{qmatmul_t_with, QIsa, QMatrix};
+    use halo_model::dtype::StoredDType;
+    // From GEMM_MIN_M rows on x86 runs the packed path (gemm.rs): panels of activation rows
+    // with a ragged last one (m = 9, 63, 130), micro-panels of W rows with a ragged last one
+    // (n = 37, 11), several K slices with a zero-padded last chunk (k = 4100), one slice
+    // (k = 768) and a lone partial chunk (k = 13). Every row must carry the bits of the row
+    // computed alone (the 1-row path), whatever its position, for f32, f16 and bf16 weights.
+    for qisa in QIsa::available() {
+        let isa = qisa.float_isa();
+        for &(k, n) in &[(4100usize, 37usize), (768, 70), (13, 11)] {
+            let probe = values(3, k);
+            let wf = values(21 + k as u64, n * k);
+            let weights = [
+                (StoredDType::F32, None),
+                (StoredDType::F16, Some(half_bytes(false, &wf))),
+                (StoredDType::BF16, Some(half_bytes(true, &wf))),
+            ];
+            for (dtype, bytes) in weights {
+                let q = bytes.map(|b| QMatrix::new(dtype, n, k, b).unwrap());
+                let run = |x: &[f32], m: usize, y: &mut [f32]| match &q {
+                    None => matmul_t_with(isa, x, m, k, &wf, n, y),
+                    Some(q) => qmatmul_t_with(qisa, x, m, q, y),
+                };
+                let mut alone = vec![0.0f32; n];
+                in_pool(2, || run(&probe, 1, &mut alone));
+                for &m in &[GEMM_MIN_M, 9, 63, 130] {
+                    for pos in [0, m / 2, m - 1] {
+                        let mut x = values(5000 + (m * 64 + pos) as u64, m * k);
+                        x[pos * k..(pos + 1) * k].copy_from_slice(&probe);
+                        let mut y = vec![f32::NAN; m * n];
+                        in_pool(2, || run(&x, m, &mut y));
+                        let got = &y[pos * n..(pos + 1) * n];
+                        assert!(
+                            got.iter()
+                                .zip(&alone)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{isa:?} {dtype} k={k} n={n}: row at {pos} of {m} differs"
+                        );
+                        assert!(y.iter().all(|v| v.is_finite()), "every output written");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 /// 8 lanes → 1 in a fixed order: high half onto low, then pairs, then the last two.
 #[inline]
 #[target_feature(enable = "avx")]
-unsafe fn hsum256(v: __m256) -> f32 {
+pub(super) unsafe fn hsum256(v: __m256) -> f32 {
     let q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let p = _mm_add_ps(q, _mm_movehl_ps(q, q));
     _mm_cvtss_f32(_mm_add_ss(p, _mm_shuffle_ps::<0b01>(p, p)))
@@ -19,7 +19,7 @@ unsafe fn hsum256(v: __m256) -> f32 {
 /// 16 lanes → 8 (high half onto low), then as [`hsum256`].
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn hsum512(v: __m512) -> f32 {
+pub(super) unsafe fn hsum512(v: __m512) -> f32 {
     let lo = _mm512_castps512_ps256(v);
     let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
     hsum256(_mm256_add_ps(lo, hi))

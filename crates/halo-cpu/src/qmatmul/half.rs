@@ -30,6 +30,18 @@ pub(crate) fn matmul_t(isa: Isa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]
         return;
     }
     let bf = w.dtype == StoredDType::BF16;
+    #[cfg(target_arch = "x86_64")]
+    if m >= crate::matmul::GEMM_MIN_M && crate::matmul::gemm::usable(isa) {
+        // Widened once per packed block instead of once per tile (gemm.rs), same chain.
+        use crate::matmul::gemm::{gemm, WSrc};
+        let src = if bf {
+            WSrc::Bf16(&w.data)
+        } else {
+            WSrc::F16(&w.data)
+        };
+        gemm(isa, x, m, k, src, n, y);
+        return;
+    }
     let nr = match (isa, m) {
         (_, 1..=4) => 1,
         (Isa::Avx512, _) => 4,
