@@ -23,8 +23,8 @@ pub mod matmul;
 mod model;
 mod moe;
 mod ops;
-pub mod qmatmul;
 mod qkv;
+pub mod qmatmul;
 mod rope;
 
 pub use device::CpuDevice;

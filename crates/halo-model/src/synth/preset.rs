@@ -3,10 +3,10 @@
 //! tokenizer_config.json).
 
 use super::families::FamilyPreset;
-use crate::config::moe::ExpertNames;
-use crate::Architecture;
 use super::phi3::Phi3Preset;
 use super::SynthDType;
+use crate::config::moe::ExpertNames;
+use crate::Architecture;
 use serde_json::{json, Value};
 
 /// Llama 3.1-style rope scaling, as `rope_parameters` records it.
@@ -278,7 +278,10 @@ impl Preset {
                 obj.insert("model_type".into(), json!("qwen3_moe"));
                 obj.insert("decoder_sparse_step".into(), json!(1));
                 obj.insert("mlp_only_layers".into(), json!([]));
-                obj.insert("moe_intermediate_size".into(), json!(self.intermediate_size));
+                obj.insert(
+                    "moe_intermediate_size".into(),
+                    json!(self.intermediate_size),
+                );
                 obj.insert("norm_topk_prob".into(), json!(true));
             } else {
                 obj.remove("attention_bias");

@@ -143,7 +143,9 @@ pub fn plan(preset: &Preset, seed: u64, dtype: SynthDType) -> Vec<(String, Synth
         match preset.moe {
             // The router, then each expert's gate, down and up (Mixtral's w1, w2, w3).
             Some(m) => {
-                let names = preset.expert_names().expect("an MoE preset has expert names");
+                let names = preset
+                    .expert_names()
+                    .expect("an MoE preset has expert names");
                 add(names.router(&p), vec![m.num_experts, h], weight);
                 for e in 0..m.num_experts {
                     add(names.expert(&p, e, names.gate), vec![i, h], weight);

@@ -181,7 +181,10 @@ fn large_preset_configs_parse_with_their_published_shapes() {
             (16, 2, 512),
             "{name}"
         );
-        assert!(m.norm_topk_prob && m.sparse_layers.iter().all(|&s| s), "{name}");
+        assert!(
+            m.norm_topk_prob && m.sparse_layers.iter().all(|&s| s),
+            "{name}"
+        );
         let plan: BTreeMap<String, Vec<usize>> = tensors::plan(p, 0, SynthDType::F32)
             .into_iter()
             .map(|(n, t)| (n, t.shape))
