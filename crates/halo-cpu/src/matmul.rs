@@ -1,9 +1,12 @@
 //! The f32 projection kernel `y[M,N] = x[M,K] · W[N,K]^T`, with W row-major as checkpoints
 //! store it, written for the decode shapes of a step (small M, weights far larger than cache).
 //!
-//! Why not a general GEMM: at M = 1..32 the step is bound by streaming the weights, so the
+//! Why not a general GEMM: at M = 1..4 the step is bound by streaming the weights, so the
 //! kernel reads each block of W rows once, while it is cache-hot applies every activation tile
-//! to it, and splits N across the rayon pool the caller already runs in.
+//! to it, and splits N across the rayon pool the caller already runs in. From
+//! [`GEMM_MIN_M`] rows on (prefill, batched decode) the step is bound by FMAs instead, and x86
+//! runs [`gemm`]: x and W packed into register-tile panels, 4×6 accumulator vectors on
+//! AVX-512, the same chains.
 //!
 //! Batch invariance: every output element `y[m,n]` is the same fixed sequence of floating-point
 //! operations whatever M is and whichever tile row `m` lands in: one accumulator vector per
