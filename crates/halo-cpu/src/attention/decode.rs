@@ -66,21 +66,7 @@ unsafe fn attend_chunks<T: KvValue, const CH: usize>(
         for &ahead in rows.iter().skip(8 * g + AHEAD).take(8) {
             prefetch_row(keys, ahead, hd);
         }
-        let mut acc = [_mm256_setzero_ps(); 8];
-        for c in 0..CH {
-            let x = _mm256_loadu_ps(q.as_ptr().add(8 * c));
-            for (a, &r) in acc.iter_mut().zip(group) {
-                let y = T::load8(keys.as_ptr().add(r + 8 * c));
-                *a = _mm256_add_ps(*a, _mm256_mul_ps(x, y));
-            }
-        }
-        let lanes = transpose8(acc);
-        // 0.0 + lane 0 + lane 1 + ... : the fold `Iterator::sum` makes of one accumulator.
-        let mut s = _mm256_setzero_ps();
-        for l in lanes {
-            s = _mm256_add_ps(s, l);
-        }
-        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(s, _mm256_set1_ps(scale)));
+        score8::<T, CH>(q, keys, |i| group[i], scale, out);
     }
     for (s, &r) in scores[full..].iter_mut().zip(&rows[full..]) {
         *s = Avx::dot(q, &keys[r..r + hd]) * scale;
@@ -102,6 +88,154 @@ unsafe fn attend_chunks<T: KvValue, const CH: usize>(
         _mm256_storeu_ps(row.as_mut_ptr().add(8 * c), *o);
     }
     row
+}
+
+/// Scores eight keys (rows `row(0..8)` of `keys`) against `q` into `out[..8]`, scaled.
+#[inline(always)]
+unsafe fn score8<T: KvValue, const CH: usize>(
+    q: &[f32],
+    keys: &[T],
+    row: impl Fn(usize) -> usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for c in 0..CH {
+        let x = _mm256_loadu_ps(q.as_ptr().add(8 * c));
+        for (i, a) in acc.iter_mut().enumerate() {
+            let y = T::load8(keys.as_ptr().add(row(i) + 8 * c));
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(x, y));
+        }
+    }
+    let lanes = transpose8(acc);
+    // 0.0 + lane 0 + lane 1 + ... : the fold `Iterator::sum` makes of one accumulator.
+    let mut s = _mm256_setzero_ps();
+    for l in lanes {
+        s = _mm256_add_ps(s, l);
+    }
+    _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(s, _mm256_set1_ps(scale)));
+}
+
+/// Several heads of one query against the same keys (one decode token's heads), on AVX: each
+/// head's arithmetic is exactly [`attend_one`]'s, but the keys are visited block by block with
+/// every head inside, so each block's rows of all KV heads (one contiguous run of the
+/// head-major pool) are read front to back instead of one head's short run at a time — this
+/// pass is bound by how fast one core pulls rows from memory, and long sequential runs are what
+/// the hardware prefetcher serves best.
+///
+/// `q` holds the heads one after another; head `h` reads KV head `kv_of[h]`, whose row for key
+/// `j` is `rows[j] + kv_of[h] * head_stride`; `rows` are KV head 0's rows in key order.
+/// `softmax` is applied to each head's scores as in [`attend_one`]. Returns the heads' outputs,
+/// one after another.
+///
+/// # Safety
+/// AVX2 and F16C must be available; `supports(head_dim)`; every `rows[j] + kv_of[h] *
+/// head_stride + head_dim` within both slices.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn attend_heads<T: KvValue>(
+    q: &[f32],
+    (kv_of, head_stride): (&[usize], usize),
+    rows: &[usize],
+    (keys, values): (&[T], &[T]),
+    scale: f32,
+    softmax: impl Fn(&mut [f32]) -> f32,
+) -> Vec<f32> {
+    macro_rules! by_chunks {
+        ($($ch:literal)*) => {
+            match q.len() / kv_of.len() / 8 {
+                $($ch => heads_chunks::<T, $ch>(
+                    q, (kv_of, head_stride), rows, (keys, values), scale, softmax,
+                ),)*
+                other => unreachable!("{other} chunks: supports() is checked first"),
+            }
+        };
+    }
+    by_chunks!(4 8 10 12 16 32)
+}
+
+/// Runs of keys whose rows are consecutive (one block of the pool each): `(first, end)`.
+fn block_runs(rows: &[usize], hd: usize) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (j, &r) in rows.iter().enumerate() {
+        match runs.last_mut() {
+            Some((_, end)) if *end == j && rows[j - 1] + hd == r => *end += 1,
+            _ => runs.push((j, j + 1)),
+        }
+    }
+    runs
+}
+
+#[inline(always)]
+unsafe fn heads_chunks<T: KvValue, const CH: usize>(
+    q: &[f32],
+    (kv_of, head_stride): (&[usize], usize),
+    rows: &[usize],
+    (keys, values): (&[T], &[T]),
+    scale: f32,
+    softmax: impl Fn(&mut [f32]) -> f32,
+) -> Vec<f32> {
+    let hd = CH * 8;
+    let (heads, n) = (kv_of.len(), rows.len());
+    debug_assert_eq!(q.len(), heads * hd);
+    let runs = block_runs(rows, hd);
+    // Where head h's rows of run `r` start, and how many bytes they span.
+    let span = |(a, b): (usize, usize), kv: usize| (rows[a] + kv * head_stride, (b - a) * hd);
+    let mut scores = vec![0.0f32; heads * n];
+    for (ri, &(a, b)) in runs.iter().enumerate() {
+        for (h, &kv) in kv_of.iter().enumerate() {
+            if let Some(&next) = runs.get(ri + 1) {
+                let (at, len) = span(next, kv);
+                prefetch_span(keys, at, len);
+            }
+            let off = kv * head_stride;
+            let qh = &q[h * hd..][..hd];
+            let out = &mut scores[h * n..][..n];
+            let mut j = a;
+            while j + 8 <= b {
+                score8::<T, CH>(qh, keys, |i| rows[j + i] + off, scale, &mut out[j..j + 8]);
+                j += 8;
+            }
+            for j in j..b {
+                out[j] = Avx::dot(qh, &keys[rows[j] + off..][..hd]) * scale;
+            }
+        }
+    }
+    let inv: Vec<f32> = scores.chunks_exact_mut(n.max(1)).map(&softmax).collect();
+    let mut acc = vec![0.0f32; heads * hd];
+    for (ri, &(a, b)) in runs.iter().enumerate() {
+        for (h, &kv) in kv_of.iter().enumerate() {
+            if let Some(&next) = runs.get(ri + 1) {
+                let (at, len) = span(next, kv);
+                prefetch_span(values, at, len);
+            }
+            let off = kv * head_stride;
+            let dst = acc.as_mut_ptr().add(h * hd);
+            let mut out: [__m256; CH] = std::array::from_fn(|c| _mm256_loadu_ps(dst.add(8 * c)));
+            for j in a..b {
+                let w = _mm256_set1_ps(scores[h * n + j] * inv[h]);
+                let r = rows[j] + off;
+                for (c, o) in out.iter_mut().enumerate() {
+                    let v = T::load8(values.as_ptr().add(r + 8 * c));
+                    *o = _mm256_add_ps(*o, _mm256_mul_ps(w, v));
+                }
+            }
+            for (c, o) in out.iter().enumerate() {
+                _mm256_storeu_ps(dst.add(8 * c), *o);
+            }
+        }
+    }
+    acc
+}
+
+/// Asks for the cache lines of `len` values from `at` (a hint; callers name only rows inside
+/// `data`).
+#[inline(always)]
+unsafe fn prefetch_span<T>(data: &[T], at: usize, len: usize) {
+    let bytes = len * std::mem::size_of::<T>();
+    let base = data.as_ptr().add(at).cast::<i8>();
+    for line in (0..bytes).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(base.add(line));
+    }
 }
 
 /// Rows a pass asks the cache for ahead of the one it reads: a sequence's rows come in runs of

@@ -13,6 +13,7 @@ use crate::activation::softcap_in_place;
 use crate::kv_cache::{KvCache, KvLayer};
 use lanes::{KvValue, Lanes, Portable};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Where one token of the step sits: which sequence's block table to read and its position.
 pub struct TokenSite<'a> {
@@ -67,20 +68,43 @@ fn attend<T: KvValue>(
     let hd = shape.head_dim;
     let q_row = shape.num_heads * hd;
     let tiles = query_tiles(sites);
-    let work: Vec<(usize, usize, usize)> = tiles
-        .iter()
-        .flat_map(|&(start, len)| (0..shape.num_heads).map(move |h| (start, len, h)))
-        .collect();
     let avx = lanes::has_avx();
+    #[cfg(target_arch = "x86_64")]
+    let heads_together = avx && decode::supports(hd);
+    #[cfg(not(target_arch = "x86_64"))]
+    let heads_together = false;
+    // Decode tokens (tiles of one) take their heads in groups on the AVX path (see
+    // decode::attend_heads), as many per task as still leaves every thread a few tasks;
+    // multi-query tiles go head by head.
+    let decode_tiles = tiles.iter().filter(|&&(_, len)| len == 1).count();
+    let group = if heads_together {
+        heads_per_task(shape.num_heads, decode_tiles, rayon::current_num_threads())
+    } else {
+        1
+    };
+    let work: Vec<(usize, usize, Range<usize>)> = tiles
+        .iter()
+        .flat_map(|&(start, len)| {
+            let step = if len == 1 { group } else { 1 };
+            (0..shape.num_heads)
+                .step_by(step)
+                .map(move |h| (start, len, h..(h + step).min(shape.num_heads)))
+        })
+        .collect();
     let parts: Vec<Vec<f32>> = work
         .par_iter()
-        .map(|&(start, len, head)| {
+        .map(|(start, len, heads)| {
+            let (start, len) = (*start, *len);
+            let kv = (keys, values);
+            #[cfg(target_arch = "x86_64")]
+            if heads_together && len == 1 {
+                return attend_heads_avx(q, &sites[start], start, heads.clone(), kv, shape);
+            }
             let tile = Tile {
                 sites: &sites[start..start + len],
                 first_token: start,
-                head,
+                head: heads.start,
             };
-            let kv = (keys, values);
             #[cfg(target_arch = "x86_64")]
             if avx && decode::supports(hd) {
                 return attend_queries_avx(q, &tile, kv, shape);
@@ -96,12 +120,66 @@ fn attend<T: KvValue>(
         })
         .collect();
     let mut out = vec![0.0f32; q.len()];
-    for (&(start, len, head), part) in work.iter().zip(&parts) {
-        for i in 0..len {
-            out[(start + i) * q_row + head * hd..][..hd].copy_from_slice(&part[i * hd..][..hd]);
+    for ((start, len, heads), part) in work.iter().zip(&parts) {
+        if *len == 1 {
+            // one token's heads are contiguous in its row, as in the part
+            out[start * q_row + heads.start * hd..][..part.len()].copy_from_slice(part);
+            continue;
+        }
+        for i in 0..*len {
+            out[(start + i) * q_row + heads.start * hd..][..hd]
+                .copy_from_slice(&part[i * hd..][..hd]);
         }
     }
     out
+}
+
+/// Heads per decode task: all of a token's heads when there are enough tokens to give each
+/// thread about four tasks, fewer (down to one) when there are not (batch-1 decode still
+/// spreads its heads over the pool).
+fn heads_per_task(heads: usize, decode_tokens: usize, threads: usize) -> usize {
+    let wanted = 4 * threads.max(1);
+    (heads * decode_tokens)
+        .div_ceil(wanted)
+        .clamp(1, heads.max(1))
+}
+
+/// One decode token's `heads` through [`decode::attend_heads`].
+#[cfg(target_arch = "x86_64")]
+fn attend_heads_avx<T: KvValue>(
+    q: &[f32],
+    site: &TokenSite<'_>,
+    token: usize,
+    heads: Range<usize>,
+    kv: (&[T], &[T]),
+    shape: &AttentionShape,
+) -> Vec<f32> {
+    let hd = shape.head_dim;
+    let group = shape.num_heads / shape.num_kv_heads;
+    let lo = match shape.window {
+        Some(w) => (site.pos + 1).saturating_sub(w),
+        None => 0,
+    };
+    // KV head 0's rows; KV head `g` sits `g * block_size` rows further in every block.
+    let mut rows = Vec::with_capacity(site.pos + 1 - lo);
+    for_each_row(site.block_table, 0, shape, lo, site.pos, |_, at| {
+        rows.push(at)
+    });
+    let head_stride = shape.block_size * hd;
+    let kv_of: Vec<usize> = heads.clone().map(|h| h / group).collect();
+    let (keys, values) = kv;
+    let last = kv_of.iter().max().map_or(0, |&g| g * head_stride);
+    assert!(rows
+        .iter()
+        .all(|&r| r + last + hd <= keys.len() && r + last + hd <= values.len()));
+    let qs = &q[token * shape.num_heads * hd + heads.start * hd..][..heads.len() * hd];
+    // SAFETY: the caller detected AVX2 and F16C and checked `supports(hd)`; every row of every
+    // KV head used was just checked to lie inside both slices.
+    unsafe {
+        decode::attend_heads(qs, (&kv_of, head_stride), &rows, kv, shape.scale, |s| {
+            softmax(s, shape.softcap)
+        })
+    }
 }
 
 /// [`attend_tile`] compiled with AVX2 and F16C, so the [`lanes::Avx`] loops inline into it.
@@ -505,6 +583,27 @@ mod tests {
     /// not, contexts that end mid-group and mid-block, a window, a softcap, f32 and f16 pools.
     #[test]
     fn decode_steps_give_the_portable_bits() {
+        // One thread takes a token's heads in groups (heads_per_task > 1), eight take them
+        // one by one: both must give every head the portable bits.
+        for threads in [1, 8] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(decode_steps_match_portable);
+        }
+    }
+
+    #[test]
+    fn heads_per_task_keeps_every_thread_busy() {
+        assert_eq!(heads_per_task(12, 32, 2), 12);
+        assert_eq!(heads_per_task(12, 1, 2), 2);
+        assert_eq!(heads_per_task(4, 3, 1), 3);
+        assert_eq!(heads_per_task(4, 3, 8), 1);
+        assert_eq!(heads_per_task(32, 8, 2), 32);
+    }
+
+    fn decode_steps_match_portable() {
         let val = |i: usize| ((i * 7919) % 97) as f32 / 41.0 - 1.1;
         let (heads, kv_heads, bs) = (4, 2, 16);
         let table: Vec<u32> = vec![3, 0, 4, 1, 2];
