@@ -177,7 +177,7 @@ impl Metrics {
             out,
             "# HELP halo_serving 1 when the worker reports SERVING.\n# TYPE halo_serving gauge\nhalo_serving {serving}"
         );
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "halo_step_panics_total",
                 "Device steps that panicked; their requests failed UNAVAILABLE and the worker recovered.",
@@ -197,6 +197,11 @@ impl Metrics {
                 "halo_preemptions_total",
                 "Sequences preempted to free KV blocks.",
                 stats.preemptions,
+            ),
+            (
+                "halo_rope_recomputes_total",
+                "Sequences recomputed from their start on crossing into LongRoPE's long regime.",
+                stats.rope_recomputes,
             ),
             (
                 "halo_prompt_tokens_total",
@@ -313,6 +318,7 @@ mod tests {
             waiting: 2,
             running: 1,
             preemptions: 3,
+            rope_recomputes: 4,
             step_panics: 2,
             ..Default::default()
         };
@@ -326,6 +332,7 @@ mod tests {
         assert!(text.contains("halo_kv_blocks_used 4"));
         assert!(text.contains("halo_queue_depth 2"));
         assert!(text.contains("halo_preemptions_total 3"));
+        assert!(text.contains("halo_rope_recomputes_total 4"));
         assert!(text.contains("halo_step_panics_total 2"));
         assert!(text.contains("halo_serving 1"));
         assert_eq!(m.requests("generate", "length", "OK"), 2);
