@@ -98,21 +98,31 @@ pub(crate) fn matmul_avx512(acts: &Acts, m: usize, packed: &[u8], n: usize, y: &
             && packed.len() == n.div_ceil(GROUP) * nb * BLOCK_BYTES
             && y.len() == m * n
     );
+    let groups = n.div_ceil(GROUP);
     let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
         let w = packed[g * nb * BLOCK_BYTES..].as_ptr();
+        // With a full tile of rows or more, the step computes long enough per group to hide
+        // the next group's fetch: the first tile of a group asks for the next group's weights,
+        // block by block as it goes, so they arrive in L2 while this group's tiles compute.
+        // Fewer rows stream the weights, which the hardware prefetcher follows on its own.
+        let ahead = if m >= TILE_M && i0 == 0 && g + 1 < groups {
+            packed[(g + 1) * nb * BLOCK_BYTES..].as_ptr()
+        } else {
+            std::ptr::null()
+        };
         // SAFETY: the caller checked the CPU has AVX-512 F/BW/VL/VNNI and F16C; the assert
         // above bounds every read (group g's nb blocks, rows i0 .. i0 + c of the activations);
         // `groups::run` hands each tile its own in-bounds columns of `y`.
         unsafe {
             match c {
-                8 => tile::<8>(acts, i0, w, nb, col, n, mask),
-                7 => tile::<7>(acts, i0, w, nb, col, n, mask),
-                6 => tile::<6>(acts, i0, w, nb, col, n, mask),
-                5 => tile::<5>(acts, i0, w, nb, col, n, mask),
-                4 => tile::<4>(acts, i0, w, nb, col, n, mask),
-                3 => tile::<3>(acts, i0, w, nb, col, n, mask),
-                2 => tile::<2>(acts, i0, w, nb, col, n, mask),
-                _ => tile::<1>(acts, i0, w, nb, col, n, mask),
+                8 => tile::<8>(acts, i0, (w, ahead), nb, col, n, mask),
+                7 => tile::<7>(acts, i0, (w, ahead), nb, col, n, mask),
+                6 => tile::<6>(acts, i0, (w, ahead), nb, col, n, mask),
+                5 => tile::<5>(acts, i0, (w, ahead), nb, col, n, mask),
+                4 => tile::<4>(acts, i0, (w, ahead), nb, col, n, mask),
+                3 => tile::<3>(acts, i0, (w, ahead), nb, col, n, mask),
+                2 => tile::<2>(acts, i0, (w, ahead), nb, col, n, mask),
+                _ => tile::<1>(acts, i0, (w, ahead), nb, col, n, mask),
             }
         }
     };
@@ -128,7 +138,7 @@ pub(crate) fn matmul_avx512(acts: &Acts, m: usize, packed: &[u8], n: usize, y: &
 unsafe fn tile<const C: usize>(
     acts: &Acts,
     i0: usize,
-    w: *const u8,
+    (w, ahead): (*const u8, *const u8),
     nb: usize,
     y: *mut f32,
     n: usize,
@@ -140,6 +150,12 @@ unsafe fn tile<const C: usize>(
     let mut acc = [_mm512_setzero_ps(); C];
     for b in 0..nb {
         let blk = w.add(b * BLOCK_BYTES);
+        if !ahead.is_null() {
+            let next = ahead.add(b * BLOCK_BYTES).cast::<i8>();
+            for line in (0..BLOCK_BYTES).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T1>(next.add(line));
+            }
+        }
         let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk.cast()));
         let mut wv = [_mm512_setzero_si512(); 8];
         for (t, v) in wv.iter_mut().enumerate() {
