@@ -43,16 +43,7 @@ fn device(dtype: DType) -> (CudaDevice, usize) {
         },
     )
     .unwrap();
-    let layout = d
-        .warmup(&WarmupRequest {
-            block_size: 16,
-            max_batch_tokens: 256,
-            max_batch_seqs: 8,
-            max_seq_len: 512,
-            num_blocks: Some(256),
-            kv_cache_bytes: None,
-        })
-        .unwrap();
+    let layout = d.warmup(&small_pool()).unwrap();
     assert_eq!(layout.num_blocks, 256);
     (d, layout.block_size)
 }
@@ -165,6 +156,18 @@ fn family_cases(dir: &std::path::Path) -> Vec<(Vec<u32>, Vec<u32>, Vec<f64>)> {
         .collect()
 }
 
+/// The warmup every test runs: a 256-block pool of 16 tokens, room for 8 sequences of 512.
+fn small_pool() -> WarmupRequest {
+    WarmupRequest {
+        block_size: 16,
+        max_batch_tokens: 256,
+        max_batch_seqs: 8,
+        max_seq_len: 512,
+        num_blocks: Some(256),
+        kv_cache_bytes: None,
+    }
+}
+
 /// A family fixture loaded in f32 and warmed up: the device, its block size and the fixture dir.
 fn family_device(name: &str) -> (CudaDevice, usize, std::path::PathBuf) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -179,16 +182,7 @@ fn family_device(name: &str) -> (CudaDevice, usize, std::path::PathBuf) {
         },
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let layout = d
-        .warmup(&WarmupRequest {
-            block_size: 16,
-            max_batch_tokens: 256,
-            max_batch_seqs: 8,
-            max_seq_len: 512,
-            num_blocks: Some(256),
-            kv_cache_bytes: None,
-        })
-        .unwrap();
+    let layout = d.warmup(&small_pool()).unwrap();
     (d, layout.block_size, dir)
 }
 

@@ -178,15 +178,16 @@ unsafe fn heads_chunks<T: KvValue, const CH: usize>(
     let (heads, n) = (kv_of.len(), rows.len());
     debug_assert_eq!(q.len(), heads * hd);
     let runs = block_runs(rows, hd);
-    // Where head h's rows of run `r` start, and how many bytes they span.
-    let span = |(a, b): (usize, usize), kv: usize| (rows[a] + kv * head_stride, (b - a) * hd);
+    // KV head `kv`'s rows of the run two after run `ri`, asked for ahead of their pass.
+    let prefetch_ahead = |data: &[T], ri: usize, kv: usize| {
+        if let Some(&(a, b)) = runs.get(ri + 2) {
+            prefetch_span(data, rows[a] + kv * head_stride, (b - a) * hd);
+        }
+    };
     let mut scores = vec![0.0f32; heads * n];
     for (ri, &(a, b)) in runs.iter().enumerate() {
         for (h, &kv) in kv_of.iter().enumerate() {
-            if let Some(&next) = runs.get(ri + 2) {
-                let (at, len) = span(next, kv);
-                prefetch_span(keys, at, len);
-            }
+            prefetch_ahead(keys, ri, kv);
             let off = kv * head_stride;
             let qh = &q[h * hd..][..hd];
             let out = &mut scores[h * n..][..n];
@@ -204,10 +205,7 @@ unsafe fn heads_chunks<T: KvValue, const CH: usize>(
     let mut acc = vec![0.0f32; heads * hd];
     for (ri, &(a, b)) in runs.iter().enumerate() {
         for (h, &kv) in kv_of.iter().enumerate() {
-            if let Some(&next) = runs.get(ri + 2) {
-                let (at, len) = span(next, kv);
-                prefetch_span(values, at, len);
-            }
+            prefetch_ahead(values, ri, kv);
             let off = kv * head_stride;
             let dst = acc.as_mut_ptr().add(h * hd);
             let mut out: [__m256; CH] = std::array::from_fn(|c| _mm256_loadu_ps(dst.add(8 * c)));
