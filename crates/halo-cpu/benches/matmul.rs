@@ -8,6 +8,8 @@
 //! Throughput is multiply-adds (criterion's elem/s is MAC/s). `HALO_BENCH_THREADS` sets the
 //! pool size (default: every core).
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use halo_cpu::matmul::matmul_t;
@@ -48,18 +50,7 @@ fn fill(seed: u32, len: usize) -> Vec<f32> {
 }
 
 fn bench(c: &mut Criterion) {
-    let threads = std::env::var("HALO_BENCH_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
+    let pool = common::bench_pool();
     let shapes = shapes();
     let weights: Vec<Vec<f32>> = shapes
         .iter()
