@@ -69,6 +69,8 @@ fn attend<T: KvValue>(
     let q_row = shape.num_heads * hd;
     let tiles = query_tiles(sites);
     let avx = lanes::has_avx();
+    // The AVX path of decode.rs: decode tokens take their heads together, prefill tiles their
+    // queries one by one.
     #[cfg(target_arch = "x86_64")]
     let heads_together = avx && decode::supports(hd);
     #[cfg(not(target_arch = "x86_64"))]
@@ -106,7 +108,7 @@ fn attend<T: KvValue>(
                 head: heads.start,
             };
             #[cfg(target_arch = "x86_64")]
-            if avx && decode::supports(hd) {
+            if heads_together {
                 return attend_queries_avx(q, &tile, kv, shape);
             }
             #[cfg(target_arch = "x86_64")]
