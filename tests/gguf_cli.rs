@@ -93,6 +93,55 @@ fn generate_on_llamacpp_files_gives_llamacpp_ids_from_the_prompt_text() {
 }
 
 #[test]
+fn bf16_activations_give_llamacpp_ids_on_its_bf16_files() {
+    let dir = root().join("tests/fixtures/gguf-bf16");
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bf16-golden.json")).unwrap())
+            .unwrap();
+    let file = "tiny-bf16-bf16.gguf";
+    let cases = golden[file]["cases"].as_array().unwrap();
+    let prompts = tempfile::NamedTempFile::new().unwrap();
+    let texts: Vec<&str> = cases
+        .iter()
+        .map(|c| c["prompt"].as_str().unwrap())
+        .collect();
+    std::fs::write(prompts.path(), texts.join("\n")).unwrap();
+    let out = halo()
+        .args([
+            "generate",
+            "--json",
+            "--ignore-eos",
+            "--max-new-tokens",
+            "48",
+        ])
+        .args(["--kv-cache-dtype", "f32", "--activation-dtype", "bf16"])
+        .arg("--model")
+        .arg(dir.join(file))
+        .arg("--prompts-file")
+        .arg(prompts.path())
+        .output()
+        .unwrap();
+    let lines = json_lines(&out);
+    for (i, case) in cases.iter().enumerate() {
+        assert_eq!(
+            lines[i]["token_ids"], case["greedy_ids"],
+            "{file} case {i}: continuation"
+        );
+    }
+    // f16 activations are not offered: one line, exit 2.
+    let out = halo()
+        .args(["generate", "--prompt", "hi", "--activation-dtype", "f16"])
+        .arg("--model")
+        .arg(dir.join(file))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("--activation-dtype"), "{err}");
+}
+
+#[test]
 fn info_lists_the_stored_types_of_a_q4_k_m_file() {
     let out = halo()
         .args(["info", "--json", "--model"])

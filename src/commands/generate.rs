@@ -185,6 +185,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             dtype,
             quantize: args.engine.quantize,
             kv_cache_dtype: args.engine.kv_cache_dtype,
+            activation_dtype: args.engine.activation_dtype,
         },
         config,
     )

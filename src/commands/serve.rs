@@ -229,6 +229,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let load = LoadOptions {
             quantize: args.engine.quantize,
             kv_cache_dtype: args.engine.kv_cache_dtype,
+            activation_dtype: args.engine.activation_dtype,
             ..LoadOptions::default()
         };
         let engine =

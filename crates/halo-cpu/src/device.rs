@@ -1,7 +1,7 @@
 //! [`CpuDevice`]: the Device trait on the host CPU.
 
 use crate::kv_cache::KvCache;
-use crate::model::{CpuModel, WeightCast};
+use crate::model::{CpuModel, WeightCast, WeightPlan};
 use halo_hal::{
     sampling, DType, Device, DeviceError, DeviceInfo, DeviceKind, KvCacheLayout, LoadOptions,
     ModelInfo, SeqResult, StepBatch, StepOutput, StepTimings, WarmupRequest,
@@ -135,8 +135,21 @@ impl Device for CpuDevice {
         model
             .check_tensors()
             .map_err(|e| DeviceError::Load(e.to_string()))?;
+        let bf16_activations = match options.activation_dtype {
+            None | Some(DType::F32) => false,
+            Some(DType::BF16) => true,
+            Some(other) => {
+                return Err(DeviceError::Unavailable(format!(
+                    "the CPU backend rounds activations to f32 or bf16, not {other}"
+                )))
+            }
+        };
+        let plan = WeightPlan {
+            cast,
+            bf16_activations,
+        };
         // Casting weights (quantizing at load) runs on the device's threads.
-        let cpu = self.pool.install(|| CpuModel::load(&model, cast))?;
+        let cpu = self.pool.install(|| CpuModel::load(&model, plan))?;
         // Activations are f32; the weights a step streams are in their stored types.
         let info = ModelInfo::describe(&model, DType::F32, cpu.weight_bytes_per_step());
         self.kv_dtype = options

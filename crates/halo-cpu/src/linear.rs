@@ -12,11 +12,14 @@ pub struct Part {
     pub rows: usize,
     pub cols: usize,
     pub data: Vec<u8>,
+    /// BF16 rows meet bf16-rounded activations ([`QMatrix::meeting_bf16_activations`]).
+    pub bf16_activations: bool,
 }
 
 impl Part {
     pub fn into_matrix(self) -> Result<QMatrix, DeviceError> {
-        QMatrix::new(self.dtype, self.rows, self.cols, self.data)
+        Ok(QMatrix::new(self.dtype, self.rows, self.cols, self.data)?
+            .meeting_bf16_activations(self.bf16_activations))
     }
 }
 
@@ -52,7 +55,10 @@ impl Linear {
         let mut merged: Vec<Part> = Vec::with_capacity(parts.len());
         for part in parts {
             match merged.last_mut() {
-                Some(last) if last.dtype == part.dtype => {
+                Some(last)
+                    if last.dtype == part.dtype
+                        && last.bf16_activations == part.bf16_activations =>
+                {
                     last.rows += part.rows;
                     last.data.extend_from_slice(&part.data);
                 }
@@ -151,6 +157,7 @@ mod tests {
             rows,
             cols,
             data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            bf16_activations: false,
         }
     }
 
@@ -174,6 +181,7 @@ mod tests {
             rows: 2,
             cols: 2,
             data: halves,
+            bf16_activations: false,
         };
         let c = f32_part(1, 2, &[7.0, 8.0]);
         let l = Linear::fused(vec![a, b, c], None).unwrap();

@@ -90,13 +90,32 @@ impl WeightCast {
     }
 }
 
-/// Reads a 2-D weight, in its stored type or cast as `cast` says.
+/// How load stores each weight, and what the matmuls feed them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightPlan {
+    pub cast: WeightCast,
+    /// BF16 weights meet activations rounded to bf16 (`--activation-dtype bf16`).
+    pub bf16_activations: bool,
+}
+
+impl From<WeightCast> for WeightPlan {
+    /// `cast`, with f32 activations throughout.
+    fn from(cast: WeightCast) -> WeightPlan {
+        WeightPlan {
+            cast,
+            bf16_activations: false,
+        }
+    }
+}
+
+/// Reads a 2-D weight, in its stored type or cast as `plan` says.
 fn load_part(
     w: &Weights,
     name: &str,
     shape: [usize; 2],
-    cast: WeightCast,
+    plan: WeightPlan,
 ) -> Result<Part, DeviceError> {
+    let cast = plan.cast;
     let view = w.check(name, &shape).map_err(load_err)?;
     let [rows, cols] = shape;
     let dtype = cast.target(view.dtype, cols);
@@ -121,12 +140,14 @@ fn load_part(
         rows,
         cols,
         data,
+        bf16_activations: plan.bf16_activations,
     })
 }
 
 impl CpuModel {
-    /// Builds the network from `model`, each weight in its stored type or cast as `cast` says.
-    pub fn load(model: &Model, cast: WeightCast) -> Result<CpuModel, DeviceError> {
+    /// Builds the network from `model`, each weight in its stored type or cast as `plan` says.
+    pub fn load(model: &Model, plan: impl Into<WeightPlan>) -> Result<CpuModel, DeviceError> {
+        let plan = plan.into();
         let c = &model.config;
         let w = &model.weights;
         let (h, hd) = (c.hidden_size, c.head_dim);
@@ -141,7 +162,7 @@ impl CpuModel {
             }
             Ok(v)
         };
-        let part = |name: &str, rows: usize, cols: usize| load_part(w, name, [rows, cols], cast);
+        let part = |name: &str, rows: usize, cols: usize| load_part(w, name, [rows, cols], plan);
 
         let mut rotaries = vec![Rotary::new(&c.rope, hd)];
         if let Some(local) = &c.local_rope {
@@ -214,13 +235,17 @@ impl CpuModel {
                 )?,
                 ffn: match c.sparse_layer_names(l) {
                     Some(names) => FeedForward::Moe(moe::load_sparse(w, &p, c, names, part)?),
-                    None => load_dense_ffn(w, c, &p, cast)?,
+                    None => load_dense_ffn(w, c, &p, plan)?,
                 },
                 window,
                 rope: usize::from(c.local_rope.is_some() && window.is_some()),
             });
         }
-        let edge = |name: &str| load_part(w, name, [c.vocab_size, h], cast.for_edges());
+        let edges = WeightPlan {
+            cast: plan.cast.for_edges(),
+            ..plan
+        };
+        let edge = |name: &str| load_part(w, name, [c.vocab_size, h], edges);
         let (embed, lm_head) = if c.tie_word_embeddings {
             (
                 None,
@@ -402,11 +427,11 @@ fn load_dense_ffn(
     w: &Weights,
     c: &ModelConfig,
     p: &str,
-    cast: WeightCast,
+    plan: WeightPlan,
 ) -> Result<FeedForward, DeviceError> {
     let (h, inter) = (c.hidden_size, c.intermediate_size);
     let get = |name: &str, shape: &[usize]| w.load_f32(name, shape).map_err(load_err);
-    let part = |name: &str, rows: usize, cols: usize| load_part(w, name, [rows, cols], cast);
+    let part = |name: &str, rows: usize, cols: usize| load_part(w, name, [rows, cols], plan);
     let gate_up_w = if c.fused_projections {
         vec![part(&format!("{p}.mlp.gate_up_proj.weight"), 2 * inter, h)?]
     } else {

@@ -119,6 +119,7 @@ pub fn load_sparse(
         rows: e_count,
         cols: hidden,
         data: router.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        bf16_activations: false,
     };
     let experts = (0..e_count)
         .map(|e| {
@@ -286,6 +287,7 @@ mod tests {
             rows,
             cols,
             data: quant::quantize_to_vec(dtype, v).unwrap(),
+            bf16_activations: false,
         }
     }
 

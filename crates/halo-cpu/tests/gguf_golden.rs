@@ -276,3 +276,73 @@ fn quantize_at_load_runs_and_is_batch_invariant() {
         }
     }
 }
+
+/// `--activation-dtype bf16` against llama.cpp on its own BF16 conversions
+/// (tests/fixtures/gguf-bf16, ci/oracle/bf16_gguf.sh): llama.cpp rounds activations to bf16
+/// before they meet BF16 weights, as halo then does. The first difference from llama.cpp's
+/// greedy ids is allowed only at a near-tie, measured as in
+/// `every_fixture_file_gives_llamacpp_greedy_ids`: the noise is the largest logit change the
+/// bf16 rounding of activations makes at that step (halo with f32 activations on the same
+/// weights). And mixed batches with chunked prefill give every sequence its lone run's ids.
+#[test]
+fn bf16_files_give_llamacpp_ids_with_bf16_activations() {
+    let dir = root().join("tests/fixtures/gguf-bf16");
+    let text = std::fs::read_to_string(dir.join("bf16-golden.json")).unwrap();
+    let golden: Value = serde_json::from_str(&text).unwrap();
+    let bf16_acts = LoadOptions {
+        activation_dtype: Some(DType::BF16),
+        ..Default::default()
+    };
+    let (mut exact, mut total) = (0, 0);
+    for (file, entry) in golden.as_object().unwrap() {
+        let cases = parse_cases(entry);
+        let mut d = device_with(&dir.join(file), 512, &bf16_acts);
+        let mut f32_acts = device(&dir.join(file), 256);
+        for (ci, case) in cases.iter().enumerate() {
+            let what = format!("{file} case {ci} (bf16 activations)");
+            let got = greedy(&mut d, &case.prompt_ids, case.greedy_ids.len());
+            total += 1;
+            let Some(Difference {
+                step: i,
+                logits,
+                top,
+                second,
+            }) = first_difference(&mut d, &what, case, &got)
+            else {
+                exact += 1;
+                continue;
+            };
+            let plain = logits_after(&mut f32_acts, &prefix(case, &got, i));
+            let noise = logits
+                .iter()
+                .zip(&plain)
+                .map(|(a, b)| f64::from((a - b).abs()))
+                .fold(0.0, f64::max);
+            let margin = f64::from(top.1 - second.1);
+            assert!(
+                second.0 == case.greedy_ids[i]
+                    && case.margins[i] < 2.0 * noise
+                    && margin < 2.0 * noise,
+                "{what}: step {i} chose {} where llama.cpp chose {} (llama.cpp margin {:.4}, \
+                 halo's runner-up {} at margin {margin:.4}, bf16-activation noise {noise:.4})",
+                got[i],
+                case.greedy_ids[i],
+                case.margins[i],
+                second.0
+            );
+        }
+        let prompts: Vec<&[u32]> = cases.iter().map(|c| c.prompt_ids.as_slice()).collect();
+        let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(&mut d, p, 24)).collect();
+        let chunks = [usize::MAX, 3, 1, 7];
+        let together = generate_together(&mut d, &prompts, &chunks[..prompts.len()], 24);
+        assert_eq!(together, alone, "{file}: a batch changed a sequence's ids");
+    }
+    eprintln!("{exact} of {total} llama.cpp continuations reproduced token for token");
+    // Measured when this was written: 8 of 8 with bf16 activations; with f32 activations
+    // (halo's default, transformers' arithmetic) tiny-bf16 case 2 already takes transformers'
+    // token at step 3, a 0.001 margin the bf16 rounding decides.
+    assert!(
+        exact * 2 >= total,
+        "only {exact} of {total} matched llama.cpp token for token"
+    );
+}

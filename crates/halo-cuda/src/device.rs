@@ -148,6 +148,12 @@ impl Device for CudaDevice {
                  choose it with --dtype"
             )));
         }
+        if let Some(a) = options.activation_dtype.filter(|&a| a != dtype) {
+            return Err(DeviceError::Unavailable(format!(
+                "the CUDA backend computes activations in its compute dtype ({dtype}), not {a}: \
+                 choose it with --dtype"
+            )));
+        }
         let kernels = Kernels::load(&self.stream, self.arch)?;
         let gemm = Gemm::new(&self.stream)?;
         let weights = weights::upload(&model, &features, dtype, &self.stream)?;

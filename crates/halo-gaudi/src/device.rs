@@ -402,6 +402,15 @@ impl Device for GaudiDevice {
                  --kv-cache-dtype {kv} cannot be honoured"
             )));
         }
+        if let Some(a) = options
+            .activation_dtype
+            .filter(|&a| Some(a) != options.dtype)
+        {
+            return Err(DeviceError::Unavailable(format!(
+                "the Gaudi sidecar computes activations in its compute dtype (--dtype), so \
+                 --activation-dtype {a} cannot be honoured"
+            )));
+        }
         let ready = self.opts.ready_timeout;
         self.up(ready)?;
         let opts = self.opts.clone();

@@ -113,6 +113,12 @@ pub struct LoadOptions {
     /// The KV cache's storage type (`--kv-cache-dtype`); `None` lets the backend choose (CPU: f16
     /// for quantized weights, f32 for float ones; CUDA and Gaudi: the compute dtype). Backends refuse a type they cannot store.
     pub kv_cache_dtype: Option<DType>,
+    /// What activations are rounded to before they meet float weights in a matmul
+    /// (`--activation-dtype`); `None`: the backend's compute dtype. The CPU backend computes in
+    /// f32 and takes bf16 here for BF16 weights (llama.cpp's arithmetic for bf16 models, on
+    /// AVX-512 BF16 at twice the f32 rate); CUDA and Gaudi round to their compute dtype and
+    /// refuse any other type.
+    pub activation_dtype: Option<DType>,
 }
 
 /// What was loaded.

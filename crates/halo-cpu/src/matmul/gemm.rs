@@ -51,31 +51,32 @@ const NC_UNITS: usize = 8;
 /// Below this many multiply-adds a call runs on the calling thread.
 const SERIAL_WORK: usize = 1 << 18;
 
-/// Buffers kept per thread between calls up to this many floats (64 MiB); larger ones are
-/// allocated for the call.
-const KEEP_FLOATS: usize = 1 << 24;
+/// Buffers kept per thread between calls up to this many elements (64 MiB of floats); larger
+/// ones are allocated for the call.
+const KEEP_ELEMS: usize = 1 << 24;
 
 thread_local! {
     static XBUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static WBUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` on `len` floats of this thread's `key` buffer (contents unspecified), or on a
+/// Runs `f` on `len` elements of this thread's `key` buffer (contents unspecified), or on a
 /// fresh one when that is in use further up this thread's stack (rayon may run another
-/// call's task while this one waits) or too large to keep.
-fn with_buf<R>(
-    key: &'static LocalKey<RefCell<Vec<f32>>>,
+/// call's task while this one waits) or too large to keep. Kept buffers spare each call the
+/// page faults and zeroing of a fresh allocation.
+pub(crate) fn with_buf<T: Copy + Default, R>(
+    key: &'static LocalKey<RefCell<Vec<T>>>,
     len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
+    f: impl FnOnce(&mut [T]) -> R,
 ) -> R {
     key.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) if len <= KEEP_FLOATS => {
+        Ok(mut v) if len <= KEEP_ELEMS => {
             if v.len() < len {
-                v.resize(len, 0.0);
+                v.resize(len, T::default());
             }
             f(&mut v[..len])
         }
-        _ => f(&mut vec![0.0; len]),
+        _ => f(&mut vec![T::default(); len]),
     })
 }
 
@@ -257,7 +258,7 @@ fn run<A: Arch>(x: &[f32], m: usize, k: usize, w: WSrc, n: usize, y: &mut [f32])
 }
 
 /// Prefetches W rows `r0..r1` into L2 in even steps.
-struct Prefetch {
+pub(crate) struct Prefetch {
     next: *const u8,
     end: *const u8,
     per_step: usize,
@@ -266,7 +267,7 @@ struct Prefetch {
 impl Prefetch {
     const LINE: usize = 64;
 
-    fn new(w: WSrc, k: usize, r0: usize, r1: usize) -> Prefetch {
+    pub(crate) fn new(w: WSrc, k: usize, r0: usize, r1: usize) -> Prefetch {
         let bytes: &[u8] = match w {
             WSrc::F32(v) => {
                 let v = &v[(r0 * k).min(v.len())..(r1 * k).max(r0 * k).min(v.len())];
@@ -286,12 +287,12 @@ impl Prefetch {
     }
 
     /// Spreads the range over `steps` calls of [`Prefetch::step`].
-    fn spread_over(&mut self, steps: usize) {
+    pub(crate) fn spread_over(&mut self, steps: usize) {
         let lines = (self.end as usize - self.next as usize).div_ceil(Self::LINE);
         self.per_step = lines.div_ceil(steps.max(1));
     }
 
-    fn step(&mut self) {
+    pub(crate) fn step(&mut self) {
         for _ in 0..self.per_step {
             if self.next >= self.end {
                 return;
@@ -589,7 +590,7 @@ unsafe fn reduce512(v: &[__m512; 16]) -> __m512 {
 /// `out[t] = hsum512(v[t])` for `t < 16`, and for `t < 32` when `both`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn reduce512x2(v: &[__m512; 32], out: *mut f32, both: bool) {
+pub(crate) unsafe fn reduce512x2(v: &[__m512; 32], out: *mut f32, both: bool) {
     // Lane t of the permuted result reads lane (t % 4) * 4 + t / 4 of the reduction.
     let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     let lo: &[__m512; 16] = v[..16].try_into().unwrap();
