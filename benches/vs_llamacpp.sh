@@ -7,6 +7,8 @@
 #                   llama-cpp-python sdist's vendor/llama.cpp with -DGGML_NATIVE=ON
 #   HALO            the halo binary (default: target/release/halo)
 #   THREADS         threads for both (default: 2); ROUNDS (default: 3)
+#   HALO_ARGS       extra flags for every halo run (e.g. "--activation-dtype bf16" for BF16
+#                   files: llama.cpp's own arithmetic for them)
 #
 #   benches/vs_llamacpp.sh FILE.gguf [FILE.gguf ...]
 #
@@ -37,7 +39,10 @@ words() { python3 -c "import random,sys; r=random.Random(int(sys.argv[2])); prin
 words 215 1 > "$work/p512.txt"   # ~512 tokens with the bench presets' tokenizer (2.4 per word)
 for i in $(seq 1 32); do words 54 "$i"; done > "$work/p32.txt"   # ~128 tokens each
 
-halo_json() { HALO_CPU_THREADS=$threads "$halo" generate --json --ignore-eos --kv-cache-dtype f16 "$@"; }
+halo_json() {
+    # shellcheck disable=SC2086 # HALO_ARGS is a list of flags
+    HALO_CPU_THREADS=$threads "$halo" generate --json --ignore-eos --kv-cache-dtype f16 ${HALO_ARGS:-} "$@"
+}
 
 # One figure out of a tool's JSON lines on stdin.
 cat > "$work/pick.py" <<'PY'

@@ -11,6 +11,7 @@
 //! f32: a half-width cache halves that traffic. Writes round to nearest (even); reads widen
 //! exactly, so attention's arithmetic is the same f32 chain whatever the storage.
 
+use crate::huge_pages::advise;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use half::{bf16, f16};
 use halo_hal::{DType, DeviceError};
@@ -62,7 +63,8 @@ impl KvCache {
             )));
         }
         let floats = Self::floats_per_layer(block_size, num_blocks, row)?;
-        // vec![0; n] maps zeroed pages lazily: a large pool costs memory only as it fills.
+        // vec![0; n] maps zeroed pages lazily: a large pool costs memory only as it fills; huge
+        // pages are asked for, since attention reads it in scattered runs (see huge_pages).
         let store = match dtype {
             DType::F32 => Store::F32 {
                 keys: (0..layers).map(|_| vec![0.0; floats]).collect(),
@@ -74,6 +76,10 @@ impl KvCache {
                 values: (0..layers).map(|_| vec![0; floats]).collect(),
             },
         };
+        match &store {
+            Store::F32 { keys, values } => keys.iter().chain(values).for_each(|v| advise(v)),
+            Store::Half { keys, values, .. } => keys.iter().chain(values).for_each(|v| advise(v)),
+        }
         Ok(KvCache {
             block_size,
             row,

@@ -17,6 +17,7 @@ mod activation;
 pub mod attention;
 mod device;
 mod ffn;
+mod huge_pages;
 pub mod kv_cache;
 mod linear;
 pub mod matmul;
