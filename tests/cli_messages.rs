@@ -185,6 +185,48 @@ fn a_device_this_machine_lacks_is_exit_1_not_a_bad_argument() {
 }
 
 #[test]
+fn halo_cpu_isa_caps_the_kernels_and_a_bad_value_is_exit_2() {
+    let out = halo()
+        .args(refs(&generate(&["--prompt", "x", "--max-new-tokens", "1"])))
+        .env("HALO_CPU_ISA", "sse4")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "error: HALO_CPU_ISA=\"sse4\": expected avx512, avx2 or portable"
+    );
+    // Every cap runs; each path's chain rounds differently, far below this prompt's margins,
+    // so the greedy ids agree.
+    let ids = |cap: &str| {
+        let out = halo()
+            .args(refs(&generate(&[
+                "--prompt",
+                "Hello",
+                "--max-new-tokens",
+                "8",
+                "--json",
+            ])))
+            .env("HALO_CPU_ISA", cap)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cap}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        line["token_ids"].clone()
+    };
+    let best = ids("avx512");
+    assert_eq!(ids("avx2"), best);
+    assert_eq!(ids("portable"), best);
+}
+
+#[test]
 fn prompts_from_stdin_print_delimited_completions_and_progress_lines() {
     let mut child = halo()
         .args(refs(&generate(&[

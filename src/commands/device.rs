@@ -12,6 +12,10 @@ pub fn parse_kind(name: &str) -> anyhow::Result<DeviceKind> {
 /// sidecar environment) is not a bad argument but a missing capability of the machine: exit 1,
 /// with the reason.
 pub fn open(kind: DeviceKind) -> anyhow::Result<Box<dyn Device>> {
+    if kind == DeviceKind::Cpu {
+        // A HALO_CPU_ISA value the backend cannot read is the user's to fix: exit 2.
+        halo_cpu::isa_cap::from_env().map_err(usage)?;
+    }
     Ok(match kind {
         DeviceKind::Cpu => Box::new(halo_cpu::CpuDevice::new().map_err(unavailable(kind))?),
         DeviceKind::Cuda => Box::new(halo_cuda::CudaDevice::new(0).map_err(unavailable(kind))?),

@@ -28,8 +28,10 @@ pub struct CpuDevice {
 }
 
 impl CpuDevice {
-    /// A device using `HALO_CPU_THREADS` threads, or every available core.
+    /// A device using `HALO_CPU_THREADS` threads, or every available core, and the kernels
+    /// `HALO_CPU_ISA` allows (a value it cannot read is refused here).
     pub fn new() -> Result<CpuDevice, DeviceError> {
+        crate::isa_cap::from_env().map_err(DeviceError::Unavailable)?;
         let threads = std::env::var("HALO_CPU_THREADS")
             .ok()
             .and_then(|s| s.parse().ok())

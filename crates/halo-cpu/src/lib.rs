@@ -18,6 +18,7 @@ pub mod attention;
 mod device;
 mod ffn;
 mod huge_pages;
+pub mod isa_cap;
 pub mod kv_cache;
 mod linear;
 pub mod matmul;

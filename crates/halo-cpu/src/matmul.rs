@@ -21,6 +21,7 @@ pub(crate) mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use crate::isa_cap::IsaCap;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -33,20 +34,16 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best one this CPU supports, detected once.
+    /// The best one this CPU supports within `HALO_CPU_ISA` ([`crate::isa_cap`]), detected
+    /// once.
     pub fn detect() -> Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
         *ISA.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if is_x86_feature_detected!("avx512f") {
-                    return Isa::Avx512;
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    return Isa::Avx2Fma;
-                }
-            }
-            Isa::Portable
+            let cap = crate::isa_cap::cap();
+            [(Isa::Avx512, IsaCap::Avx512), (Isa::Avx2Fma, IsaCap::Avx2)]
+                .into_iter()
+                .find(|&(isa, needs)| needs <= cap && isa.supported())
+                .map_or(Isa::Portable, |(isa, _)| isa)
         })
     }
 

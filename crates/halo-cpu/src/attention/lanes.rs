@@ -147,11 +147,13 @@ impl Lanes for Avx {
     }
 }
 
-/// Whether this CPU runs [`Avx`].
+/// Whether this CPU runs [`Avx`] (and `HALO_CPU_ISA` allows AVX2).
 pub(crate) fn has_avx() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
+        crate::isa_cap::cap() >= crate::isa_cap::IsaCap::Avx2
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -101,11 +101,15 @@ impl Acts {
     }
 }
 
-/// Whether [`quantize_block_avx512`] can run here (detected once).
+/// Whether [`quantize_block_avx512`] can run here and `HALO_CPU_ISA` allows it (detected
+/// once; it gives [`quantize_block`]'s bits, so the choice never changes a result).
 #[cfg(target_arch = "x86_64")]
 fn avx512_ok() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(|| is_x86_feature_detected!("avx512f"))
+    *OK.get_or_init(|| {
+        crate::isa_cap::cap() >= crate::isa_cap::IsaCap::Avx512
+            && is_x86_feature_detected!("avx512f")
+    })
 }
 
 /// [`quantize_block`] sixteen values at a time, giving its very codes and scale (the same

@@ -42,9 +42,10 @@ thread_local! {
     static XBUF: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether this CPU runs the path.
+/// Whether this CPU runs the path (and `HALO_CPU_ISA` allows AVX-512).
 pub(crate) fn usable() -> bool {
-    is_x86_feature_detected!("avx512f")
+    crate::isa_cap::cap() >= crate::isa_cap::IsaCap::Avx512
+        && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512bf16")
 }

@@ -44,6 +44,7 @@ mod q8_packed;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use crate::isa_cap::IsaCap;
 use crate::matmul::{self, Isa};
 use halo_hal::error::DeviceError;
 use halo_model::dtype::StoredDType;
@@ -192,14 +193,19 @@ pub enum QIsa {
 }
 
 impl QIsa {
-    /// The best one this CPU supports, detected once.
+    /// The best one this CPU supports within `HALO_CPU_ISA` ([`crate::isa_cap`]), detected
+    /// once.
     pub fn detect() -> QIsa {
         static ISA: OnceLock<QIsa> = OnceLock::new();
         *ISA.get_or_init(|| {
-            [QIsa::Avx512Vnni, QIsa::Avx2]
-                .into_iter()
-                .find(|i| i.supported())
-                .unwrap_or(QIsa::Portable)
+            let cap = crate::isa_cap::cap();
+            [
+                (QIsa::Avx512Vnni, IsaCap::Avx512),
+                (QIsa::Avx2, IsaCap::Avx2),
+            ]
+            .into_iter()
+            .find(|&(isa, needs)| needs <= cap && isa.supported())
+            .map_or(QIsa::Portable, |(isa, _)| isa)
         })
     }
 

@@ -277,10 +277,11 @@ fn k_quants_give_the_same_bits_on_every_isa() {
     for dtype in [StoredDType::Q4_K, StoredDType::Q5_K, StoredDType::Q6_K] {
         let (n, k, m) = (21, 512, 6);
         let w = random_matrix(dtype, n, k, 3);
-        // AVX-512 holds Q4_K and Q6_K repacked (k_packed.rs); Q5_K keeps ggml's rows.
+        // AVX-512 holds Q4_K and Q6_K repacked (k_packed.rs) when it is the process's choice
+        // (HALO_CPU_ISA may cap it); Q5_K keeps ggml's rows.
         assert_eq!(
             w.packed,
-            QIsa::Avx512Vnni.supported() && dtype != StoredDType::Q5_K
+            QIsa::detect() == QIsa::Avx512Vnni && dtype != StoredDType::Q5_K
         );
         let x = values(4, m * k);
         let mut want = vec![0.0f32; m * n];
@@ -298,8 +299,8 @@ fn packed_k_quants_give_the_portable_bits_at_extreme_codes() {
     // The packed kernels meet Q4_K's mins and Q6_K's −32 offset as i16 products with the
     // activation sums of 16, and sum the codes' dots in i32 lanes (k_packed.rs): largest and
     // smallest codes, scales and mins against full-scale activations of one sign put those at
-    // their bounds.
-    if !QIsa::Avx512Vnni.supported() {
+    // their bounds. Packed rows exist where AVX-512 is the process's choice.
+    if QIsa::detect() != QIsa::Avx512Vnni {
         return;
     }
     let (n, k) = (19, 512);
@@ -340,8 +341,9 @@ fn packed_k_quants_give_the_portable_bits_at_extreme_codes() {
 
 #[test]
 fn packed_q8_0_gives_the_portable_bits() {
-    // AVX-512 holds Q8_0 repacked and runs the portable chain per output (q8_packed.rs).
-    if !QIsa::Avx512Vnni.supported() {
+    // AVX-512 holds Q8_0 repacked and runs the portable chain per output (q8_packed.rs), where
+    // it is the process's choice.
+    if QIsa::detect() != QIsa::Avx512Vnni {
         return;
     }
     for (n, k) in [(37usize, 96usize), (16, 32), (70, 256)] {
