@@ -118,7 +118,7 @@ impl QMatrix {
 
     /// When `yes` and the rows are BF16: every product with them rounds the activations to
     /// bf16 first, each row on its own (`--activation-dtype bf16`), which lets CPUs with
-    /// AVX-512 BF16 run `vdpbf16ps` at twice the f32 rate ([`bf16_dot`]). Other types are
+    /// AVX-512 BF16 run `vdpbf16ps` at twice the f32 rate (`bf16_dot.rs`). Other types are
     /// unchanged: quantized rows have their own activation blocks, f16/f32 rows keep f32.
     pub fn meeting_bf16_activations(mut self, yes: bool) -> QMatrix {
         self.bf16_activations = yes && self.dtype == StoredDType::BF16;
