@@ -36,6 +36,34 @@ fn json_lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// `halo generate --json` of every case's prompt text in one batched run, 48 tokens each with
+/// EOS ignored and the KV cache in f32 (as llama.cpp's reference runs kept it), plus `extra`.
+fn generate_prompts_of(model: &Path, cases: &[Value], extra: &[&str]) -> Vec<Value> {
+    let prompts = tempfile::NamedTempFile::new().unwrap();
+    let texts: Vec<&str> = cases
+        .iter()
+        .map(|c| c["prompt"].as_str().unwrap())
+        .collect();
+    std::fs::write(prompts.path(), texts.join("\n")).unwrap();
+    let out = halo()
+        .args([
+            "generate",
+            "--json",
+            "--ignore-eos",
+            "--max-new-tokens",
+            "48",
+        ])
+        .args(["--kv-cache-dtype", "f32"])
+        .args(extra)
+        .arg("--model")
+        .arg(model)
+        .arg("--prompts-file")
+        .arg(prompts.path())
+        .output()
+        .unwrap();
+    json_lines(&out)
+}
+
 #[test]
 fn generate_on_llamacpp_files_gives_llamacpp_ids_from_the_prompt_text() {
     let golden: Value = serde_json::from_str(
@@ -52,29 +80,7 @@ fn generate_on_llamacpp_files_gives_llamacpp_ids_from_the_prompt_text() {
         "kq-shared-f16.gguf",
     ] {
         let cases = golden[file]["cases"].as_array().unwrap();
-        let prompts = tempfile::NamedTempFile::new().unwrap();
-        let texts: Vec<&str> = cases
-            .iter()
-            .map(|c| c["prompt"].as_str().unwrap())
-            .collect();
-        std::fs::write(prompts.path(), texts.join("\n")).unwrap();
-        let out = halo()
-            .args([
-                "generate",
-                "--json",
-                "--ignore-eos",
-                "--max-new-tokens",
-                "48",
-                "--kv-cache-dtype",
-                "f32",
-            ])
-            .arg("--model")
-            .arg(gguf(file))
-            .arg("--prompts-file")
-            .arg(prompts.path())
-            .output()
-            .unwrap();
-        let lines = json_lines(&out);
+        let lines = generate_prompts_of(&gguf(file), cases, &[]);
         for (i, case) in cases.iter().enumerate() {
             assert_eq!(
                 lines[i]["prompt_tokens"].as_u64().unwrap() as usize,
@@ -100,28 +106,7 @@ fn bf16_activations_give_llamacpp_ids_on_its_bf16_files() {
             .unwrap();
     let file = "tiny-bf16-bf16.gguf";
     let cases = golden[file]["cases"].as_array().unwrap();
-    let prompts = tempfile::NamedTempFile::new().unwrap();
-    let texts: Vec<&str> = cases
-        .iter()
-        .map(|c| c["prompt"].as_str().unwrap())
-        .collect();
-    std::fs::write(prompts.path(), texts.join("\n")).unwrap();
-    let out = halo()
-        .args([
-            "generate",
-            "--json",
-            "--ignore-eos",
-            "--max-new-tokens",
-            "48",
-        ])
-        .args(["--kv-cache-dtype", "f32", "--activation-dtype", "bf16"])
-        .arg("--model")
-        .arg(dir.join(file))
-        .arg("--prompts-file")
-        .arg(prompts.path())
-        .output()
-        .unwrap();
-    let lines = json_lines(&out);
+    let lines = generate_prompts_of(&dir.join(file), cases, &["--activation-dtype", "bf16"]);
     for (i, case) in cases.iter().enumerate() {
         assert_eq!(
             lines[i]["token_ids"], case["greedy_ids"],

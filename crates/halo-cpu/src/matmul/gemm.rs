@@ -82,7 +82,7 @@ pub(crate) fn with_buf<T: Copy + Default, R>(
 
 /// `y` shared by tasks that write disjoint columns of it.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 // SAFETY: tasks own disjoint W rows, so each writes a disjoint set of y's elements.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -92,7 +92,7 @@ impl OutPtr {
     ///
     /// # Safety
     /// `off` is inside y.
-    unsafe fn at(self, off: usize) -> *mut f32 {
+    pub(crate) unsafe fn at(self, off: usize) -> *mut f32 {
         self.0.add(off)
     }
 }

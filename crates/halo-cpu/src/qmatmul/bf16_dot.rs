@@ -20,7 +20,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::QMatrix;
-use crate::matmul::gemm::{reduce512x2, with_buf, Prefetch, WSrc};
+use crate::matmul::gemm::{reduce512x2, with_buf, OutPtr, Prefetch, WSrc};
 use halo_model::dtype::StoredDType;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -129,23 +129,6 @@ pub(crate) fn matmul_t(x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]) {
             (0..tasks).into_par_iter().for_each(task);
         }
     });
-}
-
-/// `y` shared by tasks that write disjoint columns of it.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks own disjoint W rows, so each writes a disjoint set of y's elements.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Element `off` of y (a method, so closures capture the whole Sync wrapper).
-    ///
-    /// # Safety
-    /// `off` is inside y.
-    unsafe fn at(self, off: usize) -> *mut f32 {
-        self.0.add(off)
-    }
 }
 
 /// `src` rounded to bf16 (nearest, ties to even) into `dst`, zero-padded to `dst.len()` (a
