@@ -18,6 +18,7 @@ pub mod attention;
 mod device;
 mod ffn;
 mod huge_pages;
+mod hugepages;
 pub mod isa_cap;
 pub mod kv_cache;
 mod linear;

@@ -79,7 +79,7 @@ fn q6_place(e: usize, r: usize) -> (usize, usize, usize, usize) {
 pub(crate) fn pack(dtype: StoredDType, rows: usize, cols: usize, plain: &[u8]) -> Vec<u8> {
     let (nsb, bb, sb) = (cols / 256, dtype.block_bytes(), sb_bytes(dtype));
     debug_assert_eq!(plain.len(), rows * nsb * bb);
-    let mut out = vec![0u8; packed_len(dtype, rows, cols)];
+    let mut out = crate::hugepages::zeroed(packed_len(dtype, rows, cols));
     for (gb, dst) in out.chunks_exact_mut(sb).enumerate() {
         let (g, s) = (gb / nsb, gb % nsb);
         for r in 0..GROUP.min(rows - g * GROUP) {

@@ -41,7 +41,7 @@ pub(crate) fn packed_len(rows: usize, cols: usize) -> usize {
 pub(crate) fn pack(rows: usize, cols: usize, plain: &[u8]) -> Vec<u8> {
     let nb = cols / 32;
     debug_assert_eq!(plain.len(), rows * nb * 34);
-    let mut out = vec![0u8; packed_len(rows, cols)];
+    let mut out = crate::hugepages::zeroed(packed_len(rows, cols));
     for (gb, dst) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
         let (g, b) = (gb / nb, gb % nb);
         // Padding rows: code 0 (stored 0x80), scale 0.
