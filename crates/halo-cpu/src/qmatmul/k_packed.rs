@@ -25,6 +25,7 @@
 
 use super::groups::{self, GROUP};
 use super::{kscales, Acts};
+use crate::hugepages::Aligned;
 use halo_model::dtype::StoredDType;
 
 const Q4K_SB: usize = 32 + 32 + 128 + 128 + 2048;
@@ -76,10 +77,10 @@ fn q6_place(e: usize, r: usize) -> (usize, usize, usize, usize) {
 
 /// Repacks `rows` rows of `cols` values of `dtype` (ggml's layout). Padding rows are all zero
 /// (scale 0, so they add nothing; their outputs are never written).
-pub(crate) fn pack(dtype: StoredDType, rows: usize, cols: usize, plain: &[u8]) -> Vec<u8> {
+pub(crate) fn pack(dtype: StoredDType, rows: usize, cols: usize, plain: &[u8]) -> Aligned {
     let (nsb, bb, sb) = (cols / 256, dtype.block_bytes(), sb_bytes(dtype));
     debug_assert_eq!(plain.len(), rows * nsb * bb);
-    let mut out = crate::hugepages::zeroed(packed_len(dtype, rows, cols));
+    let mut out = Aligned::zeroed(packed_len(dtype, rows, cols));
     for (gb, dst) in out.chunks_exact_mut(sb).enumerate() {
         let (g, s) = (gb / nsb, gb % nsb);
         for r in 0..GROUP.min(rows - g * GROUP) {

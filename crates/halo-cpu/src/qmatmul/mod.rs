@@ -44,6 +44,7 @@ mod q8_packed;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+use crate::hugepages::Aligned;
 use crate::isa_cap::IsaCap;
 use crate::matmul::{self, Isa};
 use halo_hal::error::DeviceError;
@@ -68,7 +69,7 @@ pub struct QMatrix {
     packed: bool,
     /// BF16 rows that meet activations rounded to bf16 ([`QMatrix::meeting_bf16_activations`]).
     bf16_activations: bool,
-    data: Vec<u8>,
+    data: Aligned,
 }
 
 impl QMatrix {
@@ -103,11 +104,11 @@ impl QMatrix {
         let data = match dtype {
             StoredDType::Q8_0 if packed => q8_packed::pack(rows, cols, &data),
             _ if packed => k_packed::pack(dtype, rows, cols, &data),
-            _ => data,
+            // A decode step streams every weight once: on huge pages it streams about twice
+            // as fast per core (see `hugepages`), worth a copy at load.
+            _ => Aligned::copied(&data),
         };
-        // A decode step streams every weight once: on huge pages it streams about twice as
-        // fast per core (see `hugepages`).
-        crate::hugepages::collapse(&data);
+        data.collapse();
         Ok(QMatrix {
             dtype,
             rows,
@@ -133,7 +134,7 @@ impl QMatrix {
         if self.packed {
             Cow::Owned(QMatrix {
                 packed: false,
-                data: self.data().into_owned(),
+                data: Aligned::copied(&self.data()),
                 ..*self
             })
         } else {

@@ -24,6 +24,7 @@
 
 use super::groups::{self, GROUP};
 use super::Acts;
+use crate::hugepages::Aligned;
 
 /// One group's block: 16 f16 scales and 16 × 32 codes.
 pub(crate) const BLOCK_BYTES: usize = 2 * GROUP + 32 * GROUP;
@@ -38,10 +39,10 @@ pub(crate) fn packed_len(rows: usize, cols: usize) -> usize {
 }
 
 /// Repacks `rows` Q8_0 rows of `cols` values (ggml's layout, 34 bytes a block).
-pub(crate) fn pack(rows: usize, cols: usize, plain: &[u8]) -> Vec<u8> {
+pub(crate) fn pack(rows: usize, cols: usize, plain: &[u8]) -> Aligned {
     let nb = cols / 32;
     debug_assert_eq!(plain.len(), rows * nb * 34);
-    let mut out = crate::hugepages::zeroed(packed_len(rows, cols));
+    let mut out = Aligned::zeroed(packed_len(rows, cols));
     for (gb, dst) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
         let (g, b) = (gb / nb, gb % nb);
         // Padding rows: code 0 (stored 0x80), scale 0.
