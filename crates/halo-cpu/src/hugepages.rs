@@ -17,8 +17,8 @@ use std::ops::{Deref, DerefMut};
 /// Huge pages are this size (x86-64 and aarch64 with 4 KiB base pages).
 const HUGE: usize = 2 << 20;
 
-/// `len` bytes whose first byte sits on a 2 MiB boundary (buffers under 2 MiB, or off Linux:
-/// wherever the allocator puts them).
+/// `len` bytes whose first byte sits on a 2 MiB boundary (buffers under 2 MiB, off Linux, or
+/// made by [`Aligned::unaligned`]: wherever the allocator put them).
 pub(crate) struct Aligned {
     /// The allocation; only `buf[off..off + len]` is ever written (the slack around it stays
     /// untouched, so a fresh mapping's slack costs address space, not memory).
@@ -56,6 +56,16 @@ impl Aligned {
         let mut a = Aligned::zeroed(bytes.len());
         a.copy_from_slice(bytes);
         a
+    }
+
+    /// `v` as it is, wherever the allocator put it (no copy, no advice).
+    pub(crate) fn unaligned(v: Vec<u8>) -> Aligned {
+        let mut v = std::mem::ManuallyDrop::new(v);
+        let (ptr, len, cap) = (v.as_mut_ptr(), v.len(), v.capacity());
+        // SAFETY: the allocation is handed over whole (`v` is never dropped), and
+        // MaybeUninit<u8> has u8's size and alignment, so the layout is unchanged.
+        let buf = unsafe { Vec::from_raw_parts(ptr.cast::<MaybeUninit<u8>>(), len, cap) };
+        Aligned { buf, off: 0, len }
     }
 
     /// Moves pages already written onto huge pages (`MADV_COLLAPSE`, Linux 6.1+): for memory the
@@ -139,6 +149,7 @@ mod tests {
             let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let a = Aligned::zeroed(len);
             assert!(a.len() == len && a.iter().all(|&b| b == 0));
+            assert_eq!(&Aligned::unaligned(bytes.clone())[..], &bytes[..]);
             let a = Aligned::copied(&bytes);
             a.collapse();
             assert_eq!(&a[..], &bytes[..]);

@@ -104,11 +104,16 @@ impl QMatrix {
         let data = match dtype {
             StoredDType::Q8_0 if packed => q8_packed::pack(rows, cols, &data),
             _ if packed => k_packed::pack(dtype, rows, cols, &data),
-            // A decode step streams every weight once: on huge pages it streams about twice
-            // as fast per core (see `hugepages`), worth a copy at load.
-            _ => Aligned::copied(&data),
+            // Plain rows stay where they are: the f16 llama-1b decoded no faster from a huge-page
+            // copy (5.0-5.7 against 5.2-8.8 tok/s on the loaded machine) and the copy cost 4-7 s
+            // of load and a transient 0.6 GB.
+            _ => Aligned::unaligned(data),
         };
-        data.collapse();
+        // The packed layouts are read as one sequential stream per task: on huge pages that
+        // stream is about twice as fast per core (see `hugepages`).
+        if packed {
+            data.collapse();
+        }
         Ok(QMatrix {
             dtype,
             rows,
@@ -134,7 +139,7 @@ impl QMatrix {
         if self.packed {
             Cow::Owned(QMatrix {
                 packed: false,
-                data: Aligned::copied(&self.data()),
+                data: Aligned::unaligned(self.data().into_owned()),
                 ..*self
             })
         } else {
