@@ -1,4 +1,5 @@
-//! Weight buffers backed by 2 MiB pages (Linux transparent huge pages) where the kernel allows.
+//! Weight buffers and the KV pool backed by 2 MiB pages (Linux transparent huge pages) where
+//! the kernel allows.
 //!
 //! Why: a batch-1 decode step streams every weight once, and that stream is limited by the page
 //! size, not the DRAM: on 4 KiB pages every page boundary costs a TLB walk and restarts the
@@ -139,6 +140,30 @@ impl std::fmt::Debug for Aligned {
     }
 }
 
+/// Advises huge pages for the whole 2 MiB extents inside `buf`, an allocation that is still
+/// untouched (the KV pool: `vec![0; n]` maps zeroed pages lazily, so the advice comes before
+/// the first write and each extent is faulted in whole). Decode attention reads each
+/// sequence's blocks (tens of KiB each, scattered over a pool of hundreds of MB) once per step:
+/// on 4 KiB pages nearly every block starts with a TLB miss. The attention bench's step
+/// (bench-110m, 32 sequences x 192 positions, f16 KV, one thread) measured 24.2-25.6 ms with
+/// this against 26.9-29.2 ms without, three alternated runs each.
+pub(crate) fn advise_untouched<T>(buf: &[T]) {
+    #[cfg(target_os = "linux")]
+    {
+        let start = (buf.as_ptr() as usize).next_multiple_of(HUGE);
+        let end = (buf.as_ptr() as usize + std::mem::size_of_val(buf)) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside `buf`'s allocation, and MADV_HUGEPAGE changes
+            // neither its contents nor its mapping; a failure leaves the pages as they were.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +183,16 @@ mod tests {
                 assert_eq!(a.as_ptr() as usize % HUGE, 0, "{len}");
             }
         }
+    }
+
+    #[test]
+    fn advice_on_an_untouched_pool_keeps_it_usable() {
+        let small = vec![7u16; 100];
+        advise_untouched(&small);
+        assert!(small.iter().all(|&v| v == 7));
+        let mut big = vec![0u16; 3 << 20];
+        advise_untouched(&big);
+        big.iter_mut().enumerate().for_each(|(i, v)| *v = i as u16);
+        assert!(big.iter().enumerate().all(|(i, &v)| v == i as u16));
     }
 }

@@ -11,7 +11,7 @@
 //! f32: a half-width cache halves that traffic. Writes round to nearest (even); reads widen
 //! exactly, so attention's arithmetic is the same f32 chain whatever the storage.
 
-use crate::huge_pages::advise;
+use crate::hugepages::advise_untouched;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use half::{bf16, f16};
 use halo_hal::{DType, DeviceError};
@@ -64,7 +64,7 @@ impl KvCache {
         }
         let floats = Self::floats_per_layer(block_size, num_blocks, row)?;
         // vec![0; n] maps zeroed pages lazily: a large pool costs memory only as it fills; huge
-        // pages are asked for, since attention reads it in scattered runs (see huge_pages).
+        // pages are asked for, since attention reads it in scattered runs (see hugepages).
         let store = match dtype {
             DType::F32 => Store::F32 {
                 keys: (0..layers).map(|_| vec![0.0; floats]).collect(),
@@ -77,8 +77,12 @@ impl KvCache {
             },
         };
         match &store {
-            Store::F32 { keys, values } => keys.iter().chain(values).for_each(|v| advise(v)),
-            Store::Half { keys, values, .. } => keys.iter().chain(values).for_each(|v| advise(v)),
+            Store::F32 { keys, values } => {
+                keys.iter().chain(values).for_each(|v| advise_untouched(v))
+            }
+            Store::Half { keys, values, .. } => {
+                keys.iter().chain(values).for_each(|v| advise_untouched(v))
+            }
         }
         Ok(KvCache {
             block_size,

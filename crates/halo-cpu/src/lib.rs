@@ -17,7 +17,6 @@ mod activation;
 pub mod attention;
 mod device;
 mod ffn;
-mod huge_pages;
 mod hugepages;
 pub mod isa_cap;
 pub mod kv_cache;
