@@ -15,7 +15,9 @@
 //! Tiles only decide how many chains run side by side (up to 4 rows × 6 outputs), and rows
 //! of a partial tile are computed on real rows and discarded, so an output's bits do not
 //! depend on M or on where its row sits in the batch: a prefill and the decode steps after it
-//! see the same numbers as the lone sequence. CPUs without AVX-512 BF16 keep the widening path.
+//! see the same numbers as the lone sequence. Only rows marked for bf16 activations come here
+//! (`--activation-dtype bf16`); on CPUs without AVX-512 BF16 those round x the same way and run
+//! the f32 chain instead (`super::bf16_activations_matmul_t`).
 
 #![cfg(target_arch = "x86_64")]
 
