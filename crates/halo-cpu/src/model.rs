@@ -98,16 +98,6 @@ pub struct WeightPlan {
     pub bf16_activations: bool,
 }
 
-impl From<WeightCast> for WeightPlan {
-    /// `cast`, with f32 activations throughout.
-    fn from(cast: WeightCast) -> WeightPlan {
-        WeightPlan {
-            cast,
-            bf16_activations: false,
-        }
-    }
-}
-
 /// Reads a 2-D weight, in its stored type or cast as `plan` says.
 fn load_part(
     w: &Weights,
@@ -146,8 +136,7 @@ fn load_part(
 
 impl CpuModel {
     /// Builds the network from `model`, each weight in its stored type or cast as `plan` says.
-    pub fn load(model: &Model, plan: impl Into<WeightPlan>) -> Result<CpuModel, DeviceError> {
-        let plan = plan.into();
+    pub fn load(model: &Model, plan: WeightPlan) -> Result<CpuModel, DeviceError> {
         let c = &model.config;
         let w = &model.weights;
         let (h, hd) = (c.hidden_size, c.head_dim);
