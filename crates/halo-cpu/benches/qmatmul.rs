@@ -1,8 +1,9 @@
 //! One decode step's projections for bench-110m (hidden 768, 12 layers, intermediate 2048,
 //! vocab 32000; q/k/v and gate/up fused as the CPU model fuses them) with the weights in each
-//! stored type, through `qmatmul_t`, next to the f32 kernel on the same shapes, at 1, 4, 16, 64
-//! and 256 activation rows, each step inside a rayon pool as the device runs it. The weights are
-//! random blocks with sane scales (speed does not depend on the values).
+//! stored type, through `qmatmul_t`, next to the f32 kernel on the same shapes, at 1, 4, 16, 32,
+//! 64 and 256 activation rows (32: a decode step of 32 sequences), each step inside a rayon pool
+//! as the device runs it. The weights are random blocks with sane scales (speed does not depend
+//! on the values).
 //!
 //! `q4_k_m` mixes types the way llama.cpp's Q4_K_M does: Q6_K for the classifier and for
 //! `ffn_down` in the first and last eighth of the layers and every third layer between, Q4_K
@@ -95,7 +96,7 @@ fn matrix(dtype: StoredDType, n: usize, k: usize, seed: u32) -> QMatrix {
 fn bench(c: &mut Criterion) {
     let pool = common::bench_pool();
     let shapes = shapes();
-    let ms = [1usize, 4, 16, 64, 256];
+    let ms = [1usize, 4, 16, 32, 64, 256];
     let inputs: Vec<Vec<Vec<f32>>> = ms
         .iter()
         .map(|&m| {

@@ -45,6 +45,7 @@ impl CpuDevice {
     }
 
     pub fn with_threads(threads: usize) -> Result<CpuDevice, DeviceError> {
+        crate::heap::keep_step_buffers_mapped();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("halo-cpu-{i}"))

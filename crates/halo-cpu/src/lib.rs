@@ -17,6 +17,7 @@ mod activation;
 pub mod attention;
 mod device;
 mod ffn;
+mod heap;
 mod hugepages;
 pub mod isa_cap;
 pub mod kv_cache;
