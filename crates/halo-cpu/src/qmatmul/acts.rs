@@ -16,9 +16,10 @@ pub(crate) struct Acts {
     pub d: Vec<f32>,
     /// `[m, k / 16]` sums of 16 codes (K-quant activations only; empty otherwise).
     pub bsums: Vec<i16>,
-    /// `[m, k / 32]` sums of each block's codes (32-value blocks only; empty otherwise): the
-    /// packed Q8_0 kernel's unsigned-code offset is taken off with them.
-    pub sum32: Vec<i32>,
+    /// `[m, k / 32]` each block's code sum times −128 (32-value blocks only; empty otherwise):
+    /// the packed Q8_0 kernel starts its integer sums there to take off the unsigned-code
+    /// offset, a broadcast load instead of scalar arithmetic per row and block.
+    pub offset32: Vec<i32>,
 }
 
 /// Values below which quantizing on one thread beats spreading the blocks over the pool.
@@ -64,9 +65,9 @@ impl Acts {
         } else {
             Vec::new()
         };
-        let sum32 = if block == 32 {
+        let offset32 = if block == 32 {
             q.chunks_exact(32)
-                .map(|c| c.iter().map(|&v| v as i32).sum())
+                .map(|c| -128 * c.iter().map(|&v| v as i32).sum::<i32>())
                 .collect()
         } else {
             Vec::new()
@@ -77,7 +78,7 @@ impl Acts {
             q,
             d,
             bsums,
-            sum32,
+            offset32,
         }
     }
 
@@ -257,8 +258,8 @@ mod tests {
                 );
                 let (sums, one) = (all.bsums.len() / m, alone.bsums.len());
                 assert_eq!(all.bsums[r * sums..][..sums], alone.bsums[..one]);
-                let (sums, one) = (all.sum32.len() / m, alone.sum32.len());
-                assert_eq!(all.sum32[r * sums..][..sums], alone.sum32[..one]);
+                let (sums, one) = (all.offset32.len() / m, alone.offset32.len());
+                assert_eq!(all.offset32[r * sums..][..sums], alone.offset32[..one]);
             }
         }
     }

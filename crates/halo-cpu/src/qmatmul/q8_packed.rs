@@ -14,8 +14,8 @@
 //! `(g·nb + b)·BLOCK_BYTES`: the 16 rows' f16 scales, then 8 chunks of 64 bytes, chunk `t`
 //! holding values `32b + 4t .. 32b + 4t + 4` of row `r` at bytes `4r .. 4r + 4`, each code
 //! stored plus 128 (`code ^ 0x80`): `vpdpbusd` wants its first operand unsigned, and the
-//! `128·Σa` this adds is taken off by starting the sum at `−128·Σa` (the activation block's
-//! code sum, computed with the codes). Same size as the rows when their count is a multiple
+//! `128·Σa` this adds is taken off by starting the sum at `−128·Σa` (computed with the codes,
+//! [`Acts::offset32`]). Same size as the rows when their count is a multiple
 //! of 16.
 //!
 //! Chain per output, the portable path's exactly (so both give the same bits): `acc = 0`, then
@@ -95,7 +95,7 @@ pub(crate) fn matmul_avx512(acts: &Acts, m: usize, packed: &[u8], n: usize, y: &
             && k.is_multiple_of(32)
             && acts.q.len() >= m * k
             && acts.d.len() >= m * nb
-            && acts.sum32.len() >= m * nb
+            && acts.offset32.len() >= m * nb
             && packed.len() == n.div_ceil(GROUP) * nb * BLOCK_BYTES
             && y.len() == m * n
     );
@@ -147,7 +147,7 @@ unsafe fn tile<const C: usize>(
 ) {
     use std::arch::x86_64::*;
     let k = acts.k;
-    let (aq, ad, asum) = (acts.q.as_ptr(), acts.d.as_ptr(), acts.sum32.as_ptr());
+    let (aq, ad, aoff) = (acts.q.as_ptr(), acts.d.as_ptr(), acts.offset32.as_ptr());
     let mut acc = [_mm512_setzero_ps(); C];
     for b in 0..nb {
         let blk = w.add(b * BLOCK_BYTES);
@@ -168,7 +168,7 @@ unsafe fn tile<const C: usize>(
         let mut s0 = [_mm512_setzero_si512(); C];
         let mut s1 = [_mm512_setzero_si512(); C];
         for c in 0..C {
-            s0[c] = _mm512_set1_epi32(-128 * *asum.add((i0 + c) * nb + b));
+            s0[c] = _mm512_set1_epi32(*aoff.add((i0 + c) * nb + b));
         }
         for t in 0..8 {
             for c in 0..C {
