@@ -1,6 +1,9 @@
 //! The gated feed-forward activations and tanh soft-capping, in f32 and in the operation order
 //! of PyTorch's CPU kernels so logits follow transformers' f32 run.
 
+#[cfg(test)]
+use crate::exp::silu;
+use crate::exp::silu_gated;
 use halo_model::Activation;
 
 /// `act(gate) * up` where each row of `gate_up` holds the gate half then the up half. Rows of a
@@ -19,7 +22,7 @@ pub fn glu(gate_up: &[f32], inter: usize, act: Activation) -> Vec<f32> {
     let row = |(out, row): (&mut [f32], &[f32])| {
         let (gate, up) = row.split_at(inter);
         match act {
-            Activation::Silu => gated(out, gate, up, silu),
+            Activation::Silu => silu_gated(out, gate, up),
             Activation::GeluTanh => gated(out, gate, up, gelu_tanh),
         }
     };
@@ -36,10 +39,6 @@ pub fn glu(gate_up: &[f32], inter: usize, act: Activation) -> Vec<f32> {
             .for_each(row);
     }
     out
-}
-
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
 }
 
 /// GELU's tanh approximation (`gelu_pytorch_tanh`), in PyTorch's order:

@@ -16,6 +16,7 @@
 mod activation;
 pub mod attention;
 mod device;
+mod exp;
 mod ffn;
 mod heap;
 mod hugepages;

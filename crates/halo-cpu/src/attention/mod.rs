@@ -7,7 +7,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod decode;
-mod lanes;
+pub(crate) mod lanes;
 
 use crate::activation::softcap_in_place;
 use crate::kv_cache::{KvCache, KvLayer};
@@ -246,12 +246,7 @@ fn softmax(s: &mut [f32], softcap: Option<f32>) -> f32 {
         softcap_in_place(s, cap);
     }
     let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for x in s.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    1.0 / sum
+    1.0 / crate::exp::exp_shifted_sum(s, max)
 }
 
 /// Splits the step's tokens into runs of one sequence at consecutive positions, at most
