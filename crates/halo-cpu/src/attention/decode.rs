@@ -182,38 +182,45 @@ unsafe fn heads_chunks<T: KvValue, const CH: usize>(
     let (heads, n) = (kv_of.len(), rows.len());
     debug_assert_eq!(q.len(), heads * hd);
     let runs = block_runs(rows, hd);
-    // KV head `kv`'s rows of the run two after run `ri`, asked for ahead of their pass.
-    let prefetch_ahead = |data: &[T], ri: usize, kv: usize| {
+    // Rows `k0..k1` (those it has) of KV head `kv` in the run two after run `ri`: each pass
+    // asks for them a few at a time as it reads the same rows of its own run, so the requests
+    // are spread over the pass instead of filling the core's miss queue at the start of a
+    // head (one 2 KiB burst per head measured ~5-8% slower on the attention bench).
+    let ahead_rows = |data: &[T], ri: usize, kv: usize, k0: usize, k1: usize| {
         if let Some(&(a, b)) = runs.get(ri + 2) {
-            prefetch_span(data, rows[a] + kv * head_stride, (b - a) * hd);
+            for k in k0..k1.min(b - a) {
+                prefetch_span(data, rows[a + k] + kv * head_stride, hd);
+            }
         }
     };
     let mut scores = vec![0.0f32; heads * n];
     for (ri, &(a, b)) in runs.iter().enumerate() {
         for (h, &kv) in kv_of.iter().enumerate() {
-            prefetch_ahead(keys, ri, kv);
             let off = kv * head_stride;
             let qh = &q[h * hd..][..hd];
             let out = &mut scores[h * n..][..n];
             let mut j = a;
             while j + 8 <= b {
+                ahead_rows(keys, ri, kv, j - a, j - a + 8);
                 score8::<T, CH>(qh, keys, |i| rows[j + i] + off, scale, &mut out[j..j + 8]);
                 j += 8;
             }
             for j in j..b {
+                ahead_rows(keys, ri, kv, j - a, j - a + 1);
                 out[j] = Avx::dot(qh, &keys[rows[j] + off..][..hd]) * scale;
             }
+            ahead_rows(keys, ri, kv, b - a, usize::MAX);
         }
     }
     let inv: Vec<f32> = scores.chunks_exact_mut(n.max(1)).map(&softmax).collect();
     let mut acc = vec![0.0f32; heads * hd];
     for (ri, &(a, b)) in runs.iter().enumerate() {
         for (h, &kv) in kv_of.iter().enumerate() {
-            prefetch_ahead(values, ri, kv);
             let off = kv * head_stride;
             let dst = acc.as_mut_ptr().add(h * hd);
             let mut out: [__m256; CH] = std::array::from_fn(|c| _mm256_loadu_ps(dst.add(8 * c)));
             for j in a..b {
+                ahead_rows(values, ri, kv, j - a, j - a + 1);
                 let w = _mm256_set1_ps(scores[h * n + j] * inv[h]);
                 let r = rows[j] + off;
                 for (c, o) in out.iter_mut().enumerate() {
@@ -221,6 +228,7 @@ unsafe fn heads_chunks<T: KvValue, const CH: usize>(
                     *o = _mm256_add_ps(*o, _mm256_mul_ps(w, v));
                 }
             }
+            ahead_rows(values, ri, kv, b - a, usize::MAX);
             for (c, o) in out.iter().enumerate() {
                 _mm256_storeu_ps(dst.add(8 * c), *o);
             }
