@@ -98,6 +98,9 @@ fn generate_on_llamacpp_files_gives_llamacpp_ids_from_the_prompt_text() {
     }
 }
 
+/// A BF16 GGUF runs llama.cpp's arithmetic (bf16 activations) without being asked, and gives
+/// its greedy ids; `--activation-dtype f32` asks for transformers' arithmetic instead, which on
+/// case 2 takes the other side of a 0.001-margin step (so the default is seen to be bf16).
 #[test]
 fn bf16_activations_give_llamacpp_ids_on_its_bf16_files() {
     let dir = root().join("tests/fixtures/gguf-bf16");
@@ -106,13 +109,20 @@ fn bf16_activations_give_llamacpp_ids_on_its_bf16_files() {
             .unwrap();
     let file = "tiny-bf16-bf16.gguf";
     let cases = golden[file]["cases"].as_array().unwrap();
-    let lines = generate_prompts_of(&dir.join(file), cases, &["--activation-dtype", "bf16"]);
-    for (i, case) in cases.iter().enumerate() {
-        assert_eq!(
-            lines[i]["token_ids"], case["greedy_ids"],
-            "{file} case {i}: continuation"
-        );
+    for extra in [&[][..], &["--activation-dtype", "bf16"][..]] {
+        let lines = generate_prompts_of(&dir.join(file), cases, extra);
+        for (i, case) in cases.iter().enumerate() {
+            assert_eq!(
+                lines[i]["token_ids"], case["greedy_ids"],
+                "{file} case {i}: continuation ({extra:?})"
+            );
+        }
     }
+    let f32_lines = generate_prompts_of(&dir.join(file), cases, &["--activation-dtype", "f32"]);
+    assert_ne!(
+        f32_lines[2]["token_ids"], cases[2]["greedy_ids"],
+        "{file} case 2 with f32 activations"
+    );
     // f16 activations are not offered: one line, exit 2.
     let out = halo()
         .args(["generate", "--prompt", "hi", "--activation-dtype", "f16"])

@@ -37,7 +37,8 @@ pub struct EngineArgs {
     #[arg(long, value_name = "TYPE", value_parser = parse_kv_cache_dtype)]
     pub kv_cache_dtype: Option<DType>,
     /// What activations are rounded to before they meet float weights: f32 or bf16 (default:
-    /// the device's compute dtype; the CPU's is f32). bf16 on the CPU backend makes BF16
+    /// the device decides; the CPU takes bf16 for GGUF files, as llama.cpp does, and f32 for
+    /// safetensors checkpoints, as transformers does). bf16 on the CPU backend makes BF16
     /// weights meet bf16 activations, llama.cpp's arithmetic for bf16 models, at twice the f32
     /// rate on CPUs with AVX-512 BF16; f16, f32 and quantized weights are unchanged.
     #[arg(long, value_name = "TYPE", value_parser = parse_activation_dtype)]

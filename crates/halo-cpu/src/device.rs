@@ -6,7 +6,7 @@ use halo_hal::{
     sampling, DType, Device, DeviceError, DeviceInfo, DeviceKind, KvCacheLayout, LoadOptions,
     ModelInfo, SeqResult, StepBatch, StepOutput, StepTimings, WarmupRequest,
 };
-use halo_model::{Model, StoredDType};
+use halo_model::{Model, ModelFormat, StoredDType};
 use rayon::prelude::*;
 use std::path::Path;
 use std::time::Instant;
@@ -139,7 +139,11 @@ impl Device for CpuDevice {
             .check_tensors()
             .map_err(|e| DeviceError::Load(e.to_string()))?;
         let bf16_activations = match options.activation_dtype {
-            None | Some(DType::F32) => false,
+            // Each format follows its reference's arithmetic: a GGUF's is llama.cpp, which
+            // rounds activations to bf16 before they meet BF16 weights (and at twice the f32
+            // rate on AVX-512 BF16); a safetensors checkpoint's is transformers' f32 run.
+            None => matches!(model.format, ModelFormat::Gguf { .. }),
+            Some(DType::F32) => false,
             Some(DType::BF16) => true,
             Some(other) => {
                 return Err(DeviceError::Unavailable(format!(

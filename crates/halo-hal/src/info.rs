@@ -114,10 +114,11 @@ pub struct LoadOptions {
     /// for quantized weights, f32 for float ones; CUDA and Gaudi: the compute dtype). Backends refuse a type they cannot store.
     pub kv_cache_dtype: Option<DType>,
     /// What activations are rounded to before they meet float weights in a matmul
-    /// (`--activation-dtype`); `None`: the backend's compute dtype. The CPU backend computes in
-    /// f32 and takes bf16 here for BF16 weights (llama.cpp's arithmetic for bf16 models, on
-    /// AVX-512 BF16 at twice the f32 rate); CUDA and Gaudi round to their compute dtype and
-    /// refuse any other type.
+    /// (`--activation-dtype`); `None`: the backend decides. The CPU backend computes in f32 and
+    /// takes bf16 here for BF16 weights (llama.cpp's arithmetic for bf16 models, on AVX-512
+    /// BF16 at twice the f32 rate); by default it rounds to bf16 for GGUF files (their
+    /// reference is llama.cpp) and keeps f32 for safetensors checkpoints (transformers'). CUDA
+    /// and Gaudi round to their compute dtype and refuse any other type.
     pub activation_dtype: Option<DType>,
 }
 
