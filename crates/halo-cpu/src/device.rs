@@ -44,6 +44,9 @@ impl CpuDevice {
         Self::with_threads(threads)
     }
 
+    /// A device on `threads` threads. It also raises glibc's heap thresholds for the whole
+    /// process, once (`heap.rs`): a step's buffers would otherwise be unmapped on free and
+    /// faulted back in at the next step.
     pub fn with_threads(threads: usize) -> Result<CpuDevice, DeviceError> {
         crate::heap::keep_step_buffers_mapped();
         let pool = rayon::ThreadPoolBuilder::new()
