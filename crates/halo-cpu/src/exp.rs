@@ -160,13 +160,17 @@ pub(crate) fn silu(x: f32) -> f32 {
 /// `out[i] = silu(gate[i]) * up[i]`, eight at a time where AVX2 is allowed (same bits).
 pub(crate) fn silu_gated(out: &mut [f32], gate: &[f32], up: &[f32]) {
     let n = out.len().min(gate.len()).min(up.len());
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if has_exp8() {
-        done = n / 8 * 8;
+    let done = if has_exp8() {
+        let done = n / 8 * 8;
         // SAFETY: AVX2 was detected; the three slices hold at least `done` values.
         unsafe { silu_gated_avx(&mut out[..done], &gate[..done], &up[..done]) };
-    }
+        done
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for ((o, &g), &u) in out[done..n]
         .iter_mut()
         .zip(&gate[done..n])
