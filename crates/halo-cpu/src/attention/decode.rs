@@ -182,12 +182,13 @@ unsafe fn heads_chunks<T: KvValue, const CH: usize>(
     let (heads, n) = (kv_of.len(), rows.len());
     debug_assert_eq!(q.len(), heads * hd);
     let runs = block_runs(rows, hd);
-    // Rows `k0..k1` (those it has) of KV head `kv` in the run two after run `ri`: each pass
-    // asks for them a few at a time as it reads the same rows of its own run, so the requests
-    // are spread over the pass instead of filling the core's miss queue at the start of a
-    // head (one 2 KiB burst per head measured ~5-8% slower on the attention bench).
+    // Rows `k0..k1` (those it has) of KV head `kv` in the run after run `ri`: each pass asks
+    // for them a few at a time as it reads the same rows of its own run, so the requests are
+    // spread over the pass instead of filling the core's miss queue at the start of a head
+    // (one 2 KiB burst per head, two runs ahead, measured 5-12% slower on the attention bench;
+    // spread two runs ahead, 6-8% slower than one run ahead with f16 rows).
     let ahead_rows = |data: &[T], ri: usize, kv: usize, k0: usize, k1: usize| {
-        if let Some(&(a, b)) = runs.get(ri + 2) {
+        if let Some(&(a, b)) = runs.get(ri + 1) {
             for k in k0..k1.min(b - a) {
                 prefetch_span(data, rows[a + k] + kv * head_stride, hd);
             }
@@ -238,9 +239,9 @@ unsafe fn heads_chunks<T: KvValue, const CH: usize>(
 }
 
 /// Asks for the cache lines of `len` values from `at` into L2 (a hint; callers name only rows
-/// inside `data`). L2, two runs ahead: measured on the attention bench's shape, one run ahead
+/// inside `data`). L2: measured on the attention bench's shape, prefetching a whole run ahead
 /// into L1 was slower than no prefetch at all (a block of every head is 24 KiB in f16, most of
-/// L1, so it evicted the rows in use), while two runs ahead into L2 took 35-38% off the pass.
+/// L1, so it evicted the rows in use), while into L2 it took 35-38% off the pass.
 #[inline(always)]
 unsafe fn prefetch_span<T>(data: &[T], at: usize, len: usize) {
     let bytes = len * std::mem::size_of::<T>();
