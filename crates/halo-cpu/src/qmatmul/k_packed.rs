@@ -264,11 +264,16 @@ unsafe fn q4k_tile<const C: usize>(
         acts.bsums.as_ptr().cast::<u8>(),
     );
     let low4 = _mm512_set1_epi8(0x0F);
-    let mut acc = [_mm512_setzero_ps(); C];
+    // The float accumulators live in `y` between super-blocks (a masked load and store per row
+    // and super-block), and the mins' sums run after the code loop: kept in registers beside
+    // the code loop's, they made the compiler spill its vectors to the stack. With both moved
+    // out it spills less (not nothing) and the qmatmul bench's 32-row q4_k step is ~6% faster.
+    for c in 0..C {
+        _mm512_mask_storeu_ps(y.add((i0 + c) * n), mask, _mm512_setzero_ps());
+    }
     for s in 0..nsb {
         let blk = w.add(s * Q4K_SB);
         let mut isum = [_mm512_setzero_si512(); C];
-        let mut msum = [_mm512_setzero_si512(); C];
         for p in 0..4 {
             if C >= 2 {
                 // As in `q6k_tile`: ten lines per quarter super-block, 1 KiB ahead.
@@ -290,10 +295,8 @@ unsafe fn q4k_tile<const C: usize>(
                     };
                 }
                 let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.add(64 + 16 * sub).cast()));
-                let mpair = dup16(blk.add(192 + 16 * sub));
                 for c in 0..C {
-                    let row = i0 + c;
-                    let a = aq.add(row * k + 256 * s + 64 * p + 32 * half);
+                    let a = aq.add((i0 + c) * k + 256 * s + 64 * p + 32 * half);
                     let mut d0 = _mm512_setzero_si512();
                     let mut d1 = _mm512_setzero_si512();
                     for t in (0..8).step_by(2) {
@@ -302,27 +305,32 @@ unsafe fn q4k_tile<const C: usize>(
                     }
                     let dot = _mm512_add_epi32(d0, d1);
                     isum[c] = _mm512_add_epi32(isum[c], _mm512_mullo_epi32(dot, sc));
-                    let b2 = bs.add(2 * (row * (k / 16) + 16 * s + 2 * sub));
-                    msum[c] = _mm512_dpwssd_epi32(msum[c], mpair, bcast4(b2));
                 }
             }
         }
+        // The mins' sums (integers, exact in any order), after the codes' (see above).
+        let mpair: [__m512i; 8] = std::array::from_fn(|sub| dup16(blk.add(192 + 16 * sub)));
         let d = _mm512_cvtph_ps(_mm256_loadu_si256(blk.cast()));
         let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(32).cast()));
         for c in 0..C {
-            let dx = _mm512_set1_ps(*ad.add((i0 + c) * nsb + s));
+            let row = i0 + c;
+            let mut msum = _mm512_setzero_si512();
+            for (sub, mp) in mpair.iter().enumerate() {
+                let b2 = bs.add(2 * (row * (k / 16) + 16 * s + 2 * sub));
+                msum = _mm512_dpwssd_epi32(msum, *mp, bcast4(b2));
+            }
+            let dx = _mm512_set1_ps(*ad.add(row * nsb + s));
+            let out = y.add(row * n);
             let a1 = _mm512_add_ps(
-                acc[c],
+                _mm512_maskz_loadu_ps(mask, out),
                 _mm512_mul_ps(_mm512_mul_ps(d, dx), _mm512_cvtepi32_ps(isum[c])),
             );
-            acc[c] = _mm512_sub_ps(
+            let acc = _mm512_sub_ps(
                 a1,
-                _mm512_mul_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(msum[c])),
+                _mm512_mul_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(msum)),
             );
+            _mm512_mask_storeu_ps(out, mask, acc);
         }
-    }
-    for (c, acc) in acc.iter().enumerate() {
-        _mm512_mask_storeu_ps(y.add((i0 + c) * n), mask, *acc);
     }
 }
 
