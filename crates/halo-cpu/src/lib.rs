@@ -30,5 +30,6 @@ mod ops;
 mod qkv;
 pub mod qmatmul;
 mod rope;
+mod ubatch;
 
 pub use device::CpuDevice;

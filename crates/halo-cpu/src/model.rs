@@ -15,6 +15,7 @@ use crate::ops::{add_in_place, rms_norm};
 use crate::qkv::{split_norm_rotate, QkvDims, RowSites};
 use crate::qmatmul::QMatrix;
 use crate::rope::Rotary;
+use crate::ubatch::{self, UBATCH_TOKENS};
 use halo_hal::{DType, DeviceError, StepBatch};
 use halo_model::{quant, Model, ModelConfig, StoredDType, Weights};
 use rayon::prelude::*;
@@ -307,7 +308,25 @@ impl CpuModel {
 
     /// Runs every token of `batch`, writes their K/V into `cache`, and returns the logits
     /// (`[n, vocab]`) of the last token of each sequence that asked for a sample, in batch order.
+    /// A step longer than [`UBATCH_TOKENS`] runs as several passes in token order (see
+    /// [`crate::ubatch`]); the logits are the same.
     pub fn forward(&self, batch: &StepBatch, cache: &mut KvCache) -> Result<Vec<f32>, DeviceError> {
+        if batch.num_tokens() <= UBATCH_TOKENS {
+            return self.forward_pass(batch, cache);
+        }
+        let mut logits = Vec::new();
+        for part in ubatch::split(batch, UBATCH_TOKENS) {
+            logits.extend(self.forward_pass(&part, cache)?);
+        }
+        Ok(logits)
+    }
+
+    /// One pass of `batch` through the layers.
+    fn forward_pass(
+        &self,
+        batch: &StepBatch,
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, DeviceError> {
         let c = &self.config;
         let (h, hd) = (c.hidden_size, c.head_dim);
         let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);

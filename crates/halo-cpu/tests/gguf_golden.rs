@@ -265,6 +265,39 @@ fn quantized_files_are_batch_invariant_with_chunked_prefill() {
     }
 }
 
+/// A step of more tokens than one pass through the layers takes (512) runs as several passes,
+/// one sequence cut across two of them: every sequence's logits are still exactly its lone
+/// prefill's.
+#[test]
+fn a_step_longer_than_one_pass_gives_each_sequence_its_lone_logits() {
+    let mut d = device(&gguf("kq-shared-Q4_K_M.gguf"), 512);
+    // 230 + 240 + 180 tokens: the second runs 230..470, the third 470..650 across the cut.
+    let prompts: Vec<Vec<u32>> = [(230usize, 3u32), (240, 5), (180, 7)]
+        .iter()
+        .map(|&(n, mul)| (0..n as u32).map(|i| (i * mul + 11) % 512).collect())
+        .collect();
+    let alone: Vec<Vec<f32>> = prompts.iter().map(|p| logits_after(&mut d, p)).collect();
+    let mut next_block = 0u32;
+    let seqs = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let blocks = p.len().div_ceil(BLOCK) as u32;
+            next_block += blocks;
+            SeqStep {
+                seq_id: i as u64,
+                tokens: p.clone(),
+                start_pos: 0,
+                block_table: (next_block - blocks..next_block).collect(),
+                sample: Some(SampleRequest::greedy()),
+                long_rope: false,
+            }
+        })
+        .collect();
+    let together = d.logits(&StepBatch { seqs }).unwrap();
+    assert_eq!(together, alone.concat());
+}
+
 #[test]
 fn quantize_at_load_runs_and_is_batch_invariant() {
     let dir = shared().join("models/kq-shared");
