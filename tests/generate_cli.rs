@@ -128,6 +128,51 @@ fn single_prompt_matches_golden_and_stops_at_eos_without_ignore_eos() {
     assert_eq!(got["text"], case["greedy_text"]);
 }
 
+/// The blocks `halo generate` reports warming ("KV cache: N blocks of 16 tokens") and the
+/// prompts' token counts, for `prompts` and extra flags.
+fn pool_blocks(prompts: &str, extra: &[&str]) -> (usize, Vec<usize>) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), prompts).unwrap();
+    let out = halo()
+        .args(["generate", "--json", "--max-new-tokens", "20", "--model"])
+        .arg(shared().join("models/tiny-mha"))
+        .arg("--prompts-file")
+        .arg(file.path())
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let blocks = stderr
+        .split("KV cache: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no KV cache line in {stderr}"));
+    let lens = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["prompt_tokens"].as_u64())
+        .map(|n| n as usize)
+        .collect();
+    (blocks, lens)
+}
+
+#[test]
+fn the_kv_pool_holds_the_job_not_the_models_context() {
+    let prompts = "Hello\nThe quick brown fox jumps over the lazy dog again and again\nA\n";
+    let (blocks, lens) = pool_blocks(prompts, &[]);
+    assert_eq!(lens.len(), 3);
+    // Three sequences at once, each at most the longest prompt + 20 new tokens.
+    let longest = lens.iter().max().unwrap() + 20;
+    assert_eq!(blocks, 3 * longest.div_ceil(16), "prompt lengths {lens:?}");
+    // Fewer at once when --max-batch-seqs says so; an explicit size always wins.
+    let (two, _) = pool_blocks(prompts, &["--max-batch-seqs", "2"]);
+    assert_eq!(two, 2 * longest.div_ceil(16));
+    let (asked, _) = pool_blocks(prompts, &["--num-blocks", "40"]);
+    assert_eq!(asked, 40);
+}
+
 #[test]
 fn seeded_sampling_is_reproducible() {
     let dir = shared().join("models/tiny-mha");

@@ -234,8 +234,14 @@ fn broken_gguf_files_are_one_line_and_exit_2() {
 
 /// The KV pool's block count under one `--kv-cache-mb`, from the warmup line.
 fn kv_blocks(model: &Path, kv_dtype: Option<&str>) -> usize {
+    // A job larger than a 1 MiB pool (8 sequences of ~100 prompt + 100 new tokens; `generate`
+    // sizes its pool to the job), so the budget decides the block count.
+    let prompts = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(prompts.path(), ("hi there ".repeat(50) + "\n").repeat(8)).unwrap();
     let mut cmd = halo();
-    cmd.args(["generate", "--prompt", "hi", "--max-new-tokens", "2"])
+    cmd.args(["generate", "--max-new-tokens", "100", "--ignore-eos"])
+        .arg("--prompts-file")
+        .arg(prompts.path())
         .args(["--kv-cache-mb", "1", "--max-batch-seqs", "64"])
         .arg("--model")
         .arg(model);

@@ -171,12 +171,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .transpose()
         .map_err(usage)?;
     // A bad model path is the user's to fix: one line, exit 2, before any device starts.
-    halo_model::open_config_and_tokenizer(&args.model).map_err(usage)?;
-    let config = EngineConfig {
-        max_concurrent_requests: prompts.len().max(args.engine.max_batch_seqs),
-        max_new_tokens_cap: args.max_new_tokens.max(1),
-        ..args.engine.config()
-    };
+    let (_, tokenizer) = halo_model::open_config_and_tokenizer(&args.model).map_err(usage)?;
+    let prompt_ids = prompts
+        .iter()
+        .map(|text| tokenizer.encode(text, true).map_err(usage))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = job_config(&args, &prompt_ids);
     let dev = super::progress::WithProgress::wrap(device::open(kind)?);
     let engine = Engine::start(
         dev,
@@ -191,10 +191,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     )
     .map_err(usage)?;
 
-    let tokenizer = engine.tokenizer();
     let mut requests = Vec::with_capacity(prompts.len());
-    for (i, text) in prompts.iter().enumerate() {
-        let prompt = tokenizer.encode(text, true).map_err(usage)?;
+    for (i, prompt) in prompt_ids.into_iter().enumerate() {
         requests.push(GenerateRequest {
             request_id: format!("cli-{i}"),
             prompt,
@@ -260,6 +258,27 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The engine for one known job. Unless `--num-blocks` or `--kv-cache-mb` say otherwise, the
+/// pool holds the sequences that can run at once at the longest prompt plus `--max-new-tokens`
+/// (the device caps a pool by sequences × longest sequence), not the model's whole context,
+/// and is made resident at start, as llama.cpp clears its KV buffer before it times anything:
+/// the decode steps then pay no page faults for blocks the job reaches first. No request is
+/// limited by this that the model's context would have allowed.
+fn job_config(args: &GenerateArgs, prompts: &[Vec<u32>]) -> EngineConfig {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let longest_job = longest
+        .saturating_add(args.max_new_tokens.max(1))
+        .min(halo_engine::config::MAX_SEQUENCE_TOKENS);
+    EngineConfig {
+        max_concurrent_requests: prompts.len().max(args.engine.max_batch_seqs),
+        max_batch_seqs: args.engine.max_batch_seqs.min(prompts.len().max(1)),
+        max_new_tokens_cap: args.max_new_tokens.max(1),
+        max_total_tokens: Some(longest_job),
+        resident_kv_pool: true,
+        ..args.engine.config()
+    }
 }
 
 fn read_prompts(args: &GenerateArgs) -> anyhow::Result<Vec<String>> {

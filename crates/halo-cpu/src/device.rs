@@ -76,11 +76,11 @@ impl CpuDevice {
                 .saturating_mul(1024);
             ((available as f64 * DEFAULT_KV_MEMORY_FRACTION) as u64).min(DEFAULT_KV_MEMORY_CAP)
         });
-        // No point holding more than every schedulable sequence at full length.
+        // No point holding more than every schedulable sequence at full length, each in whole
+        // blocks of its own.
         let useful = request
             .max_batch_seqs
-            .saturating_mul(self.max_seq_len)
-            .div_ceil(request.block_size.max(1));
+            .saturating_mul(self.max_seq_len.div_ceil(request.block_size.max(1)));
         usize::try_from(budget / bytes_per_block.max(1))
             .unwrap_or(usize::MAX)
             .min(useful.max(1))
@@ -204,7 +204,7 @@ impl Device for CpuDevice {
         }
         let host = meminfo_kib("MemTotal:").map(|k| k.saturating_mul(1024));
         check_pool_bytes(bytes_per_block, num_blocks, host)?;
-        let cache = KvCache::new(
+        let mut cache = KvCache::new(
             layers,
             request.block_size,
             num_blocks,
@@ -212,6 +212,9 @@ impl Device for CpuDevice {
             model.config.num_key_value_heads,
             self.kv_dtype,
         )?;
+        if request.resident_kv_pool {
+            cache.make_resident();
+        }
         let layout = KvCacheLayout {
             block_size: request.block_size,
             num_blocks,

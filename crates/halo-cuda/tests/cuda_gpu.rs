@@ -165,6 +165,7 @@ fn small_pool() -> WarmupRequest {
         max_seq_len: 512,
         num_blocks: Some(256),
         kv_cache_bytes: None,
+        resident_kv_pool: false,
     }
 }
 

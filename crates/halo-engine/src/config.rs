@@ -30,6 +30,9 @@ pub struct EngineConfig {
     pub num_blocks: Option<usize>,
     /// A memory budget for the KV pool; `None` lets the device size it.
     pub kv_cache_bytes: Option<u64>,
+    /// Make the whole KV pool resident at start (see `WarmupRequest::resident_kv_pool`): for
+    /// a pool sized to a known job, as `halo generate` sizes it.
+    pub resident_kv_pool: bool,
     /// Most tokens in one step (decode tokens + prefill chunks): the chunked-prefill budget.
     pub max_batch_tokens: usize,
     /// Most sequences in one step, and so most running sequences.
@@ -61,6 +64,7 @@ impl Default for EngineConfig {
             block_size: 16,
             num_blocks: None,
             kv_cache_bytes: None,
+            resident_kv_pool: false,
             max_batch_tokens: 512,
             max_batch_seqs: 64,
             max_concurrent_requests: 256,
@@ -83,6 +87,7 @@ impl fmt::Debug for EngineConfig {
             .field("block_size", &self.block_size)
             .field("num_blocks", &self.num_blocks)
             .field("kv_cache_bytes", &self.kv_cache_bytes)
+            .field("resident_kv_pool", &self.resident_kv_pool)
             .field("max_batch_tokens", &self.max_batch_tokens)
             .field("max_batch_seqs", &self.max_batch_seqs)
             .field("max_concurrent_requests", &self.max_concurrent_requests)

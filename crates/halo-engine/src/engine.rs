@@ -314,6 +314,7 @@ impl Engine {
                         max_seq_len,
                         num_blocks: config.num_blocks,
                         kv_cache_bytes: config.kv_cache_bytes,
+                        resident_kv_pool: config.resident_kv_pool,
                     };
                     let kv = device.warmup(&warm).map_err(|source| EngineError::Device {
                         stage: "warmup",

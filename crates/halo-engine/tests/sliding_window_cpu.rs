@@ -55,6 +55,7 @@ fn golden_ids_with_a_bounded_number_of_blocks() {
                 max_seq_len: 256,
                 num_blocks: Some(128),
                 kv_cache_bytes: None,
+                resident_kv_pool: false,
             })
             .unwrap();
         let limits = EngineConfig::default().limits(info.context_length, kv.capacity_tokens());

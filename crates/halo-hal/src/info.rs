@@ -180,6 +180,12 @@ pub struct WarmupRequest {
     pub num_blocks: Option<usize>,
     /// A memory budget for the KV pool; `None` lets the device size it from free memory.
     pub kv_cache_bytes: Option<u64>,
+    /// Write the whole pool once before returning, so no request pays for its first touch of
+    /// a block. Host-memory pools otherwise fault their pages in as sequences first reach each
+    /// block (on the CPU backend a measurable part of a decode step); device-memory pools are
+    /// resident once allocated and ignore this. For a pool sized to a known job (`halo
+    /// generate`); a server's pool sized from free memory would commit all of it at start.
+    pub resident_kv_pool: bool,
 }
 
 impl Default for WarmupRequest {
@@ -191,6 +197,7 @@ impl Default for WarmupRequest {
             max_seq_len: 2048,
             num_blocks: None,
             kv_cache_bytes: None,
+            resident_kv_pool: false,
         }
     }
 }

@@ -93,6 +93,7 @@ pub fn warmup_request() -> WarmupRequest {
         max_seq_len: 128,
         num_blocks: Some(64),
         kv_cache_bytes: None,
+        resident_kv_pool: false,
     }
 }
 
