@@ -171,11 +171,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .transpose()
         .map_err(usage)?;
     // A bad model path is the user's to fix: one line, exit 2, before any device starts.
-    let (_, tokenizer) = halo_model::open_config_and_tokenizer(&args.model).map_err(usage)?;
-    let prompt_ids = prompts
-        .iter()
-        .map(|text| tokenizer.encode(text, true).map_err(usage))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Tokenized here to size the job; the tokenizer (tens of MB for a large vocabulary) is
+    // dropped before the engine loads its own.
+    let prompt_ids = {
+        let (_, tokenizer) = halo_model::open_config_and_tokenizer(&args.model).map_err(usage)?;
+        prompts
+            .iter()
+            .map(|text| tokenizer.encode(text, true).map_err(usage))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
     let config = job_config(&args, &prompt_ids);
     let dev = super::progress::WithProgress::wrap(device::open(kind)?);
     let engine = Engine::start(
