@@ -236,6 +236,7 @@ impl Device for CpuDevice {
             }],
         };
         self.step(&probe)?;
+        crate::heap::release_load_leftovers();
         let layout = self.layout.as_mut().expect("set above");
         layout.warmup_ms = started.elapsed().as_millis() as u64;
         Ok(layout.clone())

@@ -282,7 +282,7 @@ impl Engine {
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         let kv_window = kv_window(&model_config);
         let rope_regime = crate::rope_regime::RopeRegime::for_model(&model_config);
-        let detok_tokenizer = Arc::new(tokenizer.inner().clone());
+        let detok_tokenizer = tokenizer.shared();
         let chat_template = halo_model::chat_template::for_path(model_dir)
             .map(|source| ChatTemplate::for_model(&source, &tokenizer));
         let eos_ids = tokenizer.eos_token_ids().to_vec();

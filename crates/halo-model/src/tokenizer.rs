@@ -6,9 +6,11 @@ use crate::config::{read_json, token_ids, ModelConfig};
 use crate::error::{ModelError, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    /// Shared with the detokenizer (`shared`): a large vocabulary's tables are tens of MB.
+    inner: Arc<tokenizers::Tokenizer>,
     path: PathBuf,
     bos_token_id: Option<u32>,
     eos_token_ids: Vec<u32>,
@@ -30,7 +32,7 @@ impl Tokenizer {
         append_eos: Option<u32>,
     ) -> Tokenizer {
         Tokenizer {
-            inner,
+            inner: Arc::new(inner),
             path,
             bos_token_id,
             eos_token_ids,
@@ -86,7 +88,7 @@ impl Tokenizer {
             }
         }
         Ok(Tokenizer {
-            inner,
+            inner: Arc::new(inner),
             path,
             bos_token_id,
             eos_token_ids,
@@ -135,6 +137,11 @@ impl Tokenizer {
 
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
+    }
+
+    /// The same tokenizer, shared rather than copied.
+    pub fn shared(&self) -> Arc<tokenizers::Tokenizer> {
+        Arc::clone(&self.inner)
     }
 
     /// Tokens the tokenizer knows, added tokens included.
