@@ -56,7 +56,7 @@ pub(crate) fn usable() -> bool {
 pub(crate) fn matmul_t(x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]) {
     let (n, k) = (w.rows, w.cols);
     assert!(
-        usable() && w.dtype == StoredDType::BF16 && !w.packed,
+        usable() && w.dtype == StoredDType::BF16 && w.layout == super::Layout::Rows,
         "bf16_dot: needs AVX-512 BF16 and BF16 rows"
     );
     assert!(

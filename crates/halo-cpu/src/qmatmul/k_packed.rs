@@ -211,7 +211,7 @@ pub(crate) fn matmul_avx512(
             }
         }
     };
-    groups::run(m, n, k, TILE_M, y, &run_tile);
+    groups::run(m, n, k, (GROUP, TILE_M), y, &run_tile);
 }
 
 /// Broadcast of the four bytes (or two i16) at `p`.

@@ -23,6 +23,7 @@
 //!   - Q8_0, Q4_K and Q6_K on AVX-512 VNNI: the weights are repacked at construction, 16 rows
 //!     interleaved ([`q8_packed`], [`k_packed`]), so a lane is one output and each output runs
 //!     the portable chain: AVX-512 and the portable path give the same bits for these types.
+//!     Likewise Q8_0 on AVX2, 8 rows interleaved ([`q8_packed_avx2`]).
 //!
 //!   Tiles only decide how many of these independent chains run side by side, so an output does
 //!   not depend on M or on where its row sits in the batch.
@@ -41,6 +42,7 @@ mod half;
 mod k_packed;
 mod portable;
 mod q8_packed;
+mod q8_packed_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -58,24 +60,64 @@ pub(crate) use acts::Acts;
 /// A weight matrix of `rows × cols` in its stored form: `rows` rows of `dtype.row_bytes(cols)`
 /// bytes, each row a run of ggml blocks (or plain little-endian floats). On a CPU with AVX-512
 /// VNNI, Q8_0, Q4_K and Q6_K rows are held repacked for its kernels ([`q8_packed`],
-/// [`k_packed`]); [`QMatrix::row`] gives ggml's bytes either way.
+/// [`k_packed`]), on one with AVX2 Q8_0 rows ([`q8_packed_avx2`]); [`QMatrix::row`] gives
+/// ggml's bytes either way.
 #[derive(Clone, Debug)]
 pub struct QMatrix {
     dtype: StoredDType,
     rows: usize,
     cols: usize,
     row_bytes: usize,
-    /// `data` is in [`q8_packed`]'s layout rather than ggml's rows.
-    packed: bool,
+    /// How `data` is laid out.
+    layout: Layout,
     /// BF16 rows that meet activations rounded to bf16 ([`QMatrix::meeting_bf16_activations`]).
     bf16_activations: bool,
     data: Aligned,
+}
+
+/// How a [`QMatrix`] holds its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// ggml's rows.
+    Rows,
+    /// Repacked for AVX-512 VNNI ([`q8_packed`], [`k_packed`]).
+    Avx512,
+    /// Repacked for AVX2 ([`q8_packed_avx2`]).
+    Avx2,
+}
+
+impl Layout {
+    /// The layout whose kernels `isa` runs for `dtype`.
+    fn for_isa(isa: QIsa, dtype: StoredDType) -> Layout {
+        match isa {
+            QIsa::Avx512Vnni if dtype == StoredDType::Q8_0 || k_packed::packs(dtype) => {
+                Layout::Avx512
+            }
+            QIsa::Avx2 if dtype == StoredDType::Q8_0 => Layout::Avx2,
+            _ => Layout::Rows,
+        }
+    }
 }
 
 impl QMatrix {
     /// Takes ownership of `data`, checking it holds exactly `rows` rows of `cols` values.
     /// `cols` must be a whole number of blocks of `dtype`.
     pub fn new(
+        dtype: StoredDType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> Result<QMatrix, DeviceError> {
+        // The detected ISA is the one every later call on this CPU runs (another is only ever
+        // asked for by tests, which get the rows unpacked unless they build for that ISA).
+        QMatrix::for_isa(QIsa::detect(), dtype, rows, cols, data)
+    }
+
+    /// [`QMatrix::new`] with the rows held the way `isa`'s kernels want them (tests reach every
+    /// ISA's layout through this; any ISA's layout gives the same results on every ISA, the
+    /// others running on a copy in ggml's rows).
+    pub(crate) fn for_isa(
+        isa: QIsa,
         dtype: StoredDType,
         rows: usize,
         cols: usize,
@@ -97,21 +139,19 @@ impl QMatrix {
                 data.len()
             )));
         }
-        // The detected ISA is the one every later call on this CPU runs (another is only ever
-        // asked for by tests, which get the rows unpacked).
-        let packed = (dtype == StoredDType::Q8_0 || k_packed::packs(dtype))
-            && QIsa::detect() == QIsa::Avx512Vnni;
-        let data = match dtype {
-            StoredDType::Q8_0 if packed => q8_packed::pack(rows, cols, &data),
-            _ if packed => k_packed::pack(dtype, rows, cols, &data),
+        let layout = Layout::for_isa(isa, dtype);
+        let data = match (layout, dtype) {
+            (Layout::Avx512, StoredDType::Q8_0) => q8_packed::pack(rows, cols, &data),
+            (Layout::Avx512, _) => k_packed::pack(dtype, rows, cols, &data),
+            (Layout::Avx2, _) => q8_packed_avx2::pack(rows, cols, &data),
             // Plain rows stay where they are: the f16 llama-1b decoded no faster from a huge-page
             // copy (5.0-5.7 against 5.2-8.8 tok/s on the loaded machine) and the copy cost 4-7 s
             // of load and a transient 0.6 GB.
-            _ => Aligned::unaligned(data),
+            (Layout::Rows, _) => Aligned::unaligned(data),
         };
         // The packed layouts are read as one sequential stream per task: on huge pages that
         // stream is about twice as fast per core (see `hugepages`).
-        if packed {
+        if layout != Layout::Rows {
             data.collapse();
         }
         Ok(QMatrix {
@@ -119,7 +159,7 @@ impl QMatrix {
             rows,
             cols,
             row_bytes,
-            packed,
+            layout,
             bf16_activations: false,
             data,
         })
@@ -136,9 +176,9 @@ impl QMatrix {
 
     /// The same matrix with ggml's row layout (a copy only when it is packed).
     fn rows_layout(&self) -> Cow<'_, QMatrix> {
-        if self.packed {
+        if self.layout != Layout::Rows {
             Cow::Owned(QMatrix {
-                packed: false,
+                layout: Layout::Rows,
                 data: Aligned::unaligned(self.data().into_owned()),
                 ..*self
             })
@@ -162,7 +202,7 @@ impl QMatrix {
     }
 
     /// Bytes held (what one pass over the matrix streams; a packed matrix whose row count is
-    /// not a multiple of 16 holds a few padding rows).
+    /// not a multiple of its group, 16 or 8 rows, holds a few padding rows).
     pub fn bytes(&self) -> usize {
         self.data.len()
     }
@@ -174,19 +214,27 @@ impl QMatrix {
 
     /// All rows in ggml's layout, row-major (a copy when the matrix is held repacked).
     pub fn data(&self) -> Cow<'_, [u8]> {
-        match self.dtype {
-            _ if !self.packed => Cow::Borrowed(&self.data),
-            StoredDType::Q8_0 => Cow::Owned(q8_packed::unpack(&self.data, self.rows, self.cols)),
-            t => Cow::Owned(k_packed::unpack(t, &self.data, self.rows, self.cols)),
+        let (rows, cols) = (self.rows, self.cols);
+        match (self.layout, self.dtype) {
+            (Layout::Rows, _) => Cow::Borrowed(&self.data),
+            (Layout::Avx512, StoredDType::Q8_0) => {
+                Cow::Owned(q8_packed::unpack(&self.data, rows, cols))
+            }
+            (Layout::Avx512, t) => Cow::Owned(k_packed::unpack(t, &self.data, rows, cols)),
+            (Layout::Avx2, _) => Cow::Owned(q8_packed_avx2::unpack(&self.data, rows, cols)),
         }
     }
 
     /// Row `r`'s bytes in ggml's layout (for embedding lookups; a copy when packed).
     pub fn row(&self, r: usize) -> Cow<'_, [u8]> {
-        match self.dtype {
-            _ if !self.packed => Cow::Borrowed(&self.data[r * self.row_bytes..][..self.row_bytes]),
-            StoredDType::Q8_0 => Cow::Owned(q8_packed::unpack_row(&self.data, self.cols, r)),
-            t => Cow::Owned(k_packed::unpack_row(t, &self.data, self.cols, r)),
+        let cols = self.cols;
+        match (self.layout, self.dtype) {
+            (Layout::Rows, _) => Cow::Borrowed(&self.data[r * self.row_bytes..][..self.row_bytes]),
+            (Layout::Avx512, StoredDType::Q8_0) => {
+                Cow::Owned(q8_packed::unpack_row(&self.data, cols, r))
+            }
+            (Layout::Avx512, t) => Cow::Owned(k_packed::unpack_row(t, &self.data, cols, r)),
+            (Layout::Avx2, _) => Cow::Owned(q8_packed_avx2::unpack_row(&self.data, cols, r)),
         }
     }
 }
@@ -324,17 +372,20 @@ pub fn qmatmul_t_with(isa: QIsa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]
         isa.supported(),
         "qmatmul_t: {isa:?} is not supported by this CPU"
     );
-    if w.packed {
+    if w.layout != Layout::Rows {
         #[cfg(target_arch = "x86_64")]
-        if isa == QIsa::Avx512Vnni {
+        if Layout::for_isa(isa, w.dtype) == w.layout {
             if k == 0 {
                 y.fill(0.0);
             } else if m > 0 && n > 0 {
                 let acts = Acts::quantize(w.dtype, x, m, k);
-                if w.dtype == StoredDType::Q8_0 {
-                    q8_packed::matmul_avx512(&acts, m, &w.data, n, y);
-                } else {
-                    k_packed::matmul_avx512(w.dtype, &acts, m, &w.data, n, y);
+                match (w.layout, w.dtype) {
+                    (Layout::Avx512, StoredDType::Q8_0) => {
+                        q8_packed::matmul_avx512(&acts, m, &w.data, n, y)
+                    }
+                    (Layout::Avx512, t) => k_packed::matmul_avx512(t, &acts, m, &w.data, n, y),
+                    (Layout::Avx2, _) => q8_packed_avx2::matmul_avx2(&acts, m, &w.data, n, y),
+                    (Layout::Rows, _) => unreachable!("checked above"),
                 }
             }
             return;

@@ -127,7 +127,7 @@ pub(crate) fn matmul_avx512(acts: &Acts, m: usize, packed: &[u8], n: usize, y: &
             }
         }
     };
-    groups::run(m, n, k, TILE_M, y, &run_tile);
+    groups::run(m, n, k, (GROUP, TILE_M), y, &run_tile);
 }
 
 /// One group (`w`: its first block) against activation rows `i0 .. i0 + C`; lane `r` of row

@@ -38,8 +38,23 @@ fn scale_bits(z: u64, signed: bool) -> [u8; 2] {
     (sign | exp << 10 | man).to_le_bytes()
 }
 
-/// Random rows of `dtype` with sane scales.
+/// Random rows of `dtype` with sane scales, held as this CPU's kernels want them.
 fn random_matrix(dtype: StoredDType, n: usize, k: usize, seed: u64) -> QMatrix {
+    random_matrix_for(QIsa::detect(), dtype, n, k, seed)
+}
+
+/// The layouts to test `isa` on: the one built for it (its packed kernels, where it has them)
+/// and ggml's rows (its row kernels).
+fn layouts_for(isa: QIsa) -> Vec<QIsa> {
+    if isa == QIsa::Portable {
+        vec![isa]
+    } else {
+        vec![isa, QIsa::Portable]
+    }
+}
+
+/// [`random_matrix`] held the way `isa`'s kernels want it.
+fn random_matrix_for(isa: QIsa, dtype: StoredDType, n: usize, k: usize, seed: u64) -> QMatrix {
     let len = dtype.row_bytes(k).unwrap() * n;
     let mut data: Vec<u8> = bits(seed, len).into_iter().map(|z| z as u8).collect();
     let bb = dtype.block_bytes();
@@ -86,7 +101,7 @@ fn random_matrix(dtype: StoredDType, n: usize, k: usize, seed: u64) -> QMatrix {
             }
         }
     }
-    QMatrix::new(dtype, n, k, data).unwrap()
+    QMatrix::for_isa(isa, dtype, n, k, data).unwrap()
 }
 
 /// Test-only scalar dequantizer (ggml's formulas in f64): per value, the part scaled by `d`
@@ -186,10 +201,13 @@ fn shapes(dtype: StoredDType) -> Vec<(usize, usize)> {
 
 #[test]
 fn quantized_matches_f64_reference_on_every_isa() {
-    for isa in QIsa::available() {
+    for (isa, built_for) in QIsa::available()
+        .into_iter()
+        .flat_map(|i| layouts_for(i).into_iter().map(move |l| (i, l)))
+    {
         for dtype in QUANTS {
             for (n, k) in shapes(dtype) {
-                let w = random_matrix(dtype, n, k, (n * 1000 + k) as u64);
+                let w = random_matrix_for(built_for, dtype, n, k, (n * 1000 + k) as u64);
                 let wd: Vec<Vec<(f64, f64)>> =
                     (0..n).map(|j| dequant_row(dtype, &w.row(j))).collect();
                 for m in [1usize, 4, 16, 64] {
@@ -213,8 +231,9 @@ fn quantized_matches_f64_reference_on_every_isa() {
                             let err = (y[i * n + j] as f64 - exact).abs();
                             assert!(
                                 err <= bound,
-                                "{isa:?} {dtype} m={m} n={n} k={k} y[{i},{j}]={} exact {exact}: \
-                                 err {err} > {bound}",
+                                "{isa:?} ({:?}) {dtype} m={m} n={n} k={k} y[{i},{j}]={} exact \
+                                 {exact}: err {err} > {bound}",
+                                w.layout,
                                 y[i * n + j]
                             );
                         }
@@ -237,7 +256,10 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 
 #[test]
 fn each_row_is_bitwise_the_same_at_every_batch_position_and_size() {
-    for isa in QIsa::available() {
+    for (isa, built_for) in QIsa::available()
+        .into_iter()
+        .flat_map(|i| layouts_for(i).into_iter().map(move |l| (i, l)))
+    {
         for dtype in QUANTS
             .into_iter()
             .chain([StoredDType::F16, StoredDType::BF16])
@@ -245,7 +267,7 @@ fn each_row_is_bitwise_the_same_at_every_batch_position_and_size() {
             let b = dtype.block_elems().max(32);
             for (n, k) in [(37usize, 2 * b), (9, 3 * b)] {
                 let k = if dtype.is_quantized() { k } else { k + 5 };
-                let w = random_matrix(dtype, n, k, 77 + n as u64);
+                let w = random_matrix_for(built_for, dtype, n, k, 77 + n as u64);
                 let probe = values(5, k);
                 let mut alone = vec![0.0f32; n];
                 in_pool(2, || qmatmul_t_with(isa, &probe, 1, &w, &mut alone));
@@ -257,7 +279,8 @@ fn each_row_is_bitwise_the_same_at_every_batch_position_and_size() {
                         in_pool(2, || qmatmul_t_with(isa, &x, m, &w, &mut y));
                         assert!(
                             same_bits(&y[pos * n..(pos + 1) * n], &alone),
-                            "{isa:?} {dtype} k={k} n={n}: row at {pos} of {m} differs"
+                            "{isa:?} ({:?}) {dtype} k={k} n={n}: row at {pos} of {m} differs",
+                            w.layout
                         );
                     }
                 }
@@ -280,16 +303,19 @@ fn k_quants_give_the_same_bits_on_every_isa() {
         // AVX-512 holds Q4_K and Q6_K repacked (k_packed.rs) when it is the process's choice
         // (HALO_CPU_ISA may cap it); Q5_K keeps ggml's rows.
         assert_eq!(
-            w.packed,
+            w.layout == Layout::Avx512,
             QIsa::detect() == QIsa::Avx512Vnni && dtype != StoredDType::Q5_K
         );
         let x = values(4, m * k);
         let mut want = vec![0.0f32; m * n];
         qmatmul_t_with(QIsa::Portable, &x, m, &w, &mut want);
         for isa in QIsa::available() {
-            let mut y = vec![0.0f32; m * n];
-            qmatmul_t_with(isa, &x, m, &w, &mut y);
-            assert!(same_bits(&y, &want), "{isa:?} {dtype}");
+            for built_for in layouts_for(isa) {
+                let w = random_matrix_for(built_for, dtype, n, k, 3);
+                let mut y = vec![0.0f32; m * n];
+                qmatmul_t_with(isa, &x, m, &w, &mut y);
+                assert!(same_bits(&y, &want), "{isa:?} ({:?}) {dtype}", w.layout);
+            }
         }
     }
 }
@@ -319,7 +345,7 @@ fn packed_k_quants_give_the_portable_bits_at_extreme_codes() {
                 }
             }
             let w = QMatrix::new(dtype, n, k, data).unwrap();
-            assert!(w.packed);
+            assert_eq!(w.layout, Layout::Avx512);
             for (m, sign) in [(1usize, 1.0f32), (9, -1.0), (3, 1.0)] {
                 let x: Vec<f32> = (0..m * k)
                     .map(|e| if m == 3 && e % 2 == 1 { -sign } else { sign })
@@ -339,23 +365,88 @@ fn packed_k_quants_give_the_portable_bits_at_extreme_codes() {
     }
 }
 
+/// The ISAs with a packed Q8_0 layout that this CPU runs.
+fn q8_packing_isas() -> Vec<QIsa> {
+    QIsa::available()
+        .into_iter()
+        .filter(|&i| Layout::for_isa(i, StoredDType::Q8_0) != Layout::Rows)
+        .collect()
+}
+
 #[test]
 fn packed_q8_0_gives_the_portable_bits() {
-    // AVX-512 holds Q8_0 repacked and runs the portable chain per output (q8_packed.rs), where
-    // it is the process's choice.
-    if QIsa::detect() != QIsa::Avx512Vnni {
-        return;
+    // AVX-512 and AVX2 hold Q8_0 repacked and run the portable chain per output (q8_packed.rs,
+    // q8_packed_avx2.rs).
+    for isa in q8_packing_isas() {
+        // n: a partial last group of 16 and of 8, exact groups, one row.
+        for (n, k) in [(37usize, 96usize), (16, 32), (70, 256), (8, 64), (1, 32)] {
+            let w = random_matrix_for(isa, StoredDType::Q8_0, n, k, 11 + n as u64);
+            assert_ne!(w.layout, Layout::Rows, "Q8_0 is held packed on {isa:?}");
+            for m in [1usize, 3, 4, 5, 9, 70] {
+                let x = values(6 + m as u64, m * k);
+                let mut want = vec![0.0f32; m * n];
+                qmatmul_t_with(QIsa::Portable, &x, m, &w, &mut want);
+                let mut y = vec![0.0f32; m * n];
+                in_pool(2, || qmatmul_t_with(isa, &x, m, &w, &mut y));
+                assert!(same_bits(&y, &want), "{isa:?} n={n} k={k} m={m}");
+            }
+        }
     }
-    for (n, k) in [(37usize, 96usize), (16, 32), (70, 256)] {
-        let w = random_matrix(StoredDType::Q8_0, n, k, 11 + n as u64);
-        assert!(w.packed, "Q8_0 is held packed on AVX-512");
-        for m in [1usize, 3, 9, 70] {
-            let x = values(6 + m as u64, m * k);
-            let mut want = vec![0.0f32; m * n];
-            qmatmul_t_with(QIsa::Portable, &x, m, &w, &mut want);
-            let mut y = vec![0.0f32; m * n];
-            in_pool(2, || qmatmul_t_with(QIsa::Avx512Vnni, &x, m, &w, &mut y));
-            assert!(same_bits(&y, &want), "n={n} k={k} m={m}");
+}
+
+#[test]
+fn packed_q8_0_gives_the_portable_bits_at_extreme_codes() {
+    // AVX2 multiplies |w| (up to 128 for code −128) by sign(a, w) in `vpmaddubsw`, whose pair
+    // sums saturate at i16: full-scale codes of both signs against full-scale activations put
+    // every pair at ±128·127·2, the largest it can be.
+    let (n, k) = (13, 256);
+    for isa in q8_packing_isas() {
+        for code in [0x80u8, 0x7F, 0x81] {
+            let mut data = vec![code; n * (k / 32) * 34];
+            for blk in data.chunks_exact_mut(34) {
+                blk[0..2].copy_from_slice(&[0, 0x1c]); // 2^-8
+            }
+            // Alternate the sign of every other row's codes (−128 ↔ 127 is not a negation, so
+            // both extremes appear against both activation signs).
+            for (r, row) in data.chunks_exact_mut(k / 32 * 34).enumerate() {
+                if r % 2 == 1 {
+                    for blk in row.chunks_exact_mut(34) {
+                        blk[2..]
+                            .iter_mut()
+                            .for_each(|q| *q = (*q as i8).wrapping_neg() as u8);
+                    }
+                }
+            }
+            let w = QMatrix::for_isa(isa, StoredDType::Q8_0, n, k, data).unwrap();
+            for (m, sign) in [(1usize, 1.0f32), (5, -1.0), (3, 1.0)] {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|e| if m == 3 && e % 2 == 1 { -sign } else { sign })
+                    .collect();
+                let mut want = vec![0.0f32; m * n];
+                qmatmul_t_with(QIsa::Portable, &x, m, &w, &mut want);
+                let mut y = vec![0.0f32; m * n];
+                in_pool(2, || qmatmul_t_with(isa, &x, m, &w, &mut y));
+                assert!(want.iter().all(|v| v.is_finite() && (m == 3 || *v != 0.0)));
+                assert!(same_bits(&y, &want), "{isa:?} code {code:#x} m={m}");
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_layouts_give_the_rows_back() {
+    for isa in QIsa::available() {
+        for dtype in QUANTS {
+            let k = 2 * dtype.block_elems();
+            for n in [1usize, 7, 8, 9, 16, 17, 37] {
+                let w = random_matrix_for(isa, dtype, n, k, n as u64);
+                let rows = random_matrix_for(QIsa::Portable, dtype, n, k, n as u64);
+                assert_eq!(w.layout, Layout::for_isa(isa, dtype));
+                assert_eq!(w.data(), rows.data(), "{isa:?} {dtype} n={n}");
+                for r in 0..n {
+                    assert_eq!(w.row(r), rows.row(r), "{isa:?} {dtype} n={n} row {r}");
+                }
+            }
         }
     }
 }
@@ -441,7 +532,7 @@ fn non_finite_activations_give_nan_not_silence() {
     for isa in QIsa::available() {
         for dtype in QUANTS {
             let k = dtype.block_elems() * 2;
-            let w = random_matrix(dtype, 3, k, 9);
+            let w = random_matrix_for(isa, dtype, 3, k, 9);
             let mut x = values(1, 2 * k);
             x[k + 5] = f32::NAN;
             let mut y = vec![0.0f32; 6];

@@ -1,0 +1,258 @@
+//! Q8_0 weights repacked for AVX2 so that one vector lane is one output (the AVX2 counterpart of
+//! [`super::q8_packed`]).
+//!
+//! In ggml's row layout every (weight row, activation row, block) pays an int→float
+//! conversion, a scalar scale product broadcast to a vector, an FMA and, per output, a
+//! horizontal reduction; at batch 1 each output is also one short FMA chain, so the kernel waits
+//! on latency. Here 8 weight rows are interleaved four codes at a time: for each four-code chunk
+//! one `vpmaddubsw` + `vpmaddwd` against a broadcast group of four activation codes adds that
+//! chunk's dot for all 8 rows into 8 i32 lanes, and the float step runs once per block for 8
+//! outputs. There is no reduction at all.
+//!
+//! `vpmaddubsw` multiplies unsigned by signed bytes and saturates its pair sums at i16, so the
+//! AVX-512 layout's unsigned `code ^ 0x80` would overflow (255·127·2 > 2¹⁵): the codes are kept
+//! signed and each chunk runs as `vpmaddubsw(|w|, sign(a, w))`, pair sums at most 128·127·2 =
+//! 32512 (activation codes are in [-127, 127]). `|w|` is computed once per chunk and shared by
+//! every activation row of a tile.
+//!
+//! Layout: rows in groups of [`GROUP`] (the last one padded with zero rows whose scale is 0);
+//! group `g` is `nb·(CODES + SCALES)` bytes at `g·nb·(CODES + SCALES)`: first the codes of its
+//! `nb` blocks, block `b` at `b·CODES` in 8 chunks of 32 bytes, chunk `t` holding values
+//! `32b + 4t .. 32b + 4t + 4` of row `r` at bytes `4r .. 4r + 4`; then the 8 rows' f16 scales
+//! of each block, block `b`'s at `nb·CODES + b·SCALES`. Keeping the scales apart keeps every
+//! code chunk on a 32-byte boundary (whenever `nb` is a multiple of 4, as in every model
+//! shape), so no load splits a cache line. Same size as the rows when their count is a
+//! multiple of 8.
+//!
+//! Chain per output, the portable path's exactly (so both give the same bits, and the same as
+//! AVX-512's [`super::q8_packed`]): `acc = 0`, then per block in K order
+//! `acc = acc + (dw·dx)·(isum as f32)`, unfused. The integer sum is exact (|isum| ≤ 32·128·127
+//! < 2²⁴, so its conversion is exact too), whatever order the lanes add in.
+
+use super::groups;
+use super::Acts;
+use crate::hugepages::Aligned;
+
+/// Weight rows interleaved per group: one per lane of a 256-bit vector of i32/f32.
+pub(crate) const GROUP: usize = 8;
+
+/// One block's codes of one group.
+const CODES: usize = 32 * GROUP;
+
+/// One block's scales of one group.
+const SCALES: usize = 2 * GROUP;
+
+/// Activation rows one tile meets with a group's codes. AVX2 has 16 vector registers: a row
+/// holds an i32 sum and an f32 accumulator, and the chunk (`w`, `|w|`), the ones and two
+/// temporaries take the rest.
+const TILE_M: usize = 4;
+
+/// Bytes of one group of `nb` blocks.
+fn group_bytes(nb: usize) -> usize {
+    nb * (CODES + SCALES)
+}
+
+/// Bytes of `rows × cols` Q8_0 values in this layout.
+pub(crate) fn packed_len(rows: usize, cols: usize) -> usize {
+    rows.div_ceil(GROUP) * group_bytes(cols / 32)
+}
+
+/// Where code `i` (0..32) of block `b` of row `r` of a group lives, from the group's start.
+fn code_at(b: usize, r: usize, i: usize) -> usize {
+    b * CODES + 32 * (i / 4) + 4 * r + i % 4
+}
+
+/// Where block `b`'s f16 scale of row `r` of a group lives, from the group's start.
+fn scale_at(nb: usize, b: usize, r: usize) -> usize {
+    nb * CODES + b * SCALES + 2 * r
+}
+
+/// Repacks `rows` Q8_0 rows of `cols` values (ggml's layout, 34 bytes a block).
+pub(crate) fn pack(rows: usize, cols: usize, plain: &[u8]) -> Aligned {
+    let nb = cols / 32;
+    debug_assert_eq!(plain.len(), rows * nb * 34);
+    // Padding rows stay zero: code 0, scale 0.
+    let mut out = Aligned::zeroed(packed_len(rows, cols));
+    if nb == 0 {
+        return out;
+    }
+    for (g, dst) in out.chunks_exact_mut(group_bytes(nb)).enumerate() {
+        for r in 0..GROUP.min(rows - g * GROUP) {
+            let row = &plain[(g * GROUP + r) * nb * 34..][..nb * 34];
+            for (b, src) in row.chunks_exact(34).enumerate() {
+                let s = scale_at(nb, b, r);
+                dst[s..s + 2].copy_from_slice(&src[..2]);
+                for (i, &q) in src[2..].iter().enumerate() {
+                    dst[code_at(b, r, i)] = q;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Row `row` of a packed matrix back in ggml's layout.
+pub(crate) fn unpack_row(packed: &[u8], cols: usize, row: usize) -> Vec<u8> {
+    let nb = cols / 32;
+    let (g, r) = (row / GROUP, row % GROUP);
+    let src = &packed[g * group_bytes(nb)..][..group_bytes(nb)];
+    let mut out = vec![0u8; nb * 34];
+    for (b, dst) in out.chunks_exact_mut(34).enumerate() {
+        let s = scale_at(nb, b, r);
+        dst[..2].copy_from_slice(&src[s..s + 2]);
+        for (i, q) in dst[2..].iter_mut().enumerate() {
+            *q = src[code_at(b, r, i)];
+        }
+    }
+    out
+}
+
+/// Every row of a packed matrix back in ggml's layout.
+pub(crate) fn unpack(packed: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    (0..rows)
+        .flat_map(|r| unpack_row(packed, cols, r))
+        .collect()
+}
+
+/// `y = x · wᵀ` for a packed matrix of `n` rows: `acts` are the `m` quantized activation rows,
+/// `y` is `[m, n]` row-major. Splits the groups over the current rayon pool. The caller checked
+/// the CPU has AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn matmul_avx2(acts: &Acts, m: usize, packed: &[u8], n: usize, y: &mut [f32]) {
+    let k = acts.k;
+    let nb = k / 32;
+    assert!(
+        acts.block == 32
+            && k.is_multiple_of(32)
+            && acts.q.len() >= m * k
+            && acts.d.len() >= m * nb
+            && packed.len() == n.div_ceil(GROUP) * group_bytes(nb)
+            && y.len() == m * n
+    );
+    let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
+        let w = packed[g * group_bytes(nb)..].as_ptr();
+        // SAFETY: the caller checked the CPU has AVX2, FMA and F16C; the assert above bounds
+        // every read (group g's nb blocks and scales, rows i0 .. i0 + c of the activations);
+        // `groups::run` hands each tile its own in-bounds columns of `y`.
+        unsafe {
+            match c {
+                4 => tile::<4>(acts, i0, w, nb, col, n, mask),
+                3 => tile::<3>(acts, i0, w, nb, col, n, mask),
+                2 => tile::<2>(acts, i0, w, nb, col, n, mask),
+                _ => tile::<1>(acts, i0, w, nb, col, n, mask),
+            }
+        }
+    };
+    groups::run(m, n, k, (GROUP, TILE_M), y, &run_tile);
+}
+
+/// One group (`w`: its start) against activation rows `i0 .. i0 + C`; lane `r` of row `i`'s
+/// result goes to `y[i·n + r]` for the lanes in `mask`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // several arrays indexed by the same row
+unsafe fn tile<const C: usize>(
+    acts: &Acts,
+    i0: usize,
+    w: *const u8,
+    nb: usize,
+    y: *mut f32,
+    n: usize,
+    mask: u16,
+) {
+    use std::arch::x86_64::*;
+    let k = acts.k;
+    let (aq, ad) = (acts.q.as_ptr(), acts.d.as_ptr());
+    let scales = w.add(nb * CODES);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); C];
+    for b in 0..nb {
+        let blk = w.add(b * CODES);
+        let mut isum = [_mm256_setzero_si256(); C];
+        // Chunk outer, rows inner: the chunk and its absolute value are loaded and computed
+        // once for the tile's rows.
+        for t in 0..8 {
+            let wv = _mm256_loadu_si256(blk.add(32 * t).cast());
+            let aw = _mm256_abs_epi8(wv);
+            for c in 0..C {
+                let a = aq.add((i0 + c) * k + 32 * b + 4 * t).cast::<i32>();
+                let x = _mm256_set1_epi32(a.read_unaligned());
+                let pairs = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, wv));
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(pairs, ones));
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(b * SCALES).cast()));
+        for c in 0..C {
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ad.add((i0 + c) * nb + b)));
+            acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum[c])));
+        }
+    }
+    for (c, acc) in acc.iter().enumerate() {
+        let out = y.add((i0 + c) * n);
+        if mask == 0xFF {
+            _mm256_storeu_ps(out, *acc);
+        } else {
+            let mut lanes = [0.0f32; GROUP];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
+            for (r, v) in lanes.iter().enumerate() {
+                if mask >> r & 1 == 1 {
+                    *out.add(r) = *v;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain_rows(rows: usize, cols: usize) -> Vec<u8> {
+        (0..rows * cols / 32 * 34)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn pack_then_unpack_gives_the_rows_back() {
+        for (rows, cols) in [(1, 32), (8, 64), (9, 96), (37, 256), (48, 32), (3, 0)] {
+            let plain = plain_rows(rows, cols);
+            let packed = pack(rows, cols, &plain);
+            assert_eq!(packed.len(), packed_len(rows, cols));
+            assert_eq!(unpack(&packed, rows, cols), plain, "{rows}x{cols}");
+        }
+    }
+
+    #[test]
+    fn padding_rows_are_zero_codes_with_zero_scale() {
+        let (rows, cols) = (11, 64);
+        let packed = pack(rows, cols, &plain_rows(rows, cols));
+        let nb = cols / 32;
+        let last = &packed[group_bytes(nb)..];
+        for r in rows % GROUP..GROUP {
+            for b in 0..nb {
+                let s = scale_at(nb, b, r);
+                assert_eq!(&last[s..s + 2], &[0, 0]);
+                assert!((0..32).all(|i| last[code_at(b, r, i)] == 0));
+            }
+        }
+    }
+
+    #[test]
+    fn every_byte_of_a_group_has_one_place() {
+        // code_at and scale_at together cover a group exactly once.
+        let nb = 3;
+        let mut seen = vec![0u8; group_bytes(nb)];
+        for b in 0..nb {
+            for r in 0..GROUP {
+                for i in 0..32 {
+                    seen[code_at(b, r, i)] += 1;
+                }
+                seen[scale_at(nb, b, r)] += 1;
+                seen[scale_at(nb, b, r) + 1] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&s| s == 1));
+    }
+}
