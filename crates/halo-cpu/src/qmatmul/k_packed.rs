@@ -19,6 +19,9 @@
 //! Chain per output: the integer sums of [`super::portable::kquant_block`] (exact, so the lane
 //! order does not matter) and then [`super::portable::k_step`]'s unfused float step per
 //! super-block in K order, so the bits are the portable path's.
+//!
+//! AVX2 runs this same layout ([`super::k_packed_avx2`]), a group as two halves of 8 rows: the
+//! low 32 bytes of every 64-byte row vector are rows 0..8, the high 32 bytes rows 8..16.
 
 // Kernels index several parallel arrays by the same tile coordinates.
 #![allow(clippy::needless_range_loop)]
@@ -28,8 +31,8 @@ use super::{kscales, Acts};
 use crate::hugepages::Aligned;
 use halo_model::dtype::StoredDType;
 
-const Q4K_SB: usize = 32 + 32 + 128 + 128 + 2048;
-const Q6K_SB: usize = 32 + 256 + 16 * 192;
+pub(crate) const Q4K_SB: usize = 32 + 32 + 128 + 128 + 2048;
+pub(crate) const Q6K_SB: usize = 32 + 256 + 16 * 192;
 
 /// Activation rows one tile meets with a sub-block's codes in registers (the code unpacking,
 /// Q6_K's especially, is shared by all of them).
@@ -40,7 +43,7 @@ pub(crate) fn packs(dtype: StoredDType) -> bool {
     matches!(dtype, StoredDType::Q4_K | StoredDType::Q6_K)
 }
 
-fn sb_bytes(dtype: StoredDType) -> usize {
+pub(crate) fn sb_bytes(dtype: StoredDType) -> usize {
     match dtype {
         StoredDType::Q4_K => Q4K_SB,
         StoredDType::Q6_K => Q6K_SB,

@@ -23,7 +23,8 @@
 //!   - Q8_0, Q4_K and Q6_K on AVX-512 VNNI: the weights are repacked at construction, 16 rows
 //!     interleaved ([`q8_packed`], [`k_packed`]), so a lane is one output and each output runs
 //!     the portable chain: AVX-512 and the portable path give the same bits for these types.
-//!     Likewise Q8_0 on AVX2, 8 rows interleaved ([`q8_packed_avx2`]).
+//!     Likewise on AVX2: Q8_0 8 rows interleaved ([`q8_packed_avx2`]), Q4_K and Q6_K in
+//!     [`k_packed`]'s layout read as two halves of 8 rows ([`k_packed_avx2`]).
 //!
 //!   Tiles only decide how many of these independent chains run side by side, so an output does
 //!   not depend on M or on where its row sits in the batch.
@@ -40,6 +41,8 @@ mod bf16_dot;
 mod groups;
 mod half;
 mod k_packed;
+#[cfg(target_arch = "x86_64")]
+mod k_packed_avx2;
 mod portable;
 mod q8_packed;
 mod q8_packed_avx2;
@@ -60,8 +63,8 @@ pub(crate) use acts::Acts;
 /// A weight matrix of `rows × cols` in its stored form: `rows` rows of `dtype.row_bytes(cols)`
 /// bytes, each row a run of ggml blocks (or plain little-endian floats). On a CPU with AVX-512
 /// VNNI, Q8_0, Q4_K and Q6_K rows are held repacked for its kernels ([`q8_packed`],
-/// [`k_packed`]), on one with AVX2 Q8_0 rows ([`q8_packed_avx2`]); [`QMatrix::row`] gives
-/// ggml's bytes either way.
+/// [`k_packed`]), on one with AVX2 likewise ([`q8_packed_avx2`], [`k_packed`]);
+/// [`QMatrix::row`] gives ggml's bytes either way.
 #[derive(Clone, Debug)]
 pub struct QMatrix {
     dtype: StoredDType,
@@ -80,20 +83,20 @@ pub struct QMatrix {
 enum Layout {
     /// ggml's rows.
     Rows,
-    /// Repacked for AVX-512 VNNI ([`q8_packed`], [`k_packed`]).
-    Avx512,
-    /// Repacked for AVX2 ([`q8_packed_avx2`]).
-    Avx2,
+    /// 16 rows interleaved: [`q8_packed`] (Q8_0, AVX-512) or [`k_packed`] (Q4_K and Q6_K,
+    /// AVX-512 and AVX2).
+    Packed16,
+    /// 8 rows interleaved: [`q8_packed_avx2`] (Q8_0, AVX2).
+    Packed8,
 }
 
 impl Layout {
     /// The layout whose kernels `isa` runs for `dtype`.
     fn for_isa(isa: QIsa, dtype: StoredDType) -> Layout {
         match isa {
-            QIsa::Avx512Vnni if dtype == StoredDType::Q8_0 || k_packed::packs(dtype) => {
-                Layout::Avx512
-            }
-            QIsa::Avx2 if dtype == StoredDType::Q8_0 => Layout::Avx2,
+            QIsa::Avx512Vnni if dtype == StoredDType::Q8_0 => Layout::Packed16,
+            QIsa::Avx2 if dtype == StoredDType::Q8_0 => Layout::Packed8,
+            QIsa::Avx512Vnni | QIsa::Avx2 if k_packed::packs(dtype) => Layout::Packed16,
             _ => Layout::Rows,
         }
     }
@@ -141,9 +144,9 @@ impl QMatrix {
         }
         let layout = Layout::for_isa(isa, dtype);
         let data = match (layout, dtype) {
-            (Layout::Avx512, StoredDType::Q8_0) => q8_packed::pack(rows, cols, &data),
-            (Layout::Avx512, _) => k_packed::pack(dtype, rows, cols, &data),
-            (Layout::Avx2, _) => q8_packed_avx2::pack(rows, cols, &data),
+            (Layout::Packed16, StoredDType::Q8_0) => q8_packed::pack(rows, cols, &data),
+            (Layout::Packed16, _) => k_packed::pack(dtype, rows, cols, &data),
+            (Layout::Packed8, _) => q8_packed_avx2::pack(rows, cols, &data),
             // Plain rows stay where they are: the f16 llama-1b decoded no faster from a huge-page
             // copy (5.0-5.7 against 5.2-8.8 tok/s on the loaded machine) and the copy cost 4-7 s
             // of load and a transient 0.6 GB.
@@ -217,11 +220,11 @@ impl QMatrix {
         let (rows, cols) = (self.rows, self.cols);
         match (self.layout, self.dtype) {
             (Layout::Rows, _) => Cow::Borrowed(&self.data),
-            (Layout::Avx512, StoredDType::Q8_0) => {
+            (Layout::Packed16, StoredDType::Q8_0) => {
                 Cow::Owned(q8_packed::unpack(&self.data, rows, cols))
             }
-            (Layout::Avx512, t) => Cow::Owned(k_packed::unpack(t, &self.data, rows, cols)),
-            (Layout::Avx2, _) => Cow::Owned(q8_packed_avx2::unpack(&self.data, rows, cols)),
+            (Layout::Packed16, t) => Cow::Owned(k_packed::unpack(t, &self.data, rows, cols)),
+            (Layout::Packed8, _) => Cow::Owned(q8_packed_avx2::unpack(&self.data, rows, cols)),
         }
     }
 
@@ -230,11 +233,11 @@ impl QMatrix {
         let cols = self.cols;
         match (self.layout, self.dtype) {
             (Layout::Rows, _) => Cow::Borrowed(&self.data[r * self.row_bytes..][..self.row_bytes]),
-            (Layout::Avx512, StoredDType::Q8_0) => {
+            (Layout::Packed16, StoredDType::Q8_0) => {
                 Cow::Owned(q8_packed::unpack_row(&self.data, cols, r))
             }
-            (Layout::Avx512, t) => Cow::Owned(k_packed::unpack_row(t, &self.data, cols, r)),
-            (Layout::Avx2, _) => Cow::Owned(q8_packed_avx2::unpack_row(&self.data, cols, r)),
+            (Layout::Packed16, t) => Cow::Owned(k_packed::unpack_row(t, &self.data, cols, r)),
+            (Layout::Packed8, _) => Cow::Owned(q8_packed_avx2::unpack_row(&self.data, cols, r)),
         }
     }
 }
@@ -379,13 +382,13 @@ pub fn qmatmul_t_with(isa: QIsa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]
                 y.fill(0.0);
             } else if m > 0 && n > 0 {
                 let acts = Acts::quantize(w.dtype, x, m, k);
-                match (w.layout, w.dtype) {
-                    (Layout::Avx512, StoredDType::Q8_0) => {
+                match (isa, w.dtype) {
+                    (QIsa::Avx512Vnni, StoredDType::Q8_0) => {
                         q8_packed::matmul_avx512(&acts, m, &w.data, n, y)
                     }
-                    (Layout::Avx512, t) => k_packed::matmul_avx512(t, &acts, m, &w.data, n, y),
-                    (Layout::Avx2, _) => q8_packed_avx2::matmul_avx2(&acts, m, &w.data, n, y),
-                    (Layout::Rows, _) => unreachable!("checked above"),
+                    (QIsa::Avx512Vnni, t) => k_packed::matmul_avx512(t, &acts, m, &w.data, n, y),
+                    (_, StoredDType::Q8_0) => q8_packed_avx2::matmul_avx2(&acts, m, &w.data, n, y),
+                    (_, t) => k_packed_avx2::matmul_avx2(t, &acts, m, &w.data, n, y),
                 }
             }
             return;

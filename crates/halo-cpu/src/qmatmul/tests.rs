@@ -300,11 +300,11 @@ fn k_quants_give_the_same_bits_on_every_isa() {
     for dtype in [StoredDType::Q4_K, StoredDType::Q5_K, StoredDType::Q6_K] {
         let (n, k, m) = (21, 512, 6);
         let w = random_matrix(dtype, n, k, 3);
-        // AVX-512 holds Q4_K and Q6_K repacked (k_packed.rs) when it is the process's choice
-        // (HALO_CPU_ISA may cap it); Q5_K keeps ggml's rows.
+        // AVX-512 and AVX2 hold Q4_K and Q6_K repacked (k_packed.rs) when they are the
+        // process's choice (HALO_CPU_ISA may cap it); Q5_K keeps ggml's rows.
         assert_eq!(
-            w.layout == Layout::Avx512,
-            QIsa::detect() == QIsa::Avx512Vnni && dtype != StoredDType::Q5_K
+            w.layout == Layout::Packed16,
+            QIsa::detect() != QIsa::Portable && dtype != StoredDType::Q5_K
         );
         let x = values(4, m * k);
         let mut want = vec![0.0f32; m * n];
@@ -325,12 +325,13 @@ fn packed_k_quants_give_the_portable_bits_at_extreme_codes() {
     // The packed kernels meet Q4_K's mins and Q6_K's −32 offset as i16 products with the
     // activation sums of 16, and sum the codes' dots in i32 lanes (k_packed.rs): largest and
     // smallest codes, scales and mins against full-scale activations of one sign put those at
-    // their bounds. Packed rows exist where AVX-512 is the process's choice.
-    if QIsa::detect() != QIsa::Avx512Vnni {
-        return;
-    }
+    // their bounds. AVX2 (k_packed_avx2.rs) multiplies the codes' pair sums by the scales in
+    // `vpmaddwd`, which these bound too.
     let (n, k) = (19, 512);
-    for dtype in [StoredDType::Q4_K, StoredDType::Q6_K] {
+    let packing = QIsa::available()
+        .into_iter()
+        .filter(|&i| Layout::for_isa(i, StoredDType::Q4_K) == Layout::Packed16);
+    for (isa, dtype) in packing.flat_map(|i| [(i, StoredDType::Q4_K), (i, StoredDType::Q6_K)]) {
         for (code, scale) in [(0xFFu8, 0xFFu8), (0x00, 0x80), (0xFF, 0x80), (0x00, 0x7F)] {
             let bb = dtype.block_bytes();
             let mut data = vec![code; n * (k / 256) * bb];
@@ -344,8 +345,8 @@ fn packed_k_quants_give_the_portable_bits_at_extreme_codes() {
                     blk[208..210].copy_from_slice(&[0, 0x1c]);
                 }
             }
-            let w = QMatrix::new(dtype, n, k, data).unwrap();
-            assert_eq!(w.layout, Layout::Avx512);
+            let w = QMatrix::for_isa(isa, dtype, n, k, data).unwrap();
+            assert_eq!(w.layout, Layout::Packed16);
             for (m, sign) in [(1usize, 1.0f32), (9, -1.0), (3, 1.0)] {
                 let x: Vec<f32> = (0..m * k)
                     .map(|e| if m == 3 && e % 2 == 1 { -sign } else { sign })
@@ -353,12 +354,12 @@ fn packed_k_quants_give_the_portable_bits_at_extreme_codes() {
                 let mut want = vec![0.0f32; m * n];
                 qmatmul_t_with(QIsa::Portable, &x, m, &w, &mut want);
                 let mut y = vec![0.0f32; m * n];
-                in_pool(2, || qmatmul_t_with(QIsa::Avx512Vnni, &x, m, &w, &mut y));
+                in_pool(2, || qmatmul_t_with(isa, &x, m, &w, &mut y));
                 // One-signed activations make every sum nonzero (alternating ones may cancel).
                 assert!(want.iter().all(|v| v.is_finite() && (m == 3 || *v != 0.0)));
                 assert!(
                     same_bits(&y, &want),
-                    "{dtype} code {code:#x} scale {scale:#x} m={m}"
+                    "{isa:?} {dtype} code {code:#x} scale {scale:#x} m={m}"
                 );
             }
         }

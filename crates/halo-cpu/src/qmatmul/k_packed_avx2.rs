@@ -1,0 +1,279 @@
+//! AVX2 kernels for Q4_K and Q6_K weights in [`super::k_packed`]'s 16-row layout, run as two
+//! halves of 8 rows (a lane of a 256-bit vector is one output): the low 32 bytes of each of the
+//! layout's 64-byte vectors hold rows 0..8 (four codes a row), the high 32 bytes rows 8..16, and
+//! the per-row scales, mins and f16 factors are arrays of 16 whose halves are read the same way.
+//!
+//! The codes are unsigned (Q4_K 0..15, Q6_K 0..63), so `vpmaddubsw` meets them with the
+//! activation codes directly (pair sums at most 63·127·2 = 16002, no saturation), and the
+//! `vpmaddwd` that widens the pairs to i32 multiplies by the sub-block's scale at the same time
+//! (a row's scale in both i16 halves of its lane): one multiply-add pair per four codes per
+//! row, and no `vpmulld` (slow on AVX2 CPUs). Q4_K's mins and Q6_K's −32 offset meet the
+//! activation sums of 16 in one more `vpmaddwd` per sub-block pair, as on AVX-512.
+//!
+//! Chain per output: the exact integer sums of [`super::portable::kquant_block`], then
+//! [`super::portable::k_step`]'s unfused float step per super-block in K order, so the bits are
+//! the portable path's (and AVX-512's). Bounds: Q4_K sub-block dots are at most
+//! 32·15·127·63 < 2²², Q6_K's 16-value dots times scales at most 16·63·127·128 < 2²⁴, and their
+//! sums over a super-block and the mins' and offset's products stay well inside i32.
+
+// Kernels index several parallel arrays by the same tile coordinates.
+#![allow(clippy::needless_range_loop)]
+
+use super::groups::{self, GROUP};
+use super::k_packed::{sb_bytes, Q4K_SB, Q6K_SB};
+use super::Acts;
+use halo_model::dtype::StoredDType;
+use std::arch::x86_64::*;
+
+/// Rows per half group (lanes of a 256-bit vector).
+const HALF: usize = GROUP / 2;
+
+/// Activation rows one tile meets with a sub-block's codes: a row holds an i32 sum and an f32
+/// accumulator, and AVX2 has 16 vector registers for those, the codes and the scales.
+const TILE_M: usize = 4;
+
+/// `y = x · wᵀ` for a [`super::k_packed`] matrix of `n` rows of `dtype` (Q4_K or Q6_K): `acts`
+/// are the `m` quantized activation rows, `y` is `[m, n]` row-major. The caller checked the CPU
+/// has AVX2, FMA and F16C.
+pub(crate) fn matmul_avx2(
+    dtype: StoredDType,
+    acts: &Acts,
+    m: usize,
+    packed: &[u8],
+    n: usize,
+    y: &mut [f32],
+) {
+    let k = acts.k;
+    let (nsb, sb) = (k / 256, sb_bytes(dtype));
+    assert!(
+        acts.block == 256
+            && k.is_multiple_of(256)
+            && acts.q.len() >= m * k
+            && acts.d.len() >= m * nsb
+            && acts.bsums.len() >= m * (k / 16)
+            && packed.len() == n.div_ceil(GROUP) * nsb * sb
+            && y.len() == m * n
+    );
+    let q4 = dtype == StoredDType::Q4_K;
+    let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
+        let w = packed[g * nsb * sb..].as_ptr();
+        let valid = mask.count_ones() as usize;
+        for h in 0..2 {
+            let lanes = valid.saturating_sub(HALF * h).min(HALF);
+            if lanes == 0 {
+                break;
+            }
+            macro_rules! go {
+                ($f:ident) => {
+                    // SAFETY: the caller checked the CPU has AVX2, FMA and F16C; the assert
+                    // above bounds every read (group g's super-blocks, activation rows
+                    // i0 .. i0 + c); `groups::run` hands each tile its own in-bounds columns
+                    // of `y`, of which this half writes `lanes` from column 8·h on.
+                    unsafe {
+                        let out = col.add(HALF * h);
+                        match c {
+                            4 => $f::<4>(acts, i0, w, h, nsb, out, n, lanes),
+                            3 => $f::<3>(acts, i0, w, h, nsb, out, n, lanes),
+                            2 => $f::<2>(acts, i0, w, h, nsb, out, n, lanes),
+                            _ => $f::<1>(acts, i0, w, h, nsb, out, n, lanes),
+                        }
+                    }
+                };
+            }
+            if q4 {
+                go!(q4k_tile)
+            } else {
+                go!(q6k_tile)
+            }
+        }
+    };
+    groups::run(m, n, k, (GROUP, TILE_M), y, &run_tile);
+}
+
+/// Broadcast of the four bytes (or two i16) at `p`.
+#[inline(always)]
+unsafe fn bcast4(p: *const u8) -> __m256i {
+    _mm256_set1_epi32(p.cast::<i32>().read_unaligned())
+}
+
+/// Eight u8 per-row values at `p` (a sub-block's scale or min) as the i16 pair `(v, v)` per
+/// lane.
+#[inline(always)]
+unsafe fn dup8(p: *const u8) -> __m256i {
+    let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()));
+    _mm256_or_si256(v, _mm256_slli_epi32::<16>(v))
+}
+
+/// Writes the first `lanes` lanes of `v` to `out`.
+#[inline(always)]
+unsafe fn store(out: *mut f32, v: __m256, lanes: usize) {
+    if lanes == HALF {
+        _mm256_storeu_ps(out, v);
+    } else {
+        let mut all = [0.0f32; HALF];
+        _mm256_storeu_ps(all.as_mut_ptr(), v);
+        std::ptr::copy_nonoverlapping(all.as_ptr(), out, lanes);
+    }
+}
+
+/// Q4_K: half `h` of one group (`w`: its start) against activation rows `i0 .. i0 + C`; lane
+/// `r`'s result of row `i` goes to `y[i·n + r]` for `r < lanes`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn q4k_tile<const C: usize>(
+    acts: &Acts,
+    i0: usize,
+    w: *const u8,
+    h: usize,
+    nsb: usize,
+    y: *mut f32,
+    n: usize,
+    lanes: usize,
+) {
+    let k = acts.k;
+    let (aq, ad, bs) = (
+        acts.q.as_ptr().cast::<u8>(),
+        acts.d.as_ptr(),
+        acts.bsums.as_ptr().cast::<u8>(),
+    );
+    let low4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); C];
+    for s in 0..nsb {
+        let blk = w.add(s * Q4K_SB);
+        let mut isum = [_mm256_setzero_si256(); C];
+        for sub in 0..8 {
+            let (p, hi) = (sub / 2, sub % 2);
+            let sc = dup8(blk.add(64 + 16 * sub + HALF * h));
+            // Chunk outer, rows inner: each chunk's codes are unpacked once for the tile.
+            for t in 0..8 {
+                let raw = _mm256_loadu_si256(blk.add(320 + 64 * (8 * p + t) + 32 * h).cast());
+                let q = if hi == 0 {
+                    _mm256_and_si256(raw, low4)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4)
+                };
+                for c in 0..C {
+                    let a = aq.add((i0 + c) * k + 256 * s + 32 * sub + 4 * t);
+                    let pairs = _mm256_maddubs_epi16(q, bcast4(a));
+                    isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(pairs, sc));
+                }
+            }
+        }
+        // The mins against the activation sums of 16 (two per sub-block).
+        let mut msum = [_mm256_setzero_si256(); C];
+        for sub in 0..8 {
+            let mn = dup8(blk.add(192 + 16 * sub + HALF * h));
+            for c in 0..C {
+                let b2 = bs.add(2 * ((i0 + c) * (k / 16) + 16 * s + 2 * sub));
+                msum[c] = _mm256_add_epi32(msum[c], _mm256_madd_epi16(mn, bcast4(b2)));
+            }
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h).cast()));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(32 + 16 * h).cast()));
+        for c in 0..C {
+            let dx = _mm256_set1_ps(*ad.add((i0 + c) * nsb + s));
+            let a1 = _mm256_add_ps(
+                acc[c],
+                _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum[c])),
+            );
+            acc[c] = _mm256_sub_ps(
+                a1,
+                _mm256_mul_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(msum[c])),
+            );
+        }
+    }
+    for (c, acc) in acc.iter().enumerate() {
+        store(y.add((i0 + c) * n), *acc, lanes);
+    }
+}
+
+/// The four code vectors (chunks 0..4, codes 0..63) of half `h` of the Q6_K unit at `p`.
+#[inline(always)]
+unsafe fn q6_unit(p: *const u8, h: usize) -> [__m256i; 4] {
+    let low4 = _mm256_set1_epi8(0x0F);
+    let top2 = _mm256_set1_epi8(0x30);
+    let a = _mm256_loadu_si256(p.add(32 * h).cast());
+    let b = _mm256_loadu_si256(p.add(64 + 32 * h).cast());
+    let hb = _mm256_loadu_si256(p.add(128 + 32 * h).cast());
+    // Chunk i's top bits (bits 2i, 2i + 1 of H) moved to bits 4, 5; 16-bit shifts are exact
+    // here since whatever crosses a byte boundary is masked off.
+    let h0 = _mm256_and_si256(_mm256_slli_epi16::<4>(hb), top2);
+    let h1 = _mm256_and_si256(_mm256_slli_epi16::<2>(hb), top2);
+    let h2 = _mm256_and_si256(hb, top2);
+    let h3 = _mm256_and_si256(_mm256_srli_epi16::<2>(hb), top2);
+    [
+        _mm256_or_si256(_mm256_and_si256(a, low4), h0),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(a), low4), h1),
+        _mm256_or_si256(_mm256_and_si256(b, low4), h2),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(b), low4), h3),
+    ]
+}
+
+/// Q6_K: half `h` of one group against activation rows `i0 .. i0 + C` (as [`q4k_tile`]).
+/// Codes are unsigned (0..63); the −32 offset comes off as `−32·scale·bsum`, one `vpmaddwd`
+/// per two sub-blocks, the same integers as [`super::portable::kquant_block`]'s
+/// `scale·(dot − 32·bsum)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn q6k_tile<const C: usize>(
+    acts: &Acts,
+    i0: usize,
+    w: *const u8,
+    h: usize,
+    nsb: usize,
+    y: *mut f32,
+    n: usize,
+    lanes: usize,
+) {
+    let k = acts.k;
+    let (aq, ad, bs) = (
+        acts.q.as_ptr().cast::<u8>(),
+        acts.d.as_ptr(),
+        acts.bsums.as_ptr().cast::<u8>(),
+    );
+    // From the i16 pairs (scale of sub-block 2j, scale of 2j + 1) per row: the first, or the
+    // second, in both halves of the row's lane.
+    let first = _mm256_setr_epi8(
+        0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12,
+        13, 12, 13,
+    );
+    let second = _mm256_add_epi8(first, _mm256_set1_epi8(2));
+    let mut acc = [_mm256_setzero_ps(); C];
+    for s in 0..nsb {
+        let blk = w.add(s * Q6K_SB);
+        let mut isum = [_mm256_setzero_si256(); C];
+        // Sub-blocks 2j and 2j + 1 (32 values).
+        for j in 0..8 {
+            let pair = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(32 + 32 * j + 16 * h).cast()));
+            let off = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16::<5>(pair));
+            for (e, pick) in [first, second].into_iter().enumerate() {
+                let sc = _mm256_shuffle_epi8(pair, pick);
+                let q = q6_unit(blk.add(288 + 192 * (2 * j + e)), h);
+                for c in 0..C {
+                    let a = aq.add((i0 + c) * k + 256 * s + 32 * j + 16 * e);
+                    for (i, q) in q.iter().enumerate() {
+                        let pairs = _mm256_maddubs_epi16(*q, bcast4(a.add(4 * i)));
+                        isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(pairs, sc));
+                    }
+                }
+            }
+            for c in 0..C {
+                let b2 = bs.add(2 * ((i0 + c) * (k / 16) + 16 * s + 2 * j));
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(off, bcast4(b2)));
+            }
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h).cast()));
+        for c in 0..C {
+            let dx = _mm256_set1_ps(*ad.add((i0 + c) * nsb + s));
+            acc[c] = _mm256_add_ps(
+                acc[c],
+                _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum[c])),
+            );
+        }
+    }
+    for (c, acc) in acc.iter().enumerate() {
+        store(y.add((i0 + c) * n), *acc, lanes);
+    }
+}
