@@ -9,7 +9,7 @@ pub(crate) const GROUP: usize = 16;
 
 /// Activation rows a task's weights meet before the next batch of rows, so the task's share
 /// of the weights stays in L2 while the activations stream.
-const ROWS_PER_PASS: usize = 64;
+pub(crate) const ROWS_PER_PASS: usize = 64;
 
 /// `y`'s base, shared by the tasks, which write disjoint columns.
 struct OutPtr(*mut f32);

@@ -58,37 +58,59 @@ pub(crate) fn matmul_avx2(
     let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
         let w = packed[g * nsb * sb..].as_ptr();
         let valid = mask.count_ones() as usize;
-        for h in 0..2 {
-            let lanes = valid.saturating_sub(HALF * h).min(HALF);
-            if lanes == 0 {
-                break;
-            }
-            macro_rules! go {
-                ($f:ident) => {
-                    // SAFETY: the caller checked the CPU has AVX2, FMA and F16C; the assert
-                    // above bounds every read (group g's super-blocks, activation rows
-                    // i0 .. i0 + c); `groups::run` hands each tile its own in-bounds columns
-                    // of `y`, of which this half writes `lanes` from column 8·h on.
-                    unsafe {
-                        let out = col.add(HALF * h);
-                        match c {
-                            4 => $f::<4>(acts, i0, w, h, nsb, out, n, lanes),
-                            3 => $f::<3>(acts, i0, w, h, nsb, out, n, lanes),
-                            2 => $f::<2>(acts, i0, w, h, nsb, out, n, lanes),
-                            _ => $f::<1>(acts, i0, w, h, nsb, out, n, lanes),
-                        }
+        macro_rules! go {
+            ($f:ident, $h:literal, $h0:expr, $lanes:expr) => {
+                // SAFETY: the caller checked the CPU has AVX2, FMA and F16C; the assert above
+                // bounds every read (group g's super-blocks, activation rows i0 .. i0 + c);
+                // `groups::run` hands each tile its own in-bounds columns of `y`, of which
+                // halves h0 .. h0 + H write 8 lanes each from column 8·h0 on, the last one
+                // `lanes`.
+                unsafe {
+                    let out = col.add(HALF * $h0);
+                    // The group's first tile (the first rows of `groups::run`'s pass) fetches
+                    // ahead for the rest (see PREFETCH_AHEAD).
+                    let ahead = i0.is_multiple_of(groups::ROWS_PER_PASS) && $h0 == 0;
+                    let w = (w, ahead);
+                    match c {
+                        4 => $f::<4, $h>(acts, i0, w, $h0, nsb, out, n, $lanes),
+                        3 => $f::<3, $h>(acts, i0, w, $h0, nsb, out, n, $lanes),
+                        2 => $f::<2, $h>(acts, i0, w, $h0, nsb, out, n, $lanes),
+                        _ => $f::<1, $h>(acts, i0, w, $h0, nsb, out, n, $lanes),
                     }
-                };
-            }
+                }
+            };
+        }
+        if c <= 2 && valid > HALF {
+            // Few rows: both halves in one pass, so each weight line is read once while it
+            // streams in (the registers hold two halves' sums for up to two rows).
             if q4 {
-                go!(q4k_tile)
+                go!(q4k_tile, 2, 0, valid - HALF)
             } else {
-                go!(q6k_tile)
+                go!(q6k_tile, 2, 0, valid - HALF)
+            }
+        } else {
+            for h in 0..2 {
+                let lanes = valid.saturating_sub(HALF * h).min(HALF);
+                if lanes == 0 {
+                    break;
+                }
+                if q4 {
+                    go!(q4k_tile, 1, h, lanes)
+                } else {
+                    go!(q6k_tile, 1, h, lanes)
+                }
             }
         }
     };
     groups::run(m, n, k, (GROUP, TILE_M), y, &run_tile);
 }
+
+/// How far ahead of the super-block being read the first tile on a group asks for the
+/// weights, a super-block's lines per super-block (a prefetch never faults, so the address may
+/// lie past the weights). Measured on the 110M step (HALO_CPU_ISA=avx2, two threads, loaded
+/// machine, two alternated rounds): Q6_K 1 row 3.8-3.9 ms against 8.6-9.0 with the hardware
+/// prefetcher alone, 4 rows 10-11 against 16; Q4_K 4 rows 7.2 against 8.4-10.1.
+const PREFETCH_AHEAD: usize = 8192;
 
 /// Broadcast of the four bytes (or two i16) at `p`.
 #[inline(always)]
@@ -116,16 +138,18 @@ unsafe fn store(out: *mut f32, v: __m256, lanes: usize) {
     }
 }
 
-/// Q4_K: half `h` of one group (`w`: its start) against activation rows `i0 .. i0 + C`; lane
-/// `r`'s result of row `i` goes to `y[i·n + r]` for `r < lanes`.
+/// Q4_K: halves `h0 .. h0 + H` of one group (`w`: its start) against activation rows
+/// `i0 .. i0 + C`; lane `r` of half `h0 + j`'s result for row `i` goes to `y[i·n + 8j + r]`,
+/// for every lane but in the last half, where only for `r < lanes`. With `ahead`, asks for the
+/// weights [`PREFETCH_AHEAD`] bytes on as it reads.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn q4k_tile<const C: usize>(
+unsafe fn q4k_tile<const C: usize, const H: usize>(
     acts: &Acts,
     i0: usize,
-    w: *const u8,
-    h: usize,
+    (w, ahead): (*const u8, bool),
+    h0: usize,
     nsb: usize,
     y: *mut f32,
     n: usize,
@@ -138,53 +162,122 @@ unsafe fn q4k_tile<const C: usize>(
         acts.bsums.as_ptr().cast::<u8>(),
     );
     let low4 = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); C];
+    let mut acc = [[_mm256_setzero_ps(); H]; C];
     for s in 0..nsb {
         let blk = w.add(s * Q4K_SB);
-        let mut isum = [_mm256_setzero_si256(); C];
-        for sub in 0..8 {
-            let (p, hi) = (sub / 2, sub % 2);
-            let sc = dup8(blk.add(64 + 16 * sub + HALF * h));
+        let mut isum = [[_mm256_setzero_si256(); H]; C];
+        if H == 1 {
+            q4k_codes_by_sub(blk, aq.add(256 * s), k, i0, h0, &mut isum);
+        }
+        // Two halves: quarter p, sub-blocks 2p (the low nibbles) and 2p + 1 (the high ones) of
+        // the same bytes, so each chunk is loaded once (with one half, the registers this
+        // takes for the second scale made three- and four-row tiles ~15% slower).
+        if ahead {
+            for l in (0..Q4K_SB).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_AHEAD + l).cast());
+            }
+        }
+        for p in (0..4).filter(|_| H == 2) {
+            let sc: [[__m256i; 2]; H] = std::array::from_fn(|j| {
+                let at = |sub: usize| blk.add(64 + 16 * sub + HALF * (h0 + j));
+                [dup8(at(2 * p)), dup8(at(2 * p + 1))]
+            });
             // Chunk outer, rows inner: each chunk's codes are unpacked once for the tile.
             for t in 0..8 {
-                let raw = _mm256_loadu_si256(blk.add(320 + 64 * (8 * p + t) + 32 * h).cast());
-                let q = if hi == 0 {
-                    _mm256_and_si256(raw, low4)
-                } else {
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4)
-                };
-                for c in 0..C {
-                    let a = aq.add((i0 + c) * k + 256 * s + 32 * sub + 4 * t);
-                    let pairs = _mm256_maddubs_epi16(q, bcast4(a));
-                    isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(pairs, sc));
+                for j in 0..H {
+                    let at = blk.add(320 + 64 * (8 * p + t) + 32 * (h0 + j));
+                    let raw = _mm256_loadu_si256(at.cast());
+                    let lo = _mm256_and_si256(raw, low4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4);
+                    for c in 0..C {
+                        let a = aq.add((i0 + c) * k + 256 * s + 64 * p + 4 * t);
+                        let plo = _mm256_maddubs_epi16(lo, bcast4(a));
+                        let phi = _mm256_maddubs_epi16(hi, bcast4(a.add(32)));
+                        let both = _mm256_add_epi32(
+                            _mm256_madd_epi16(plo, sc[j][0]),
+                            _mm256_madd_epi16(phi, sc[j][1]),
+                        );
+                        isum[c][j] = _mm256_add_epi32(isum[c][j], both);
+                    }
                 }
             }
         }
-        // The mins against the activation sums of 16 (two per sub-block).
-        let mut msum = [_mm256_setzero_si256(); C];
-        for sub in 0..8 {
-            let mn = dup8(blk.add(192 + 16 * sub + HALF * h));
+        for j in 0..H {
+            let h = h0 + j;
+            // The mins against the activation sums of 16 (two per sub-block).
+            let mut msum = [_mm256_setzero_si256(); C];
+            for sub in 0..8 {
+                let mn = dup8(blk.add(192 + 16 * sub + HALF * h));
+                for c in 0..C {
+                    let b2 = bs.add(2 * ((i0 + c) * (k / 16) + 16 * s + 2 * sub));
+                    msum[c] = _mm256_add_epi32(msum[c], _mm256_madd_epi16(mn, bcast4(b2)));
+                }
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h).cast()));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(32 + 16 * h).cast()));
             for c in 0..C {
-                let b2 = bs.add(2 * ((i0 + c) * (k / 16) + 16 * s + 2 * sub));
-                msum[c] = _mm256_add_epi32(msum[c], _mm256_madd_epi16(mn, bcast4(b2)));
+                let dx = _mm256_set1_ps(*ad.add((i0 + c) * nsb + s));
+                let a1 = _mm256_add_ps(
+                    acc[c][j],
+                    _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum[c][j])),
+                );
+                acc[c][j] = _mm256_sub_ps(
+                    a1,
+                    _mm256_mul_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(msum[c])),
+                );
             }
         }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h).cast()));
-        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(32 + 16 * h).cast()));
-        for c in 0..C {
-            let dx = _mm256_set1_ps(*ad.add((i0 + c) * nsb + s));
-            let a1 = _mm256_add_ps(
-                acc[c],
-                _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum[c])),
-            );
-            acc[c] = _mm256_sub_ps(
-                a1,
-                _mm256_mul_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(msum[c])),
-            );
+    }
+    store_tile(&acc, y, n, i0, lanes);
+}
+
+/// Q4_K's code sums for one half `h` of a super-block at `blk` against rows `i0 .. i0 + C`
+/// (`a`: the super-block's first activation code in row 0), one sub-block at a time, into
+/// `isum[c][0]`.
+#[inline(always)]
+unsafe fn q4k_codes_by_sub<const C: usize, const H: usize>(
+    blk: *const u8,
+    a: *const u8,
+    k: usize,
+    i0: usize,
+    h: usize,
+    isum: &mut [[__m256i; H]; C],
+) {
+    let low4 = _mm256_set1_epi8(0x0F);
+    for sub in 0..8 {
+        let (p, hi) = (sub / 2, sub % 2);
+        let sc = dup8(blk.add(64 + 16 * sub + HALF * h));
+        // Chunk outer, rows inner: each chunk's codes are unpacked once for the tile.
+        for t in 0..8 {
+            let raw = _mm256_loadu_si256(blk.add(320 + 64 * (8 * p + t) + 32 * h).cast());
+            let q = if hi == 0 {
+                _mm256_and_si256(raw, low4)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4)
+            };
+            for c in 0..C {
+                let pairs = _mm256_maddubs_epi16(q, bcast4(a.add((i0 + c) * k + 32 * sub + 4 * t)));
+                isum[c][0] = _mm256_add_epi32(isum[c][0], _mm256_madd_epi16(pairs, sc));
+            }
         }
     }
-    for (c, acc) in acc.iter().enumerate() {
-        store(y.add((i0 + c) * n), *acc, lanes);
+}
+
+/// Writes a tile's accumulators (row `c`, half `j`) to `y` from row `i0` on: every lane but
+/// in the last half, where the first `lanes`.
+#[inline(always)]
+unsafe fn store_tile<const C: usize, const H: usize>(
+    acc: &[[__m256; H]; C],
+    y: *mut f32,
+    n: usize,
+    i0: usize,
+    lanes: usize,
+) {
+    for (c, halves) in acc.iter().enumerate() {
+        for (j, v) in halves.iter().enumerate() {
+            let valid = if j + 1 == H { lanes } else { HALF };
+            store(y.add((i0 + c) * n + HALF * j), *v, valid);
+        }
     }
 }
 
@@ -210,18 +303,18 @@ unsafe fn q6_unit(p: *const u8, h: usize) -> [__m256i; 4] {
     ]
 }
 
-/// Q6_K: half `h` of one group against activation rows `i0 .. i0 + C` (as [`q4k_tile`]).
-/// Codes are unsigned (0..63); the −32 offset comes off as `−32·scale·bsum`, one `vpmaddwd`
-/// per two sub-blocks, the same integers as [`super::portable::kquant_block`]'s
-/// `scale·(dot − 32·bsum)`.
+/// Q6_K: halves `h0 .. h0 + H` of one group against activation rows `i0 .. i0 + C` (as
+/// [`q4k_tile`]). Codes are unsigned (0..63); the −32 offset comes off as `−32·scale·bsum`,
+/// one `vpmaddwd` per two sub-blocks, the same integers as
+/// [`super::portable::kquant_block`]'s `scale·(dot − 32·bsum)`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn q6k_tile<const C: usize>(
+unsafe fn q6k_tile<const C: usize, const H: usize>(
     acts: &Acts,
     i0: usize,
-    w: *const u8,
-    h: usize,
+    (w, ahead): (*const u8, bool),
+    h0: usize,
     nsb: usize,
     y: *mut f32,
     n: usize,
@@ -240,40 +333,51 @@ unsafe fn q6k_tile<const C: usize>(
         13, 12, 13,
     );
     let second = _mm256_add_epi8(first, _mm256_set1_epi8(2));
-    let mut acc = [_mm256_setzero_ps(); C];
+    let mut acc = [[_mm256_setzero_ps(); H]; C];
     for s in 0..nsb {
         let blk = w.add(s * Q6K_SB);
-        let mut isum = [_mm256_setzero_si256(); C];
-        // Sub-blocks 2j and 2j + 1 (32 values).
-        for j in 0..8 {
-            let pair = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(32 + 32 * j + 16 * h).cast()));
-            let off = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16::<5>(pair));
-            for (e, pick) in [first, second].into_iter().enumerate() {
-                let sc = _mm256_shuffle_epi8(pair, pick);
-                let q = q6_unit(blk.add(288 + 192 * (2 * j + e)), h);
-                for c in 0..C {
-                    let a = aq.add((i0 + c) * k + 256 * s + 32 * j + 16 * e);
-                    for (i, q) in q.iter().enumerate() {
-                        let pairs = _mm256_maddubs_epi16(*q, bcast4(a.add(4 * i)));
-                        isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(pairs, sc));
-                    }
+        let mut isum = [[_mm256_setzero_si256(); H]; C];
+        // Sub-blocks 2u and 2u + 1 (32 values).
+        for u in 0..8 {
+            if ahead {
+                // An eighth of the super-block's lines per step.
+                for l in (0..Q6K_SB.div_ceil(8)).step_by(64) {
+                    let at = PREFETCH_AHEAD + Q6K_SB.div_ceil(8) * u + l;
+                    _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(at).cast());
                 }
             }
-            for c in 0..C {
-                let b2 = bs.add(2 * ((i0 + c) * (k / 16) + 16 * s + 2 * j));
-                isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(off, bcast4(b2)));
+            for j in 0..H {
+                let h = h0 + j;
+                let pair =
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(32 + 32 * u + 16 * h).cast()));
+                let off = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16::<5>(pair));
+                for (e, pick) in [first, second].into_iter().enumerate() {
+                    let sc = _mm256_shuffle_epi8(pair, pick);
+                    let q = q6_unit(blk.add(288 + 192 * (2 * u + e)), h);
+                    for c in 0..C {
+                        let a = aq.add((i0 + c) * k + 256 * s + 32 * u + 16 * e);
+                        for (i, q) in q.iter().enumerate() {
+                            let pairs = _mm256_maddubs_epi16(*q, bcast4(a.add(4 * i)));
+                            isum[c][j] = _mm256_add_epi32(isum[c][j], _mm256_madd_epi16(pairs, sc));
+                        }
+                    }
+                }
+                for c in 0..C {
+                    let b2 = bs.add(2 * ((i0 + c) * (k / 16) + 16 * s + 2 * u));
+                    isum[c][j] = _mm256_add_epi32(isum[c][j], _mm256_madd_epi16(off, bcast4(b2)));
+                }
             }
         }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * h).cast()));
-        for c in 0..C {
-            let dx = _mm256_set1_ps(*ad.add((i0 + c) * nsb + s));
-            acc[c] = _mm256_add_ps(
-                acc[c],
-                _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum[c])),
-            );
+        for j in 0..H {
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * (h0 + j)).cast()));
+            for c in 0..C {
+                let dx = _mm256_set1_ps(*ad.add((i0 + c) * nsb + s));
+                acc[c][j] = _mm256_add_ps(
+                    acc[c][j],
+                    _mm256_mul_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(isum[c][j])),
+                );
+            }
         }
     }
-    for (c, acc) in acc.iter().enumerate() {
-        store(y.add((i0 + c) * n), *acc, lanes);
-    }
+    store_tile(&acc, y, n, i0, lanes);
 }

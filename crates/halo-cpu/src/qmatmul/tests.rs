@@ -195,8 +195,10 @@ const QUANTS: [StoredDType; 5] = [
 
 fn shapes(dtype: StoredDType) -> Vec<(usize, usize)> {
     let b = dtype.block_elems();
-    // n: remainders after tiles of 2 and 4 rows and after the 16-row cache block.
-    vec![(37, 2 * b), (5, 3 * b), (70, b), (19, 8 * b)]
+    // n: remainders after tiles of 2 and 4 rows and after the 16-row cache block; 29 leaves
+    // 13 rows in a last group of 16 (both of its 8-row halves, the second partial) and 5 in
+    // one of 8.
+    vec![(37, 2 * b), (5, 3 * b), (70, b), (19, 8 * b), (29, 2 * b)]
 }
 
 #[test]
@@ -265,7 +267,7 @@ fn each_row_is_bitwise_the_same_at_every_batch_position_and_size() {
             .chain([StoredDType::F16, StoredDType::BF16])
         {
             let b = dtype.block_elems().max(32);
-            for (n, k) in [(37usize, 2 * b), (9, 3 * b)] {
+            for (n, k) in [(37usize, 2 * b), (9, 3 * b), (29, b)] {
                 let k = if dtype.is_quantized() { k } else { k + 5 };
                 let w = random_matrix_for(built_for, dtype, n, k, 77 + n as u64);
                 let probe = values(5, k);
