@@ -10,6 +10,10 @@
 //! row, and no `vpmulld` (slow on AVX2 CPUs). Q4_K's mins and Q6_K's −32 offset meet the
 //! activation sums of 16 in one more `vpmaddwd` per sub-block pair, as on AVX-512.
 //!
+//! Tiles of three or four activation rows run the halves one after the other (the registers
+//! hold one half's sums per row); tiles of one or two rows, decode's, run both in one pass so
+//! each weight line is read once as it streams in.
+//!
 //! Chain per output: the exact integer sums of [`super::portable::kquant_block`], then
 //! [`super::portable::k_step`]'s unfused float step per super-block in K order, so the bits are
 //! the portable path's (and AVX-512's). Bounds: Q4_K sub-block dots are at most
