@@ -25,6 +25,8 @@ pub struct CpuDevice {
     kv_dtype: DType,
     layout: Option<KvCacheLayout>,
     max_seq_len: usize,
+    /// When a burst of large steps ends (the heap then gives back what it no longer needs).
+    bursts: crate::heap::BurstWatch,
 }
 
 impl CpuDevice {
@@ -44,11 +46,11 @@ impl CpuDevice {
         Self::with_threads(threads)
     }
 
-    /// A device on `threads` threads. It also raises glibc's heap thresholds for the whole
+    /// A device on `threads` threads. Its warmup raises glibc's heap thresholds for the whole
     /// process, once (`heap.rs`): a step's buffers would otherwise be unmapped on free and
     /// faulted back in at the next step.
     pub fn with_threads(threads: usize) -> Result<CpuDevice, DeviceError> {
-        crate::heap::keep_step_buffers_mapped();
+        crate::heap::share_one_arena();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("halo-cpu-{i}"))
@@ -63,6 +65,7 @@ impl CpuDevice {
             kv_dtype: DType::F32,
             layout: None,
             max_seq_len: 0,
+            bursts: Default::default(),
         })
     }
 
@@ -123,6 +126,7 @@ impl Device for CpuDevice {
     }
 
     fn load(&mut self, model_dir: &Path, options: &LoadOptions) -> Result<ModelInfo, DeviceError> {
+        crate::heap::return_load_temporaries();
         let cast = match (options.dtype, options.quantize) {
             (Some(_), Some(_)) => {
                 return Err(DeviceError::Unavailable(
@@ -236,7 +240,7 @@ impl Device for CpuDevice {
             }],
         };
         self.step(&probe)?;
-        crate::heap::release_load_leftovers();
+        crate::heap::start_stepping();
         let layout = self.layout.as_mut().expect("set above");
         layout.warmup_ms = started.elapsed().as_millis() as u64;
         Ok(layout.clone())
@@ -270,6 +274,10 @@ impl Device for CpuDevice {
                     })
                     .collect())
             })?;
+        let tokens = batch.seqs.iter().map(|s| s.tokens.len()).sum();
+        if self.bursts.after_step(tokens) {
+            crate::heap::release_free_memory();
+        }
         Ok(StepOutput {
             results,
             timings: StepTimings {
