@@ -50,7 +50,6 @@ impl CpuDevice {
     /// process, once (`heap.rs`): a step's buffers would otherwise be unmapped on free and
     /// faulted back in at the next step.
     pub fn with_threads(threads: usize) -> Result<CpuDevice, DeviceError> {
-        crate::heap::share_one_arena();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("halo-cpu-{i}"))
@@ -276,7 +275,7 @@ impl Device for CpuDevice {
             })?;
         let tokens = batch.seqs.iter().map(|s| s.tokens.len()).sum();
         if self.bursts.after_step(tokens) {
-            crate::heap::release_free_memory();
+            crate::heap::release_free_memory(&self.pool);
         }
         Ok(StepOutput {
             results,

@@ -78,21 +78,6 @@ pub(crate) fn start_stepping() {
     }
 }
 
-/// Has every thread of the process share the main heap. Call before the device's threads
-/// start. Each thread that allocates would otherwise get its own arena, and the step runs on
-/// whichever pool thread rayon picks: after 16 prompts of ~450 tokens llama-1b held two 61-63 MB
-/// arenas, each with its own copy of a prefill pass's buffers, and `malloc_trim` cannot return
-/// a thread arena's free top. Steps allocate a few dozen buffers each, so the shared heap's lock
-/// is not contended (small blocks come from each thread's own cache anyway).
-pub(crate) fn share_one_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator parameters; threads that already have an arena
-    // keep it, and a refused value leaves the default.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
 /// Decides when a burst of large steps has ended, so that the buffers it left in the heap can
 /// go back: freed step buffers stay mapped (the next step of that size would fault them in
 /// again), but after a long prefill the decode steps that follow need a small part of them.
@@ -131,13 +116,41 @@ impl BurstWatch {
     }
 }
 
-/// Gives the heap's free memory back to the system (after a burst, see [`BurstWatch`]).
-pub(crate) fn release_free_memory() {
+/// Below this much free memory at its top, a heap keeps it while [`release_free_memory`] runs.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const RELEASE_TRIM_THRESHOLD: libc::c_int = 1 << 20;
+
+/// A block carved from a thread's arena and freed again at once, so that the free runs glibc's
+/// trim of that arena's top.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_PROBE_BYTES: usize = 1 << 20;
+
+/// Gives the heaps' free memory back to the system (after a burst, see [`BurstWatch`]): the
+/// free chunks of every arena (`malloc_trim`), and the free top of each `pool` thread's own
+/// arena, which `malloc_trim` leaves alone and only a free under a low trim threshold returns
+/// (after 16 prompts of ~450 tokens llama-1b's two pool threads held 61 and 63 MB there, a
+/// prefill pass's buffers each). Sharing one arena instead cost 7% of a 32-sequence run.
+pub(crate) fn release_free_memory(pool: &rayon::ThreadPool) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages to the system; no live allocation moves.
-    unsafe {
-        libc::malloc_trim(0);
+    {
+        let phase = PHASE.lock().unwrap_or_else(|e| e.into_inner());
+        set_thresholds(MMAP_THRESHOLD, RELEASE_TRIM_THRESHOLD);
+        // SAFETY: malloc_trim only returns free pages to the system; no live allocation moves.
+        unsafe { libc::malloc_trim(0) };
+        pool.broadcast(|_| {
+            drop(std::hint::black_box(Vec::<u8>::with_capacity(
+                TRIM_PROBE_BYTES,
+            )))
+        });
+        let trim = if *phase == Phase::Stepping {
+            TRIM_THRESHOLD
+        } else {
+            LOAD_MMAP_THRESHOLD
+        };
+        set_thresholds(MMAP_THRESHOLD, trim);
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = pool;
 }
 
 #[cfg(test)]
