@@ -282,6 +282,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_made_after_the_heap_was_written_stays_unmapped_until_used() {
+        // As in a worker: the step thresholds raised, and load's written temporaries freed
+        // just before the pool is made (8 MiB a layer, which the heap would have served).
+        crate::heap::start_stepping();
+        let junk: Vec<Vec<u8>> = (0..8).map(|_| vec![1u8; 9 << 20]).collect();
+        drop(std::hint::black_box(junk));
+        let c = KvCache::new(4, 16, 512, 512, 8, DType::F16).unwrap();
+        for layer in 0..4 {
+            let KvLayer::F16(k, v) = c.layer(layer) else {
+                panic!("an f16 pool")
+            };
+            assert!(resident_fraction(k) < 0.1, "layer {layer} keys");
+            assert!(resident_fraction(v) < 0.1, "layer {layer} values");
+            assert!(k.iter().chain(v).all(|x| x.to_bits() == 0));
+        }
+    }
+
+    #[test]
     fn make_resident_maps_every_page_and_keeps_the_zeros() {
         // 40 MiB a layer, past any allocator's mmap threshold: a fresh, untouched mapping.
         let mut c = KvCache::new(1, 16, 1280, 1024, 8, DType::F16).unwrap();
