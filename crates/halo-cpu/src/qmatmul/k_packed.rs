@@ -164,17 +164,17 @@ pub(crate) fn unpack(dtype: StoredDType, packed: &[u8], rows: usize, cols: usize
         .collect()
 }
 
-/// `y = x · wᵀ` for a packed matrix of `n` rows of `dtype`: `acts` are the `m` quantized
-/// activation rows, `y` is `[m, n]` row-major.
+/// Checks that a packed product's operands fit each other (every tile reads within them) and
+/// gives the super-blocks per row and the bytes of a group's super-block.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn matmul_avx512(
+pub(crate) fn operands(
     dtype: StoredDType,
     acts: &Acts,
     m: usize,
     packed: &[u8],
     n: usize,
-    y: &mut [f32],
-) {
+    y: &[f32],
+) -> (usize, usize) {
     let k = acts.k;
     let (nsb, sb) = (k / 256, sb_bytes(dtype));
     assert!(
@@ -186,6 +186,21 @@ pub(crate) fn matmul_avx512(
             && packed.len() == n.div_ceil(GROUP) * nsb * sb
             && y.len() == m * n
     );
+    (nsb, sb)
+}
+
+/// `y = x · wᵀ` for a packed matrix of `n` rows of `dtype`: `acts` are the `m` quantized
+/// activation rows, `y` is `[m, n]` row-major.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn matmul_avx512(
+    dtype: StoredDType,
+    acts: &Acts,
+    m: usize,
+    packed: &[u8],
+    n: usize,
+    y: &mut [f32],
+) {
+    let (nsb, sb) = operands(dtype, acts, m, packed, n, y);
     let q4 = dtype == StoredDType::Q4_K;
     let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
         let w = packed[g * nsb * sb..].as_ptr();
@@ -214,7 +229,7 @@ pub(crate) fn matmul_avx512(
             }
         }
     };
-    groups::run(m, n, k, (GROUP, TILE_M), y, &run_tile);
+    groups::run(m, n, acts.k, (GROUP, TILE_M), y, &run_tile);
 }
 
 /// Broadcast of the four bytes (or two i16) at `p`.

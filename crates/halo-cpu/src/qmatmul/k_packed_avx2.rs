@@ -24,7 +24,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::groups::{self, GROUP};
-use super::k_packed::{sb_bytes, Q4K_SB, Q6K_SB};
+use super::k_packed::{Q4K_SB, Q6K_SB};
 use super::Acts;
 use halo_model::dtype::StoredDType;
 use std::arch::x86_64::*;
@@ -47,17 +47,7 @@ pub(crate) fn matmul_avx2(
     n: usize,
     y: &mut [f32],
 ) {
-    let k = acts.k;
-    let (nsb, sb) = (k / 256, sb_bytes(dtype));
-    assert!(
-        acts.block == 256
-            && k.is_multiple_of(256)
-            && acts.q.len() >= m * k
-            && acts.d.len() >= m * nsb
-            && acts.bsums.len() >= m * (k / 16)
-            && packed.len() == n.div_ceil(GROUP) * nsb * sb
-            && y.len() == m * n
-    );
+    let (nsb, sb) = super::k_packed::operands(dtype, acts, m, packed, n, y);
     let q4 = dtype == StoredDType::Q4_K;
     let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
         let w = packed[g * nsb * sb..].as_ptr();
@@ -106,7 +96,7 @@ pub(crate) fn matmul_avx2(
             }
         }
     };
-    groups::run(m, n, k, (GROUP, TILE_M), y, &run_tile);
+    groups::run(m, n, acts.k, (GROUP, TILE_M), y, &run_tile);
 }
 
 /// How far ahead of the super-block being read the first tile on a group asks for the
