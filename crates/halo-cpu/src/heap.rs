@@ -133,7 +133,12 @@ const TRIM_PROBE_BYTES: usize = 1 << 20;
 pub(crate) fn release_free_memory(pool: &rayon::ThreadPool) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        // Held throughout, so no other device switches the policy meanwhile; before the step
+        // thresholds are raised, freed buffers go back by themselves.
         let phase = PHASE.lock().unwrap_or_else(|e| e.into_inner());
+        if *phase != Phase::Stepping {
+            return;
+        }
         set_thresholds(MMAP_THRESHOLD, RELEASE_TRIM_THRESHOLD);
         // SAFETY: malloc_trim only returns free pages to the system; no live allocation moves.
         unsafe { libc::malloc_trim(0) };
@@ -142,12 +147,7 @@ pub(crate) fn release_free_memory(pool: &rayon::ThreadPool) {
                 TRIM_PROBE_BYTES,
             )))
         });
-        let trim = if *phase == Phase::Stepping {
-            TRIM_THRESHOLD
-        } else {
-            LOAD_MMAP_THRESHOLD
-        };
-        set_thresholds(MMAP_THRESHOLD, trim);
+        set_thresholds(MMAP_THRESHOLD, TRIM_THRESHOLD);
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = pool;

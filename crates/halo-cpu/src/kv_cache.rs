@@ -242,6 +242,7 @@ fn touch<T: Default>(v: &mut [T]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hugepages::resident_fraction;
 
     #[test]
     fn sizes_are_checked() {
@@ -267,18 +268,6 @@ mod tests {
             None
         );
         assert_eq!(KvCache::pool_bytes(u64::MAX / 2, 3), None);
-    }
-
-    /// Fraction of the 4 KiB pages under `v` that are in memory (`mincore`).
-    fn resident_fraction<T>(v: &[T]) -> f64 {
-        let page = 4096usize;
-        let start = v.as_ptr() as usize / page * page;
-        let end = (v.as_ptr() as usize + std::mem::size_of_val(v)).div_ceil(page) * page;
-        let mut map = vec![0u8; (end - start) / page];
-        // SAFETY: the range covers pages of one live allocation; `map` has a byte per page.
-        let rc = unsafe { libc::mincore(start as *mut _, end - start, map.as_mut_ptr()) };
-        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
-        map.iter().filter(|&&b| b & 1 == 1).count() as f64 / map.len() as f64
     }
 
     #[test]
