@@ -23,7 +23,9 @@
 //!   - Q8_0, Q4_K and Q6_K on AVX-512 VNNI: the weights are repacked at construction, 16 rows
 //!     interleaved ([`q8_packed`], [`k_packed`]), so a lane is one output and each output runs
 //!     the portable chain: AVX-512 and the portable path give the same bits for these types.
-//!     Likewise on AVX2: Q8_0 8 rows interleaved ([`q8_packed_avx2`]), Q4_K and Q6_K in
+//!     Likewise on AVX2: Q8_0 and Q4_0 8 rows interleaved ([`q8_packed_avx2`],
+//!     [`q4_0_packed_avx2`]: for Q4_0, AVX2 and the portable path give the same bits, AVX-512's
+//!     row kernel its own), Q4_K and Q6_K in
 //!     [`k_packed`]'s layout read as two halves of 8 rows ([`k_packed_avx2`]).
 //!
 //!   Tiles only decide how many of these independent chains run side by side, so an output does
@@ -44,6 +46,7 @@ mod k_packed;
 #[cfg(target_arch = "x86_64")]
 mod k_packed_avx2;
 mod portable;
+mod q4_0_packed_avx2;
 mod q8_packed;
 mod q8_packed_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -63,7 +66,8 @@ pub(crate) use acts::Acts;
 /// A weight matrix of `rows × cols` in its stored form: `rows` rows of `dtype.row_bytes(cols)`
 /// bytes, each row a run of ggml blocks (or plain little-endian floats). On a CPU with AVX-512
 /// VNNI, Q8_0, Q4_K and Q6_K rows are held repacked for its kernels ([`q8_packed`],
-/// [`k_packed`]), on one with AVX2 likewise ([`q8_packed_avx2`], [`k_packed`]);
+/// [`k_packed`]), on one with AVX2 those and Q4_0 ([`q8_packed_avx2`], [`q4_0_packed_avx2`],
+/// [`k_packed`]);
 /// [`QMatrix::row`] gives ggml's bytes either way.
 #[derive(Clone, Debug)]
 pub struct QMatrix {
@@ -86,7 +90,7 @@ enum Layout {
     /// 16 rows interleaved: [`q8_packed`] (Q8_0, AVX-512) or [`k_packed`] (Q4_K and Q6_K,
     /// AVX-512 and AVX2).
     Packed16,
-    /// 8 rows interleaved: [`q8_packed_avx2`] (Q8_0, AVX2).
+    /// 8 rows interleaved: [`q8_packed_avx2`] (Q8_0, AVX2), [`q4_0_packed_avx2`] (Q4_0, AVX2).
     Packed8,
 }
 
@@ -95,7 +99,7 @@ impl Layout {
     fn for_isa(isa: QIsa, dtype: StoredDType) -> Layout {
         match isa {
             QIsa::Avx512Vnni if dtype == StoredDType::Q8_0 => Layout::Packed16,
-            QIsa::Avx2 if dtype == StoredDType::Q8_0 => Layout::Packed8,
+            QIsa::Avx2 if matches!(dtype, StoredDType::Q8_0 | StoredDType::Q4_0) => Layout::Packed8,
             QIsa::Avx512Vnni | QIsa::Avx2 if k_packed::packs(dtype) => Layout::Packed16,
             _ => Layout::Rows,
         }
@@ -146,6 +150,7 @@ impl QMatrix {
         let data = match (layout, dtype) {
             (Layout::Packed16, StoredDType::Q8_0) => q8_packed::pack(rows, cols, &data),
             (Layout::Packed16, _) => k_packed::pack(dtype, rows, cols, &data),
+            (Layout::Packed8, StoredDType::Q4_0) => q4_0_packed_avx2::pack(rows, cols, &data),
             (Layout::Packed8, _) => q8_packed_avx2::pack(rows, cols, &data),
             // Plain rows stay where they are: the f16 llama-1b decoded no faster from a huge-page
             // copy (5.0-5.7 against 5.2-8.8 tok/s on the loaded machine) and the copy cost 4-7 s
@@ -224,6 +229,9 @@ impl QMatrix {
                 Cow::Owned(q8_packed::unpack(&self.data, rows, cols))
             }
             (Layout::Packed16, t) => Cow::Owned(k_packed::unpack(t, &self.data, rows, cols)),
+            (Layout::Packed8, StoredDType::Q4_0) => {
+                Cow::Owned(q4_0_packed_avx2::unpack(&self.data, rows, cols))
+            }
             (Layout::Packed8, _) => Cow::Owned(q8_packed_avx2::unpack(&self.data, rows, cols)),
         }
     }
@@ -237,6 +245,9 @@ impl QMatrix {
                 Cow::Owned(q8_packed::unpack_row(&self.data, cols, r))
             }
             (Layout::Packed16, t) => Cow::Owned(k_packed::unpack_row(t, &self.data, cols, r)),
+            (Layout::Packed8, StoredDType::Q4_0) => {
+                Cow::Owned(q4_0_packed_avx2::unpack_row(&self.data, cols, r))
+            }
             (Layout::Packed8, _) => Cow::Owned(q8_packed_avx2::unpack_row(&self.data, cols, r)),
         }
     }
@@ -388,6 +399,9 @@ pub fn qmatmul_t_with(isa: QIsa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]
                     }
                     (QIsa::Avx512Vnni, t) => k_packed::matmul_avx512(t, &acts, m, &w.data, n, y),
                     (_, StoredDType::Q8_0) => q8_packed_avx2::matmul_avx2(&acts, m, &w.data, n, y),
+                    (_, StoredDType::Q4_0) => {
+                        q4_0_packed_avx2::matmul_avx2(&acts, m, &w.data, n, y)
+                    }
                     (_, t) => k_packed_avx2::matmul_avx2(t, &acts, m, &w.data, n, y),
                 }
             }

@@ -368,30 +368,60 @@ fn packed_k_quants_give_the_portable_bits_at_extreme_codes() {
     }
 }
 
-/// The ISAs with a packed Q8_0 layout that this CPU runs.
-fn q8_packing_isas() -> Vec<QIsa> {
+/// The ISAs with a packed `dtype` layout that this CPU runs.
+fn packing_isas(dtype: StoredDType) -> Vec<QIsa> {
     QIsa::available()
         .into_iter()
-        .filter(|&i| Layout::for_isa(i, StoredDType::Q8_0) != Layout::Rows)
+        .filter(|&i| Layout::for_isa(i, dtype) != Layout::Rows)
         .collect()
 }
 
 #[test]
-fn packed_q8_0_gives_the_portable_bits() {
-    // AVX-512 and AVX2 hold Q8_0 repacked and run the portable chain per output (q8_packed.rs,
-    // q8_packed_avx2.rs).
-    for isa in q8_packing_isas() {
-        // n: a partial last group of 16 and of 8, exact groups, one row.
-        for (n, k) in [(37usize, 96usize), (16, 32), (70, 256), (8, 64), (1, 32)] {
-            let w = random_matrix_for(isa, StoredDType::Q8_0, n, k, 11 + n as u64);
-            assert_ne!(w.layout, Layout::Rows, "Q8_0 is held packed on {isa:?}");
-            for m in [1usize, 3, 4, 5, 9, 70] {
-                let x = values(6 + m as u64, m * k);
+fn packed_32_value_blocks_give_the_portable_bits() {
+    // AVX-512 and AVX2 hold Q8_0 repacked, AVX2 also Q4_0, and each output runs the portable
+    // chain (q8_packed.rs, q8_packed_avx2.rs, q4_0_packed_avx2.rs).
+    for dtype in [StoredDType::Q8_0, StoredDType::Q4_0] {
+        for isa in packing_isas(dtype) {
+            // n: a partial last group of 16 and of 8, exact groups, one row.
+            for (n, k) in [(37usize, 96usize), (16, 32), (70, 256), (8, 64), (1, 32)] {
+                let w = random_matrix_for(isa, dtype, n, k, 11 + n as u64);
+                assert_ne!(w.layout, Layout::Rows, "{dtype} is held packed on {isa:?}");
+                for m in [1usize, 3, 4, 5, 9, 70] {
+                    let x = values(6 + m as u64, m * k);
+                    let mut want = vec![0.0f32; m * n];
+                    qmatmul_t_with(QIsa::Portable, &x, m, &w, &mut want);
+                    let mut y = vec![0.0f32; m * n];
+                    in_pool(2, || qmatmul_t_with(isa, &x, m, &w, &mut y));
+                    assert!(same_bits(&y, &want), "{isa:?} {dtype} n={n} k={k} m={m}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_q4_0_gives_the_portable_bits_at_extreme_codes() {
+    // AVX2 sums a block's eight `vpmaddubsw` products in i16 before widening: codes 15 (both
+    // nibbles) against full-scale activations put every lane at 8·15·127·2 = 30480, the
+    // largest it can be; codes 0 are the value −8, the other extreme.
+    let (n, k) = (13, 256);
+    for isa in packing_isas(StoredDType::Q4_0) {
+        for code in [0xFFu8, 0x00, 0x0F, 0xF0] {
+            let mut data = vec![code; n * (k / 32) * 18];
+            for blk in data.chunks_exact_mut(18) {
+                blk[0..2].copy_from_slice(&[0, 0x1c]); // 2^-8
+            }
+            let w = QMatrix::for_isa(isa, StoredDType::Q4_0, n, k, data).unwrap();
+            for (m, sign) in [(1usize, 1.0f32), (5, -1.0), (3, 1.0)] {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|e| if m == 3 && e % 2 == 1 { -sign } else { sign })
+                    .collect();
                 let mut want = vec![0.0f32; m * n];
                 qmatmul_t_with(QIsa::Portable, &x, m, &w, &mut want);
                 let mut y = vec![0.0f32; m * n];
                 in_pool(2, || qmatmul_t_with(isa, &x, m, &w, &mut y));
-                assert!(same_bits(&y, &want), "{isa:?} n={n} k={k} m={m}");
+                assert!(want.iter().all(|v| v.is_finite() && (m == 3 || *v != 0.0)));
+                assert!(same_bits(&y, &want), "{isa:?} code {code:#x} m={m}");
             }
         }
     }
@@ -403,7 +433,7 @@ fn packed_q8_0_gives_the_portable_bits_at_extreme_codes() {
     // sums saturate at i16: full-scale codes of both signs against full-scale activations put
     // every pair at ±128·127·2, the largest it can be.
     let (n, k) = (13, 256);
-    for isa in q8_packing_isas() {
+    for isa in packing_isas(StoredDType::Q8_0) {
         for code in [0x80u8, 0x7F, 0x81] {
             let mut data = vec![code; n * (k / 32) * 34];
             for blk in data.chunks_exact_mut(34) {

@@ -1,0 +1,259 @@
+//! Q4_0 weights repacked for AVX2 so that one vector lane is one output, as
+//! [`super::q8_packed_avx2`] does for Q8_0 (see there for why a lane per output).
+//!
+//! The codes are unsigned nibbles (0..15, the value being `code − 8`), so `vpmaddubsw` meets them
+//! with the signed activation codes directly: no sign trick, pair sums at most 15·127·2 = 3810,
+//! and even a whole block's eight such products summed in i16 stay below 2¹⁵ (8·3810 = 30480). A
+//! block therefore costs, per activation row, eight `vpmaddubsw` and one `vpmaddwd` for 8
+//! outputs, half the integer work of Q8_0's. The `−8` comes off once per block and row through
+//! the activations' precomputed `−128·Σa` (`Acts::offset32`), divided by 16: exact, because
+//! that sum is a multiple of 128.
+//!
+//! Layout: rows in groups of [`GROUP`] (the last one padded with zero rows whose scale is 0);
+//! group `g` is `nb·(CODES + SCALES)` bytes: first the codes of its `nb` blocks, block `b` at
+//! `b·CODES` in 4 vectors of 32 bytes, vector `v` holding row `r`'s ggml bytes
+//! `qs[4v .. 4v + 4]` at bytes `4r .. 4r + 4` (their low nibbles are values `4v .. 4v + 4`, their
+//! high nibbles values `16 + 4v .. 16 + 4v + 4`); then the 8 rows' f16 scales of each block,
+//! block `b`'s at `nb·CODES + b·SCALES`. Same size as the rows when their count is a multiple of
+//! 8.
+//!
+//! Chain per output, the portable path's exactly (so both give the same bits): `acc = 0`, then
+//! per block in K order `acc = acc + (dw·dx)·(isum as f32)`, unfused, `isum` = Σ (code − 8)·a
+//! exact (|isum| ≤ 32·8·127 < 2²⁴, so its conversion is exact too).
+
+use super::groups;
+use super::Acts;
+use crate::hugepages::Aligned;
+
+/// Weight rows interleaved per group: one per lane of a 256-bit vector of i32/f32.
+pub(crate) const GROUP: usize = 8;
+
+/// Bytes of one ggml Q4_0 block: the f16 scale, then 16 bytes of two nibbles.
+const BLOCK_BYTES: usize = 18;
+
+/// One block's codes of one group.
+const CODES: usize = 16 * GROUP;
+
+/// One block's scales of one group.
+const SCALES: usize = 2 * GROUP;
+
+/// Activation rows one tile meets with a group's codes: a row holds its block's i16 pair sums
+/// and an f32 accumulator; the codes, their two nibble halves, the masks and temporaries take
+/// the rest of AVX2's 16 registers.
+const TILE_M: usize = 4;
+
+/// How far ahead of the block being read each tile asks for the weights (as Q8_0's, in bytes
+/// of the stream: about 56 blocks of a group here).
+const PREFETCH_AHEAD: usize = 8192;
+
+/// Bytes of one group of `nb` blocks.
+fn group_bytes(nb: usize) -> usize {
+    nb * (CODES + SCALES)
+}
+
+/// Bytes of `rows × cols` Q4_0 values in this layout.
+pub(crate) fn packed_len(rows: usize, cols: usize) -> usize {
+    rows.div_ceil(GROUP) * group_bytes(cols / 32)
+}
+
+/// Where byte `i` (0..16) of block `b`'s codes of row `r` of a group lives, from the group's
+/// start.
+fn code_at(b: usize, r: usize, i: usize) -> usize {
+    b * CODES + 32 * (i / 4) + 4 * r + i % 4
+}
+
+/// Where block `b`'s f16 scale of row `r` of a group lives, from the group's start.
+fn scale_at(nb: usize, b: usize, r: usize) -> usize {
+    nb * CODES + b * SCALES + 2 * r
+}
+
+/// Repacks `rows` Q4_0 rows of `cols` values (ggml's layout, 18 bytes a block).
+pub(crate) fn pack(rows: usize, cols: usize, plain: &[u8]) -> Aligned {
+    let nb = cols / 32;
+    debug_assert_eq!(plain.len(), rows * nb * BLOCK_BYTES);
+    // Padding rows stay zero: code 0 (value −8) with scale 0, so they add exact zeros.
+    let mut out = Aligned::zeroed(packed_len(rows, cols));
+    if nb == 0 {
+        return out;
+    }
+    for (g, dst) in out.chunks_exact_mut(group_bytes(nb)).enumerate() {
+        for r in 0..GROUP.min(rows - g * GROUP) {
+            let row = &plain[(g * GROUP + r) * nb * BLOCK_BYTES..][..nb * BLOCK_BYTES];
+            for (b, src) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+                let s = scale_at(nb, b, r);
+                dst[s..s + 2].copy_from_slice(&src[..2]);
+                for (i, &q) in src[2..].iter().enumerate() {
+                    dst[code_at(b, r, i)] = q;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Row `row` of a packed matrix back in ggml's layout.
+pub(crate) fn unpack_row(packed: &[u8], cols: usize, row: usize) -> Vec<u8> {
+    let nb = cols / 32;
+    let (g, r) = (row / GROUP, row % GROUP);
+    let src = &packed[g * group_bytes(nb)..][..group_bytes(nb)];
+    let mut out = vec![0u8; nb * BLOCK_BYTES];
+    for (b, dst) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
+        let s = scale_at(nb, b, r);
+        dst[..2].copy_from_slice(&src[s..s + 2]);
+        for (i, q) in dst[2..].iter_mut().enumerate() {
+            *q = src[code_at(b, r, i)];
+        }
+    }
+    out
+}
+
+/// Every row of a packed matrix back in ggml's layout.
+pub(crate) fn unpack(packed: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    (0..rows)
+        .flat_map(|r| unpack_row(packed, cols, r))
+        .collect()
+}
+
+/// `y = x · wᵀ` for a packed matrix of `n` rows: `acts` are the `m` quantized activation rows
+/// (32-value blocks), `y` is `[m, n]` row-major. Splits the groups over the current rayon pool.
+/// The caller checked the CPU has AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn matmul_avx2(acts: &Acts, m: usize, packed: &[u8], n: usize, y: &mut [f32]) {
+    let k = acts.k;
+    let nb = k / 32;
+    assert!(
+        acts.block == 32
+            && k.is_multiple_of(32)
+            && acts.q.len() >= m * k
+            && acts.d.len() >= m * nb
+            && acts.offset32.len() >= m * nb
+            && packed.len() == n.div_ceil(GROUP) * group_bytes(nb)
+            && y.len() == m * n
+    );
+    let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
+        let w = packed[g * group_bytes(nb)..].as_ptr();
+        // SAFETY: the caller checked the CPU has AVX2, FMA and F16C; the assert above bounds
+        // every read (group g's nb blocks and scales, rows i0 .. i0 + c of the activations and
+        // their block sums); `groups::run` hands each tile its own in-bounds columns of `y`.
+        unsafe {
+            // The group's first tile (the first rows of `groups::run`'s pass) fetches ahead for
+            // the rest.
+            let w = (w, i0.is_multiple_of(groups::ROWS_PER_PASS));
+            match c {
+                4 => tile::<4>(acts, i0, w, nb, col, n, mask),
+                3 => tile::<3>(acts, i0, w, nb, col, n, mask),
+                2 => tile::<2>(acts, i0, w, nb, col, n, mask),
+                _ => tile::<1>(acts, i0, w, nb, col, n, mask),
+            }
+        }
+    };
+    groups::run(m, n, k, (GROUP, TILE_M), y, &run_tile);
+}
+
+/// One group (`w`: its start) against activation rows `i0 .. i0 + C`; lane `r` of row `i`'s
+/// result goes to `y[i·n + r]` for the lanes in `mask`. With `ahead`, asks for the weights
+/// [`PREFETCH_AHEAD`] bytes on as it reads.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // several arrays indexed by the same row
+unsafe fn tile<const C: usize>(
+    acts: &Acts,
+    i0: usize,
+    (w, ahead): (*const u8, bool),
+    nb: usize,
+    y: *mut f32,
+    n: usize,
+    mask: u16,
+) {
+    use std::arch::x86_64::*;
+    let k = acts.k;
+    let (aq, ad, off) = (acts.q.as_ptr(), acts.d.as_ptr(), acts.offset32.as_ptr());
+    let scales = w.add(nb * CODES);
+    let ones = _mm256_set1_epi16(1);
+    let low = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); C];
+    for b in 0..nb {
+        let blk = w.add(b * CODES);
+        if ahead {
+            for l in 0..2 {
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_AHEAD + 64 * l).cast());
+            }
+        }
+        // Pair sums of the block's four vectors, both nibble halves, added in i16 (at most
+        // 8·3810 = 30480 in magnitude per lane: no overflow).
+        let mut pairs = [_mm256_setzero_si256(); C];
+        for v in 0..4 {
+            let wv = _mm256_loadu_si256(blk.add(32 * v).cast());
+            let lo = _mm256_and_si256(wv, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low);
+            for c in 0..C {
+                let a = aq.add((i0 + c) * k + 32 * b + 4 * v);
+                let xl = _mm256_set1_epi32(a.cast::<i32>().read_unaligned());
+                let xh = _mm256_set1_epi32(a.add(16).cast::<i32>().read_unaligned());
+                let both =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+                pairs[c] = _mm256_add_epi16(pairs[c], both);
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(b * SCALES).cast()));
+        for c in 0..C {
+            // Σ code·a − 8·Σa, exactly (offset32 is −128·Σa).
+            let start = _mm256_set1_epi32(*off.add((i0 + c) * nb + b) >> 4);
+            let isum = _mm256_add_epi32(_mm256_madd_epi16(pairs[c], ones), start);
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ad.add((i0 + c) * nb + b)));
+            acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+        }
+    }
+    for (c, acc) in acc.iter().enumerate() {
+        let out = y.add((i0 + c) * n);
+        if mask == 0xFF {
+            _mm256_storeu_ps(out, *acc);
+        } else {
+            let mut lanes = [0.0f32; GROUP];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
+            for (r, v) in lanes.iter().enumerate() {
+                if mask >> r & 1 == 1 {
+                    *out.add(r) = *v;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain_rows(rows: usize, cols: usize) -> Vec<u8> {
+        (0..rows * cols / 32 * BLOCK_BYTES)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn pack_then_unpack_gives_the_rows_back() {
+        for (rows, cols) in [(1, 32), (8, 64), (9, 96), (37, 256), (48, 32), (3, 0)] {
+            let plain = plain_rows(rows, cols);
+            let packed = pack(rows, cols, &plain);
+            assert_eq!(packed.len(), packed_len(rows, cols));
+            assert_eq!(unpack(&packed, rows, cols), plain, "{rows}x{cols}");
+        }
+    }
+
+    #[test]
+    fn every_byte_of_a_group_has_one_place() {
+        let nb = 3;
+        let mut seen = vec![0u8; group_bytes(nb)];
+        for b in 0..nb {
+            for r in 0..GROUP {
+                for i in 0..16 {
+                    seen[code_at(b, r, i)] += 1;
+                }
+                seen[scale_at(nb, b, r)] += 1;
+                seen[scale_at(nb, b, r) + 1] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&s| s == 1));
+    }
+}
