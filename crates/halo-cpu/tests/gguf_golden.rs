@@ -217,6 +217,39 @@ fn every_fixture_file_gives_llamacpp_greedy_ids() {
     eprintln!("{exact} of {total} llama.cpp continuations reproduced token for token");
 }
 
+/// A Q4_0 file (llama-quantize's defaults: Q4_0 everywhere but the Q6_K classifier;
+/// tests/fixtures/gguf-q4_0, ci/oracle/q4_0_gguf.sh) gives llama.cpp's greedy ids up to its
+/// near-ties, on whichever layout this CPU holds Q4_0 in (packed on AVX2).
+#[test]
+fn q4_0_file_gives_llamacpp_greedy_ids() {
+    let dir = root().join("tests/fixtures/gguf-q4_0");
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("q4_0-golden.json")).unwrap())
+            .unwrap();
+    let file = "kq-shared-Q4_0.gguf";
+    let entry = &golden[file];
+    assert_eq!(entry["tensor_types"]["blk.0.ffn_up.weight"], "Q4_0");
+    assert_eq!(entry["tensor_types"]["token_embd.weight"], "Q4_0");
+    let cases = parse_cases(entry);
+    let widened = LoadOptions {
+        dtype: Some(DType::F32),
+        ..Default::default()
+    };
+    let mut d = device(&dir.join(file), 256);
+    let mut reference = device_with(&dir.join(file), 256, &widened);
+    let exact = cases
+        .iter()
+        .enumerate()
+        .filter(|(ci, case)| {
+            llamacpp_ids_up_to_noise(&mut d, &mut reference, &format!("{file} case {ci}"), case)
+        })
+        .count();
+    eprintln!(
+        "{exact} of {} llama.cpp continuations reproduced token for token",
+        cases.len()
+    );
+}
+
 #[test]
 fn f32_gguf_equals_transformers_exactly() {
     let mut d = device(&gguf("tiny-mha-f32.gguf"), 256);
