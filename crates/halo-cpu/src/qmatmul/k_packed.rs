@@ -9,6 +9,11 @@
 //!   `[8][16]` (u8), then 32 chunks of 64 bytes: chunk `8p + t`, bytes `4r .. 4r + 4` = row `r`'s
 //!   ggml `qs[32p + 4t .. 32p + 4t + 4]`, whose low nibbles are values `64p + 4t + u` and high
 //!   nibbles values `64p + 32 + 4t + u`.
+//! - Q5_K (AVX2 only): Q4_K's layout for `d`, `dmin`, the scales, the mins and the low four bits
+//!   of every code (its `qs` are Q4_K's), then 8 vectors of 64 bytes holding the fifth bits:
+//!   vector `t`, bytes `4r .. 4r + 4` = row `r`'s ggml `qh[4t .. 4t + 4]`, whose bit `2p` is the
+//!   top bit of the low-nibble value of chunk `8p + t` and bit `2p + 1` that of its high-nibble
+//!   value (`Q5K_SB` = 2880 = 16 × 180 against 16 × 176 in ggml's rows).
 //! - Q6_K: `d` ×16 (f16), scales `[8][16][2]` (i8: sub-blocks `2h`, `2h + 1` of row `r` side by
 //!   side, as `vpdpwssd` wants them), then one 192-byte unit per sub-block `s` (values
 //!   `16s .. 16s + 16`, four-value chunks `i` = 0..4): vector A holds chunk 0 in its low nibbles
@@ -33,19 +38,29 @@ use halo_model::dtype::StoredDType;
 
 pub(crate) const Q4K_SB: usize = 32 + 32 + 128 + 128 + 2048;
 pub(crate) const Q6K_SB: usize = 32 + 256 + 16 * 192;
+pub(crate) const Q5K_SB: usize = Q4K_SB + 512;
+
+/// Where Q5_K's fifth bits start in a group's super-block.
+pub(crate) const Q5K_HIGH: usize = Q4K_SB;
 
 /// Activation rows one tile meets with a sub-block's codes in registers (the code unpacking,
 /// Q6_K's especially, is shared by all of them).
 const TILE_M: usize = 8;
 
-/// Whether `dtype` has a packed form here.
+/// Whether `dtype` has a packed form that the AVX-512 kernels run.
 pub(crate) fn packs(dtype: StoredDType) -> bool {
     matches!(dtype, StoredDType::Q4_K | StoredDType::Q6_K)
+}
+
+/// Whether `dtype` has a packed form that the AVX2 kernels ([`super::k_packed_avx2`]) run.
+pub(crate) fn packs_avx2(dtype: StoredDType) -> bool {
+    packs(dtype) || dtype == StoredDType::Q5_K
 }
 
 pub(crate) fn sb_bytes(dtype: StoredDType) -> usize {
     match dtype {
         StoredDType::Q4_K => Q4K_SB,
+        StoredDType::Q5_K => Q5K_SB,
         StoredDType::Q6_K => Q6K_SB,
         other => unreachable!("{other} is not packed here"),
     }
@@ -88,7 +103,7 @@ pub(crate) fn pack(dtype: StoredDType, rows: usize, cols: usize, plain: &[u8]) -
         let (g, s) = (gb / nsb, gb % nsb);
         for r in 0..GROUP.min(rows - g * GROUP) {
             let b = &plain[((g * GROUP + r) * nsb + s) * bb..][..bb];
-            if dtype == StoredDType::Q4_K {
+            if dtype != StoredDType::Q6_K {
                 dst[2 * r..2 * r + 2].copy_from_slice(&b[0..2]);
                 dst[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&b[2..4]);
                 let (sc, mn) = kscales(&b[4..16]);
@@ -96,8 +111,16 @@ pub(crate) fn pack(dtype: StoredDType, rows: usize, cols: usize, plain: &[u8]) -
                     dst[64 + 16 * j + r] = sc[j];
                     dst[192 + 16 * j + r] = mn[j];
                 }
+                // Q5_K: qh (32 bytes) sits between the scales and qs.
+                let qs = if dtype == StoredDType::Q5_K { 48 } else { 16 };
                 for c in 0..32 {
-                    dst[320 + 64 * c + 4 * r..][..4].copy_from_slice(&b[16 + 4 * c..][..4]);
+                    dst[320 + 64 * c + 4 * r..][..4].copy_from_slice(&b[qs + 4 * c..][..4]);
+                }
+                if dtype == StoredDType::Q5_K {
+                    for t in 0..8 {
+                        dst[Q5K_HIGH + 64 * t + 4 * r..][..4]
+                            .copy_from_slice(&b[16 + 4 * t..][..4]);
+                    }
                 }
             } else {
                 dst[2 * r..2 * r + 2].copy_from_slice(&b[208..210]);
@@ -124,7 +147,7 @@ pub(crate) fn unpack_row(dtype: StoredDType, packed: &[u8], cols: usize, row: us
     let mut out = vec![0u8; nsb * bb];
     for (s, b) in out.chunks_exact_mut(bb).enumerate() {
         let src = &packed[(g * nsb + s) * sb..][..sb];
-        if dtype == StoredDType::Q4_K {
+        if dtype != StoredDType::Q6_K {
             b[0..2].copy_from_slice(&src[2 * r..2 * r + 2]);
             b[2..4].copy_from_slice(&src[32 + 2 * r..32 + 2 * r + 2]);
             let sc: [u8; 8] = std::array::from_fn(|j| src[64 + 16 * j + r]);
@@ -135,8 +158,14 @@ pub(crate) fn unpack_row(dtype: StoredDType, packed: &[u8], cols: usize, row: us
                 b[8 + j] = mn[j] | (mn[j + 4] >> 4) << 6;
                 b[12 + j] = (sc[j + 4] & 0xF) | (mn[j + 4] & 0xF) << 4;
             }
+            let qs = if dtype == StoredDType::Q5_K { 48 } else { 16 };
             for c in 0..32 {
-                b[16 + 4 * c..][..4].copy_from_slice(&src[320 + 64 * c + 4 * r..][..4]);
+                b[qs + 4 * c..][..4].copy_from_slice(&src[320 + 64 * c + 4 * r..][..4]);
+            }
+            if dtype == StoredDType::Q5_K {
+                for t in 0..8 {
+                    b[16 + 4 * t..][..4].copy_from_slice(&src[Q5K_HIGH + 64 * t + 4 * r..][..4]);
+                }
             }
         } else {
             b[208..210].copy_from_slice(&src[2 * r..2 * r + 2]);
@@ -461,7 +490,7 @@ mod tests {
 
     #[test]
     fn pack_then_unpack_gives_the_rows_back() {
-        for dtype in [StoredDType::Q4_K, StoredDType::Q6_K] {
+        for dtype in [StoredDType::Q4_K, StoredDType::Q5_K, StoredDType::Q6_K] {
             for (rows, cols) in [(1, 256), (16, 512), (17, 256), (37, 768)] {
                 let plain = plain_rows(dtype, rows, cols);
                 let packed = pack(dtype, rows, cols, &plain);

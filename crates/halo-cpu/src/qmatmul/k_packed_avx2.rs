@@ -1,13 +1,15 @@
-//! AVX2 kernels for Q4_K and Q6_K weights in [`super::k_packed`]'s 16-row layout, run as two
+//! AVX2 kernels for Q4_K, Q5_K and Q6_K weights in [`super::k_packed`]'s 16-row layout, run as two
 //! halves of 8 rows (a lane of a 256-bit vector is one output): the low 32 bytes of each of the
 //! layout's 64-byte vectors hold rows 0..8 (four codes a row), the high 32 bytes rows 8..16, and
 //! the per-row scales, mins and f16 factors are arrays of 16 whose halves are read the same way.
 //!
-//! The codes are unsigned (Q4_K 0..15, Q6_K 0..63), so `vpmaddubsw` meets them with the
+//! The codes are unsigned (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63), so `vpmaddubsw` meets them with the
 //! activation codes directly (pair sums at most 63·127·2 = 16002, no saturation), and the
 //! `vpmaddwd` that widens the pairs to i32 multiplies by the sub-block's scale at the same time
 //! (a row's scale in both i16 halves of its lane): one multiply-add pair per four codes per
-//! row, and no `vpmulld` (slow on AVX2 CPUs). Q4_K's mins and Q6_K's −32 offset meet the
+//! row, and no `vpmulld` (slow on AVX2 CPUs). Q5_K is Q4_K with a fifth bit per code, ORed into
+//! the nibbles from the layout's high-bit vectors as they are unpacked (once per chunk for the
+//! tile). Q4_K's and Q5_K's mins and Q6_K's −32 offset meet the
 //! activation sums of 16 in one more `vpmaddwd` per sub-block pair, as on AVX-512.
 //!
 //! Tiles of three or four activation rows run the halves one after the other (the registers
@@ -17,14 +19,14 @@
 //! Chain per output: the exact integer sums of [`super::portable::kquant_block`], then
 //! [`super::portable::k_step`]'s unfused float step per super-block in K order, so the bits are
 //! the portable path's (and AVX-512's). Bounds: Q4_K sub-block dots are at most
-//! 32·15·127·63 < 2²², Q6_K's 16-value dots times scales at most 16·63·127·128 < 2²⁴, and their
+//! 32·15·127·63 < 2²², Q5_K's 32·31·127·63 < 2²³, Q6_K's 16-value dots times scales at most 16·63·127·128 < 2²⁴, and their
 //! sums over a super-block and the mins' and offset's products stay well inside i32.
 
 // Kernels index several parallel arrays by the same tile coordinates.
 #![allow(clippy::needless_range_loop)]
 
 use super::groups::{self, GROUP};
-use super::k_packed::{Q4K_SB, Q6K_SB};
+use super::k_packed::{Q4K_SB, Q5K_HIGH, Q5K_SB, Q6K_SB};
 use super::Acts;
 use halo_model::dtype::StoredDType;
 use std::arch::x86_64::*;
@@ -36,7 +38,7 @@ const HALF: usize = GROUP / 2;
 /// accumulator, and AVX2 has 16 vector registers for those, the codes and the scales.
 const TILE_M: usize = 4;
 
-/// `y = x · wᵀ` for a [`super::k_packed`] matrix of `n` rows of `dtype` (Q4_K or Q6_K): `acts`
+/// `y = x · wᵀ` for a [`super::k_packed`] matrix of `n` rows of `dtype` (Q4_K, Q5_K or Q6_K): `acts`
 /// are the `m` quantized activation rows, `y` is `[m, n]` row-major. The caller checked the CPU
 /// has AVX2, FMA and F16C.
 pub(crate) fn matmul_avx2(
@@ -48,7 +50,6 @@ pub(crate) fn matmul_avx2(
     y: &mut [f32],
 ) {
     let (nsb, sb) = super::k_packed::operands(dtype, acts, m, packed, n, y);
-    let q4 = dtype == StoredDType::Q4_K;
     let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
         let w = packed[g * nsb * sb..].as_ptr();
         let valid = mask.count_ones() as usize;
@@ -77,10 +78,10 @@ pub(crate) fn matmul_avx2(
         if c <= 2 && valid > HALF {
             // Few rows: both halves in one pass, so each weight line is read once while it
             // streams in (the registers hold two halves' sums for up to two rows).
-            if q4 {
-                go!(q4k_tile, 2, 0, valid - HALF)
-            } else {
-                go!(q6k_tile, 2, 0, valid - HALF)
+            match dtype {
+                StoredDType::Q4_K => go!(q4k_tile, 2, 0, valid - HALF),
+                StoredDType::Q5_K => go!(q5k_tile, 2, 0, valid - HALF),
+                _ => go!(q6k_tile, 2, 0, valid - HALF),
             }
         } else {
             for h in 0..2 {
@@ -88,10 +89,10 @@ pub(crate) fn matmul_avx2(
                 if lanes == 0 {
                     break;
                 }
-                if q4 {
-                    go!(q4k_tile, 1, h, lanes)
-                } else {
-                    go!(q6k_tile, 1, h, lanes)
+                match dtype {
+                    StoredDType::Q4_K => go!(q4k_tile, 1, h, lanes),
+                    StoredDType::Q5_K => go!(q5k_tile, 1, h, lanes),
+                    _ => go!(q6k_tile, 1, h, lanes),
                 }
             }
         }
@@ -142,6 +143,50 @@ unsafe fn store(out: *mut f32, v: __m256, lanes: usize) {
 unsafe fn q4k_tile<const C: usize, const H: usize>(
     acts: &Acts,
     i0: usize,
+    w: (*const u8, bool),
+    h0: usize,
+    nsb: usize,
+    y: *mut f32,
+    n: usize,
+    lanes: usize,
+) {
+    nibble_tile::<C, H, false>(acts, i0, w, h0, nsb, y, n, lanes)
+}
+
+/// Q5_K: as [`q4k_tile`], each code's fifth bit added from the layout's high-bit vectors.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn q5k_tile<const C: usize, const H: usize>(
+    acts: &Acts,
+    i0: usize,
+    w: (*const u8, bool),
+    h0: usize,
+    nsb: usize,
+    y: *mut f32,
+    n: usize,
+    lanes: usize,
+) {
+    nibble_tile::<C, H, true>(acts, i0, w, h0, nsb, y, n, lanes)
+}
+
+/// Bit `sub` of each byte of the high-bit vector `hv` as 16 (the fifth bit of a Q5_K code of
+/// sub-block `sub`, whose low four bits are in the nibbles).
+#[inline(always)]
+unsafe fn fifth_bit(hv: __m256i, sub: usize) -> __m256i {
+    let bit = _mm256_set1_epi8((1u8 << sub) as i8);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(hv, bit), bit);
+    _mm256_and_si256(set, _mm256_set1_epi8(16))
+}
+
+/// Q4_K and (`HIGH`) Q5_K, which share the layout but for Q5_K's high-bit vectors: see
+/// [`q4k_tile`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn nibble_tile<const C: usize, const H: usize, const HIGH: bool>(
+    acts: &Acts,
+    i0: usize,
     (w, ahead): (*const u8, bool),
     h0: usize,
     nsb: usize,
@@ -149,6 +194,7 @@ unsafe fn q4k_tile<const C: usize, const H: usize>(
     n: usize,
     lanes: usize,
 ) {
+    let sb = if HIGH { Q5K_SB } else { Q4K_SB };
     let k = acts.k;
     let (aq, ad, bs) = (
         acts.q.as_ptr().cast::<u8>(),
@@ -158,16 +204,16 @@ unsafe fn q4k_tile<const C: usize, const H: usize>(
     let low4 = _mm256_set1_epi8(0x0F);
     let mut acc = [[_mm256_setzero_ps(); H]; C];
     for s in 0..nsb {
-        let blk = w.add(s * Q4K_SB);
+        let blk = w.add(s * sb);
         let mut isum = [[_mm256_setzero_si256(); H]; C];
         if H == 1 {
-            q4k_codes_by_sub(blk, aq.add(256 * s), k, i0, h0, &mut isum);
+            q4k_codes_by_sub::<C, H, HIGH>(blk, aq.add(256 * s), k, i0, h0, &mut isum);
         }
         // Two halves: quarter p, sub-blocks 2p (the low nibbles) and 2p + 1 (the high ones) of
         // the same bytes, so each chunk is loaded once (with one half, the registers this
         // takes for the second scale made three- and four-row tiles ~15% slower).
         if ahead {
-            for l in (0..Q4K_SB).step_by(64) {
+            for l in (0..sb).step_by(64) {
                 _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_AHEAD + l).cast());
             }
         }
@@ -181,8 +227,14 @@ unsafe fn q4k_tile<const C: usize, const H: usize>(
                 for j in 0..H {
                     let at = blk.add(320 + 64 * (8 * p + t) + 32 * (h0 + j));
                     let raw = _mm256_loadu_si256(at.cast());
-                    let lo = _mm256_and_si256(raw, low4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4);
+                    let mut lo = _mm256_and_si256(raw, low4);
+                    let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4);
+                    if HIGH {
+                        let hv = blk.add(Q5K_HIGH + 64 * t + 32 * (h0 + j));
+                        let hv = _mm256_loadu_si256(hv.cast());
+                        lo = _mm256_or_si256(lo, fifth_bit(hv, 2 * p));
+                        hi = _mm256_or_si256(hi, fifth_bit(hv, 2 * p + 1));
+                    }
                     for c in 0..C {
                         let a = aq.add((i0 + c) * k + 256 * s + 64 * p + 4 * t);
                         let plo = _mm256_maddubs_epi16(lo, bcast4(a));
@@ -229,7 +281,7 @@ unsafe fn q4k_tile<const C: usize, const H: usize>(
 /// (`a`: the super-block's first activation code in row 0), one sub-block at a time, into
 /// `isum[c][0]`.
 #[inline(always)]
-unsafe fn q4k_codes_by_sub<const C: usize, const H: usize>(
+unsafe fn q4k_codes_by_sub<const C: usize, const H: usize, const HIGH: bool>(
     blk: *const u8,
     a: *const u8,
     k: usize,
@@ -244,11 +296,15 @@ unsafe fn q4k_codes_by_sub<const C: usize, const H: usize>(
         // Chunk outer, rows inner: each chunk's codes are unpacked once for the tile.
         for t in 0..8 {
             let raw = _mm256_loadu_si256(blk.add(320 + 64 * (8 * p + t) + 32 * h).cast());
-            let q = if hi == 0 {
+            let mut q = if hi == 0 {
                 _mm256_and_si256(raw, low4)
             } else {
                 _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low4)
             };
+            if HIGH {
+                let hv = _mm256_loadu_si256(blk.add(Q5K_HIGH + 64 * t + 32 * h).cast());
+                q = _mm256_or_si256(q, fifth_bit(hv, sub));
+            }
             for c in 0..C {
                 let pairs = _mm256_maddubs_epi16(q, bcast4(a.add((i0 + c) * k + 32 * sub + 4 * t)));
                 isum[c][0] = _mm256_add_epi32(isum[c][0], _mm256_madd_epi16(pairs, sc));

@@ -100,7 +100,8 @@ impl Layout {
         match isa {
             QIsa::Avx512Vnni if dtype == StoredDType::Q8_0 => Layout::Packed16,
             QIsa::Avx2 if matches!(dtype, StoredDType::Q8_0 | StoredDType::Q4_0) => Layout::Packed8,
-            QIsa::Avx512Vnni | QIsa::Avx2 if k_packed::packs(dtype) => Layout::Packed16,
+            QIsa::Avx512Vnni if k_packed::packs(dtype) => Layout::Packed16,
+            QIsa::Avx2 if k_packed::packs_avx2(dtype) => Layout::Packed16,
             _ => Layout::Rows,
         }
     }

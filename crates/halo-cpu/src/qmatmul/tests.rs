@@ -303,10 +303,15 @@ fn k_quants_give_the_same_bits_on_every_isa() {
         let (n, k, m) = (21, 512, 6);
         let w = random_matrix(dtype, n, k, 3);
         // AVX-512 and AVX2 hold Q4_K and Q6_K repacked (k_packed.rs) when they are the
-        // process's choice (HALO_CPU_ISA may cap it); Q5_K keeps ggml's rows.
+        // process's choice (HALO_CPU_ISA may cap it), AVX2 also Q5_K; AVX-512 keeps Q5_K in
+        // ggml's rows.
         assert_eq!(
             w.layout == Layout::Packed16,
-            QIsa::detect() != QIsa::Portable && dtype != StoredDType::Q5_K
+            match QIsa::detect() {
+                QIsa::Portable => false,
+                QIsa::Avx512Vnni => dtype != StoredDType::Q5_K,
+                QIsa::Avx2 => true,
+            }
         );
         let x = values(4, m * k);
         let mut want = vec![0.0f32; m * n];
@@ -330,16 +335,20 @@ fn packed_k_quants_give_the_portable_bits_at_extreme_codes() {
     // their bounds. AVX2 (k_packed_avx2.rs) multiplies the codes' pair sums by the scales in
     // `vpmaddwd`, which these bound too.
     let (n, k) = (19, 512);
-    let packing = QIsa::available()
-        .into_iter()
-        .filter(|&i| Layout::for_isa(i, StoredDType::Q4_K) == Layout::Packed16);
-    for (isa, dtype) in packing.flat_map(|i| [(i, StoredDType::Q4_K), (i, StoredDType::Q6_K)]) {
+    let cases = QIsa::available().into_iter().flat_map(|i| {
+        [StoredDType::Q4_K, StoredDType::Q5_K, StoredDType::Q6_K]
+            .into_iter()
+            .filter(move |&t| Layout::for_isa(i, t) == Layout::Packed16)
+            .map(move |t| (i, t))
+    });
+    for (isa, dtype) in cases {
         for (code, scale) in [(0xFFu8, 0xFFu8), (0x00, 0x80), (0xFF, 0x80), (0x00, 0x7F)] {
             let bb = dtype.block_bytes();
             let mut data = vec![code; n * (k / 256) * bb];
             for blk in data.chunks_exact_mut(bb) {
-                if dtype == StoredDType::Q4_K {
-                    // d, dmin = 2^-8; every 6-bit scale and min 63 (or the low pattern).
+                if dtype != StoredDType::Q6_K {
+                    // d, dmin = 2^-8; every 6-bit scale and min 63 (or the low pattern); for
+                    // Q5_K the fifth bits (qh) are the code byte too: all set or all clear.
                     blk[0..4].copy_from_slice(&[0, 0x1c, 0, 0x1c]);
                     blk[4..16].fill(scale);
                 } else {
@@ -540,9 +549,11 @@ fn malformed_matrices_are_errors() {
     assert!(QMatrix::new(StoredDType::F32, 2, usize::MAX / 2, vec![]).is_err());
     let ok = QMatrix::new(StoredDType::Q5_K, 3, 512, vec![0; 3 * 352]).unwrap();
     assert_eq!(
-        (ok.rows(), ok.cols(), ok.bytes(), ok.dtype()),
+        (ok.rows(), ok.cols(), ok.data().len(), ok.dtype()),
         (3, 512, 1056, StoredDType::Q5_K)
     );
+    // Held as ggml's rows, or packed with its padding rows (AVX2: a group of 16).
+    assert!(ok.bytes() >= 1056);
 }
 
 #[test]
