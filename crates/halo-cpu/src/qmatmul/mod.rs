@@ -42,6 +42,7 @@ mod acts;
 mod bf16_dot;
 mod groups;
 mod half;
+mod interleave8;
 mod k_packed;
 #[cfg(target_arch = "x86_64")]
 mod k_packed_avx2;
@@ -151,8 +152,8 @@ impl QMatrix {
         let data = match (layout, dtype) {
             (Layout::Packed16, StoredDType::Q8_0) => q8_packed::pack(rows, cols, &data),
             (Layout::Packed16, _) => k_packed::pack(dtype, rows, cols, &data),
-            (Layout::Packed8, StoredDType::Q4_0) => q4_0_packed_avx2::pack(rows, cols, &data),
-            (Layout::Packed8, _) => q8_packed_avx2::pack(rows, cols, &data),
+            (Layout::Packed8, StoredDType::Q4_0) => interleave8::Q4_0.pack(rows, cols, &data),
+            (Layout::Packed8, _) => interleave8::Q8_0.pack(rows, cols, &data),
             // Plain rows stay where they are: the f16 llama-1b decoded no faster from a huge-page
             // copy (5.0-5.7 against 5.2-8.8 tok/s on the loaded machine) and the copy cost 4-7 s
             // of load and a transient 0.6 GB.
@@ -231,9 +232,9 @@ impl QMatrix {
             }
             (Layout::Packed16, t) => Cow::Owned(k_packed::unpack(t, &self.data, rows, cols)),
             (Layout::Packed8, StoredDType::Q4_0) => {
-                Cow::Owned(q4_0_packed_avx2::unpack(&self.data, rows, cols))
+                Cow::Owned(interleave8::Q4_0.unpack(&self.data, rows, cols))
             }
-            (Layout::Packed8, _) => Cow::Owned(q8_packed_avx2::unpack(&self.data, rows, cols)),
+            (Layout::Packed8, _) => Cow::Owned(interleave8::Q8_0.unpack(&self.data, rows, cols)),
         }
     }
 
@@ -247,9 +248,9 @@ impl QMatrix {
             }
             (Layout::Packed16, t) => Cow::Owned(k_packed::unpack_row(t, &self.data, cols, r)),
             (Layout::Packed8, StoredDType::Q4_0) => {
-                Cow::Owned(q4_0_packed_avx2::unpack_row(&self.data, cols, r))
+                Cow::Owned(interleave8::Q4_0.unpack_row(&self.data, cols, r))
             }
-            (Layout::Packed8, _) => Cow::Owned(q8_packed_avx2::unpack_row(&self.data, cols, r)),
+            (Layout::Packed8, _) => Cow::Owned(interleave8::Q8_0.unpack_row(&self.data, cols, r)),
         }
     }
 }

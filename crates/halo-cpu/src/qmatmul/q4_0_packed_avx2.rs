@@ -9,33 +9,20 @@
 //! the activations' precomputed `−128·Σa` (`Acts::offset32`), divided by 16: exact, because
 //! that sum is a multiple of 128.
 //!
-//! Layout: rows in groups of [`GROUP`] (the last one padded with zero rows whose scale is 0);
-//! group `g` is `nb·(CODES + SCALES)` bytes: first the codes of its `nb` blocks, block `b` at
-//! `b·CODES` in 4 vectors of 32 bytes, vector `v` holding row `r`'s ggml bytes
-//! `qs[4v .. 4v + 4]` at bytes `4r .. 4r + 4` (their low nibbles are values `4v .. 4v + 4`, their
-//! high nibbles values `16 + 4v .. 16 + 4v + 4`); then the 8 rows' f16 scales of each block,
-//! block `b`'s at `nb·CODES + b·SCALES`. Same size as the rows when their count is a multiple of
-//! 8.
+//! Layout: [`super::interleave8`], 16 code bytes a block, so block `b`'s codes are 4 vectors of
+//! 32 bytes, vector `v` holding row `r`'s ggml bytes `qs[4v .. 4v + 4]` at bytes `4r .. 4r + 4`
+//! (their low nibbles are values `4v .. 4v + 4`, their high nibbles values `16 + 4v ..
+//! 16 + 4v + 4`).
 //!
 //! Chain per output, the portable path's exactly (so both give the same bits): `acc = 0`, then
 //! per block in K order `acc = acc + (dw·dx)·(isum as f32)`, unfused, `isum` = Σ (code − 8)·a
 //! exact (|isum| ≤ 32·8·127 < 2²⁴, so its conversion is exact too).
 
-use super::groups;
-use super::Acts;
-use crate::hugepages::Aligned;
-
-/// Weight rows interleaved per group: one per lane of a 256-bit vector of i32/f32.
-pub(crate) const GROUP: usize = 8;
-
-/// Bytes of one ggml Q4_0 block: the f16 scale, then 16 bytes of two nibbles.
-const BLOCK_BYTES: usize = 18;
+use super::interleave8::{self, GROUP, SCALES};
+use super::{groups, Acts};
 
 /// One block's codes of one group.
-const CODES: usize = 16 * GROUP;
-
-/// One block's scales of one group.
-const SCALES: usize = 2 * GROUP;
+const CODES: usize = interleave8::Q4_0.codes();
 
 /// Activation rows one tile meets with a group's codes: a row holds its block's i16 pair sums
 /// and an f32 accumulator; the codes, their two nibble halves, the masks and temporaries take
@@ -45,74 +32,6 @@ const TILE_M: usize = 4;
 /// How far ahead of the block being read each tile asks for the weights (as Q8_0's, in bytes
 /// of the stream: about 56 blocks of a group here).
 const PREFETCH_AHEAD: usize = 8192;
-
-/// Bytes of one group of `nb` blocks.
-fn group_bytes(nb: usize) -> usize {
-    nb * (CODES + SCALES)
-}
-
-/// Bytes of `rows × cols` Q4_0 values in this layout.
-pub(crate) fn packed_len(rows: usize, cols: usize) -> usize {
-    rows.div_ceil(GROUP) * group_bytes(cols / 32)
-}
-
-/// Where byte `i` (0..16) of block `b`'s codes of row `r` of a group lives, from the group's
-/// start.
-fn code_at(b: usize, r: usize, i: usize) -> usize {
-    b * CODES + 32 * (i / 4) + 4 * r + i % 4
-}
-
-/// Where block `b`'s f16 scale of row `r` of a group lives, from the group's start.
-fn scale_at(nb: usize, b: usize, r: usize) -> usize {
-    nb * CODES + b * SCALES + 2 * r
-}
-
-/// Repacks `rows` Q4_0 rows of `cols` values (ggml's layout, 18 bytes a block).
-pub(crate) fn pack(rows: usize, cols: usize, plain: &[u8]) -> Aligned {
-    let nb = cols / 32;
-    debug_assert_eq!(plain.len(), rows * nb * BLOCK_BYTES);
-    // Padding rows stay zero: code 0 (value −8) with scale 0, so they add exact zeros.
-    let mut out = Aligned::zeroed(packed_len(rows, cols));
-    if nb == 0 {
-        return out;
-    }
-    for (g, dst) in out.chunks_exact_mut(group_bytes(nb)).enumerate() {
-        for r in 0..GROUP.min(rows - g * GROUP) {
-            let row = &plain[(g * GROUP + r) * nb * BLOCK_BYTES..][..nb * BLOCK_BYTES];
-            for (b, src) in row.chunks_exact(BLOCK_BYTES).enumerate() {
-                let s = scale_at(nb, b, r);
-                dst[s..s + 2].copy_from_slice(&src[..2]);
-                for (i, &q) in src[2..].iter().enumerate() {
-                    dst[code_at(b, r, i)] = q;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Row `row` of a packed matrix back in ggml's layout.
-pub(crate) fn unpack_row(packed: &[u8], cols: usize, row: usize) -> Vec<u8> {
-    let nb = cols / 32;
-    let (g, r) = (row / GROUP, row % GROUP);
-    let src = &packed[g * group_bytes(nb)..][..group_bytes(nb)];
-    let mut out = vec![0u8; nb * BLOCK_BYTES];
-    for (b, dst) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
-        let s = scale_at(nb, b, r);
-        dst[..2].copy_from_slice(&src[s..s + 2]);
-        for (i, q) in dst[2..].iter_mut().enumerate() {
-            *q = src[code_at(b, r, i)];
-        }
-    }
-    out
-}
-
-/// Every row of a packed matrix back in ggml's layout.
-pub(crate) fn unpack(packed: &[u8], rows: usize, cols: usize) -> Vec<u8> {
-    (0..rows)
-        .flat_map(|r| unpack_row(packed, cols, r))
-        .collect()
-}
 
 /// `y = x · wᵀ` for a packed matrix of `n` rows: `acts` are the `m` quantized activation rows
 /// (32-value blocks), `y` is `[m, n]` row-major. Splits the groups over the current rayon pool.
@@ -127,11 +46,11 @@ pub(crate) fn matmul_avx2(acts: &Acts, m: usize, packed: &[u8], n: usize, y: &mu
             && acts.q.len() >= m * k
             && acts.d.len() >= m * nb
             && acts.offset32.len() >= m * nb
-            && packed.len() == n.div_ceil(GROUP) * group_bytes(nb)
+            && packed.len() == interleave8::Q4_0.packed_len(n, k)
             && y.len() == m * n
     );
     let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
-        let w = packed[g * group_bytes(nb)..].as_ptr();
+        let w = packed[g * interleave8::Q4_0.group_bytes(nb)..].as_ptr();
         // SAFETY: the caller checked the CPU has AVX2, FMA and F16C; the assert above bounds
         // every read (group g's nb blocks and scales, rows i0 .. i0 + c of the activations and
         // their block sums); `groups::run` hands each tile its own in-bounds columns of `y`.
@@ -206,54 +125,6 @@ unsafe fn tile<const C: usize>(
         }
     }
     for (c, acc) in acc.iter().enumerate() {
-        let out = y.add((i0 + c) * n);
-        if mask == 0xFF {
-            _mm256_storeu_ps(out, *acc);
-        } else {
-            let mut lanes = [0.0f32; GROUP];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
-            for (r, v) in lanes.iter().enumerate() {
-                if mask >> r & 1 == 1 {
-                    *out.add(r) = *v;
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plain_rows(rows: usize, cols: usize) -> Vec<u8> {
-        (0..rows * cols / 32 * BLOCK_BYTES)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
-            .collect()
-    }
-
-    #[test]
-    fn pack_then_unpack_gives_the_rows_back() {
-        for (rows, cols) in [(1, 32), (8, 64), (9, 96), (37, 256), (48, 32), (3, 0)] {
-            let plain = plain_rows(rows, cols);
-            let packed = pack(rows, cols, &plain);
-            assert_eq!(packed.len(), packed_len(rows, cols));
-            assert_eq!(unpack(&packed, rows, cols), plain, "{rows}x{cols}");
-        }
-    }
-
-    #[test]
-    fn every_byte_of_a_group_has_one_place() {
-        let nb = 3;
-        let mut seen = vec![0u8; group_bytes(nb)];
-        for b in 0..nb {
-            for r in 0..GROUP {
-                for i in 0..16 {
-                    seen[code_at(b, r, i)] += 1;
-                }
-                seen[scale_at(nb, b, r)] += 1;
-                seen[scale_at(nb, b, r) + 1] += 1;
-            }
-        }
-        assert!(seen.iter().all(|&s| s == 1));
+        interleave8::store_lanes(y.add((i0 + c) * n), *acc, mask);
     }
 }

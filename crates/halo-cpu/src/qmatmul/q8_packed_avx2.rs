@@ -15,32 +15,19 @@
 //! 32512 (activation codes are in [-127, 127]). `|w|` is computed once per chunk and shared by
 //! every activation row of a tile.
 //!
-//! Layout: rows in groups of [`GROUP`] (the last one padded with zero rows whose scale is 0);
-//! group `g` is `nb·(CODES + SCALES)` bytes at `g·nb·(CODES + SCALES)`: first the codes of its
-//! `nb` blocks, block `b` at `b·CODES` in 8 chunks of 32 bytes, chunk `t` holding values
-//! `32b + 4t .. 32b + 4t + 4` of row `r` at bytes `4r .. 4r + 4`; then the 8 rows' f16 scales
-//! of each block, block `b`'s at `nb·CODES + b·SCALES`. Keeping the scales apart keeps every
-//! code chunk on a 32-byte boundary (whenever `nb` is a multiple of 4, as in every model
-//! shape), so no load splits a cache line. Same size as the rows when their count is a
-//! multiple of 8.
+//! Layout: [`super::interleave8`], 32 code bytes a block, so block `b`'s codes are 8 vectors
+//! of 32 bytes, vector `t` holding values `32b + 4t .. 32b + 4t + 4` of each of the 8 rows.
 //!
 //! Chain per output, the portable path's exactly (so both give the same bits, and the same as
 //! AVX-512's [`super::q8_packed`]): `acc = 0`, then per block in K order
 //! `acc = acc + (dw·dx)·(isum as f32)`, unfused. The integer sum is exact (|isum| ≤ 32·128·127
 //! < 2²⁴, so its conversion is exact too), whatever order the lanes add in.
 
-use super::groups;
-use super::Acts;
-use crate::hugepages::Aligned;
-
-/// Weight rows interleaved per group: one per lane of a 256-bit vector of i32/f32.
-pub(crate) const GROUP: usize = 8;
+use super::interleave8::{self, GROUP, SCALES};
+use super::{groups, Acts};
 
 /// One block's codes of one group.
-const CODES: usize = 32 * GROUP;
-
-/// One block's scales of one group.
-const SCALES: usize = 2 * GROUP;
+const CODES: usize = interleave8::Q8_0.codes();
 
 /// Activation rows one tile meets with a group's codes. AVX2 has 16 vector registers: a row
 /// holds an i32 sum and an f32 accumulator, and the chunk (`w`, `|w|`), the ones and two
@@ -49,73 +36,6 @@ const TILE_M: usize = 4;
 
 /// How far ahead of the block being read each tile asks for the weights (see [`tile`]).
 const PREFETCH_AHEAD: usize = 8192;
-
-/// Bytes of one group of `nb` blocks.
-fn group_bytes(nb: usize) -> usize {
-    nb * (CODES + SCALES)
-}
-
-/// Bytes of `rows × cols` Q8_0 values in this layout.
-pub(crate) fn packed_len(rows: usize, cols: usize) -> usize {
-    rows.div_ceil(GROUP) * group_bytes(cols / 32)
-}
-
-/// Where code `i` (0..32) of block `b` of row `r` of a group lives, from the group's start.
-fn code_at(b: usize, r: usize, i: usize) -> usize {
-    b * CODES + 32 * (i / 4) + 4 * r + i % 4
-}
-
-/// Where block `b`'s f16 scale of row `r` of a group lives, from the group's start.
-fn scale_at(nb: usize, b: usize, r: usize) -> usize {
-    nb * CODES + b * SCALES + 2 * r
-}
-
-/// Repacks `rows` Q8_0 rows of `cols` values (ggml's layout, 34 bytes a block).
-pub(crate) fn pack(rows: usize, cols: usize, plain: &[u8]) -> Aligned {
-    let nb = cols / 32;
-    debug_assert_eq!(plain.len(), rows * nb * 34);
-    // Padding rows stay zero: code 0, scale 0.
-    let mut out = Aligned::zeroed(packed_len(rows, cols));
-    if nb == 0 {
-        return out;
-    }
-    for (g, dst) in out.chunks_exact_mut(group_bytes(nb)).enumerate() {
-        for r in 0..GROUP.min(rows - g * GROUP) {
-            let row = &plain[(g * GROUP + r) * nb * 34..][..nb * 34];
-            for (b, src) in row.chunks_exact(34).enumerate() {
-                let s = scale_at(nb, b, r);
-                dst[s..s + 2].copy_from_slice(&src[..2]);
-                for (i, &q) in src[2..].iter().enumerate() {
-                    dst[code_at(b, r, i)] = q;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Row `row` of a packed matrix back in ggml's layout.
-pub(crate) fn unpack_row(packed: &[u8], cols: usize, row: usize) -> Vec<u8> {
-    let nb = cols / 32;
-    let (g, r) = (row / GROUP, row % GROUP);
-    let src = &packed[g * group_bytes(nb)..][..group_bytes(nb)];
-    let mut out = vec![0u8; nb * 34];
-    for (b, dst) in out.chunks_exact_mut(34).enumerate() {
-        let s = scale_at(nb, b, r);
-        dst[..2].copy_from_slice(&src[s..s + 2]);
-        for (i, q) in dst[2..].iter_mut().enumerate() {
-            *q = src[code_at(b, r, i)];
-        }
-    }
-    out
-}
-
-/// Every row of a packed matrix back in ggml's layout.
-pub(crate) fn unpack(packed: &[u8], rows: usize, cols: usize) -> Vec<u8> {
-    (0..rows)
-        .flat_map(|r| unpack_row(packed, cols, r))
-        .collect()
-}
 
 /// `y = x · wᵀ` for a packed matrix of `n` rows: `acts` are the `m` quantized activation rows,
 /// `y` is `[m, n]` row-major. Splits the groups over the current rayon pool. The caller checked
@@ -129,11 +49,11 @@ pub(crate) fn matmul_avx2(acts: &Acts, m: usize, packed: &[u8], n: usize, y: &mu
             && k.is_multiple_of(32)
             && acts.q.len() >= m * k
             && acts.d.len() >= m * nb
-            && packed.len() == n.div_ceil(GROUP) * group_bytes(nb)
+            && packed.len() == interleave8::Q8_0.packed_len(n, k)
             && y.len() == m * n
     );
     let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
-        let w = packed[g * group_bytes(nb)..].as_ptr();
+        let w = packed[g * interleave8::Q8_0.group_bytes(nb)..].as_ptr();
         // SAFETY: the caller checked the CPU has AVX2, FMA and F16C; the assert above bounds
         // every read (group g's nb blocks and scales, rows i0 .. i0 + c of the activations);
         // `groups::run` hands each tile its own in-bounds columns of `y`.
@@ -206,70 +126,6 @@ unsafe fn tile<const C: usize>(
         }
     }
     for (c, acc) in acc.iter().enumerate() {
-        let out = y.add((i0 + c) * n);
-        if mask == 0xFF {
-            _mm256_storeu_ps(out, *acc);
-        } else {
-            let mut lanes = [0.0f32; GROUP];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
-            for (r, v) in lanes.iter().enumerate() {
-                if mask >> r & 1 == 1 {
-                    *out.add(r) = *v;
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plain_rows(rows: usize, cols: usize) -> Vec<u8> {
-        (0..rows * cols / 32 * 34)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
-            .collect()
-    }
-
-    #[test]
-    fn pack_then_unpack_gives_the_rows_back() {
-        for (rows, cols) in [(1, 32), (8, 64), (9, 96), (37, 256), (48, 32), (3, 0)] {
-            let plain = plain_rows(rows, cols);
-            let packed = pack(rows, cols, &plain);
-            assert_eq!(packed.len(), packed_len(rows, cols));
-            assert_eq!(unpack(&packed, rows, cols), plain, "{rows}x{cols}");
-        }
-    }
-
-    #[test]
-    fn padding_rows_are_zero_codes_with_zero_scale() {
-        let (rows, cols) = (11, 64);
-        let packed = pack(rows, cols, &plain_rows(rows, cols));
-        let nb = cols / 32;
-        let last = &packed[group_bytes(nb)..];
-        for r in rows % GROUP..GROUP {
-            for b in 0..nb {
-                let s = scale_at(nb, b, r);
-                assert_eq!(&last[s..s + 2], &[0, 0]);
-                assert!((0..32).all(|i| last[code_at(b, r, i)] == 0));
-            }
-        }
-    }
-
-    #[test]
-    fn every_byte_of_a_group_has_one_place() {
-        // code_at and scale_at together cover a group exactly once.
-        let nb = 3;
-        let mut seen = vec![0u8; group_bytes(nb)];
-        for b in 0..nb {
-            for r in 0..GROUP {
-                for i in 0..32 {
-                    seen[code_at(b, r, i)] += 1;
-                }
-                seen[scale_at(nb, b, r)] += 1;
-                seen[scale_at(nb, b, r) + 1] += 1;
-            }
-        }
-        assert!(seen.iter().all(|&s| s == 1));
+        interleave8::store_lanes(y.add((i0 + c) * n), *acc, mask);
     }
 }
