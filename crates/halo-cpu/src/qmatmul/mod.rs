@@ -394,15 +394,19 @@ pub fn qmatmul_t_with(isa: QIsa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]
             if k == 0 {
                 y.fill(0.0);
             } else if m > 0 && n > 0 {
+                use q4_0_packed_avx2::Q4_0Avx2;
+                use q8_packed_avx2::Q8_0Avx2;
                 let acts = Acts::quantize(w.dtype, x, m, k);
                 match (isa, w.dtype) {
                     (QIsa::Avx512Vnni, StoredDType::Q8_0) => {
                         q8_packed::matmul_avx512(&acts, m, &w.data, n, y)
                     }
                     (QIsa::Avx512Vnni, t) => k_packed::matmul_avx512(t, &acts, m, &w.data, n, y),
-                    (_, StoredDType::Q8_0) => q8_packed_avx2::matmul_avx2(&acts, m, &w.data, n, y),
+                    (_, StoredDType::Q8_0) => {
+                        interleave8::matmul_avx2::<Q8_0Avx2>(&acts, m, &w.data, n, y)
+                    }
                     (_, StoredDType::Q4_0) => {
-                        q4_0_packed_avx2::matmul_avx2(&acts, m, &w.data, n, y)
+                        interleave8::matmul_avx2::<Q4_0Avx2>(&acts, m, &w.data, n, y)
                     }
                     (_, t) => k_packed_avx2::matmul_avx2(t, &acts, m, &w.data, n, y),
                 }

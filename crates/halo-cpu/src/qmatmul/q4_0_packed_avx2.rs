@@ -18,113 +18,74 @@
 //! per block in K order `acc = acc + (dw·dx)·(isum as f32)`, unfused, `isum` = Σ (code − 8)·a
 //! exact (|isum| ≤ 32·8·127 < 2²⁴, so its conversion is exact too).
 
-use super::interleave8::{self, GROUP, SCALES};
-use super::{groups, Acts};
+use super::interleave8::{self, Interleave8, Tile8, PREFETCH_AHEAD, SCALES};
+use super::Acts;
 
 /// One block's codes of one group.
 const CODES: usize = interleave8::Q4_0.codes();
 
-/// Activation rows one tile meets with a group's codes: a row holds its block's i16 pair sums
-/// and an f32 accumulator; the codes, their two nibble halves, the masks and temporaries take
-/// the rest of AVX2's 16 registers.
-const TILE_M: usize = 4;
+/// The Q4_0 kernel over [`interleave8`]'s layout (driven by [`interleave8::matmul_avx2`]).
+pub(crate) struct Q4_0Avx2;
 
-/// How far ahead of the block being read each tile asks for the weights (as Q8_0's, in bytes
-/// of the stream: about 56 blocks of a group here).
-const PREFETCH_AHEAD: usize = 8192;
-
-/// `y = x · wᵀ` for a packed matrix of `n` rows: `acts` are the `m` quantized activation rows
-/// (32-value blocks), `y` is `[m, n]` row-major. Splits the groups over the current rayon pool.
-/// The caller checked the CPU has AVX2, FMA and F16C.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn matmul_avx2(acts: &Acts, m: usize, packed: &[u8], n: usize, y: &mut [f32]) {
-    let k = acts.k;
-    let nb = k / 32;
-    assert!(
-        acts.block == 32
-            && k.is_multiple_of(32)
-            && acts.q.len() >= m * k
-            && acts.d.len() >= m * nb
-            && acts.offset32.len() >= m * nb
-            && packed.len() == interleave8::Q4_0.packed_len(n, k)
-            && y.len() == m * n
-    );
-    let run_tile = |g: usize, i0: usize, c: usize, col: *mut f32, mask: u16| {
-        let w = packed[g * interleave8::Q4_0.group_bytes(nb)..].as_ptr();
-        // SAFETY: the caller checked the CPU has AVX2, FMA and F16C; the assert above bounds
-        // every read (group g's nb blocks and scales, rows i0 .. i0 + c of the activations and
-        // their block sums); `groups::run` hands each tile its own in-bounds columns of `y`.
-        unsafe {
-            // The group's first tile (the first rows of `groups::run`'s pass) fetches ahead for
-            // the rest.
-            let w = (w, i0.is_multiple_of(groups::ROWS_PER_PASS));
-            match c {
-                4 => tile::<4>(acts, i0, w, nb, col, n, mask),
-                3 => tile::<3>(acts, i0, w, nb, col, n, mask),
-                2 => tile::<2>(acts, i0, w, nb, col, n, mask),
-                _ => tile::<1>(acts, i0, w, nb, col, n, mask),
-            }
-        }
-    };
-    groups::run(m, n, k, (GROUP, TILE_M), y, &run_tile);
-}
+impl Tile8 for Q4_0Avx2 {
+    const LAYOUT: Interleave8 = interleave8::Q4_0;
 
-/// One group (`w`: its start) against activation rows `i0 .. i0 + C`; lane `r` of row `i`'s
-/// result goes to `y[i·n + r]` for the lanes in `mask`. With `ahead`, asks for the weights
-/// [`PREFETCH_AHEAD`] bytes on as it reads.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::needless_range_loop)] // several arrays indexed by the same row
-unsafe fn tile<const C: usize>(
-    acts: &Acts,
-    i0: usize,
-    (w, ahead): (*const u8, bool),
-    nb: usize,
-    y: *mut f32,
-    n: usize,
-    mask: u16,
-) {
-    use std::arch::x86_64::*;
-    let k = acts.k;
-    let (aq, ad, off) = (acts.q.as_ptr(), acts.d.as_ptr(), acts.offset32.as_ptr());
-    let scales = w.add(nb * CODES);
-    let ones = _mm256_set1_epi16(1);
-    let low = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); C];
-    for b in 0..nb {
-        let blk = w.add(b * CODES);
-        if ahead {
-            for l in 0..2 {
-                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_AHEAD + 64 * l).cast());
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::needless_range_loop)] // several arrays indexed by the same row
+    unsafe fn tile<const C: usize>(
+        acts: &Acts,
+        i0: usize,
+        (w, ahead): (*const u8, bool),
+        nb: usize,
+        y: *mut f32,
+        n: usize,
+        mask: u16,
+    ) {
+        use std::arch::x86_64::*;
+        let k = acts.k;
+        let (aq, ad, off) = (acts.q.as_ptr(), acts.d.as_ptr(), acts.offset32.as_ptr());
+        let scales = w.add(nb * CODES);
+        let ones = _mm256_set1_epi16(1);
+        let low = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); C];
+        for b in 0..nb {
+            let blk = w.add(b * CODES);
+            if ahead {
+                for l in 0..2 {
+                    _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_AHEAD + 64 * l).cast());
+                }
             }
-        }
-        // Pair sums of the block's four vectors, both nibble halves, added in i16 (at most
-        // 8·3810 = 30480 in magnitude per lane: no overflow).
-        let mut pairs = [_mm256_setzero_si256(); C];
-        for v in 0..4 {
-            let wv = _mm256_loadu_si256(blk.add(32 * v).cast());
-            let lo = _mm256_and_si256(wv, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low);
+            // Pair sums of the block's four vectors, both nibble halves, added in i16 (at most
+            // 8·3810 = 30480 in magnitude per lane: no overflow).
+            let mut pairs = [_mm256_setzero_si256(); C];
+            for v in 0..4 {
+                let wv = _mm256_loadu_si256(blk.add(32 * v).cast());
+                let lo = _mm256_and_si256(wv, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low);
+                for c in 0..C {
+                    let a = aq.add((i0 + c) * k + 32 * b + 4 * v);
+                    let xl = _mm256_set1_epi32(a.cast::<i32>().read_unaligned());
+                    let xh = _mm256_set1_epi32(a.add(16).cast::<i32>().read_unaligned());
+                    let both = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo, xl),
+                        _mm256_maddubs_epi16(hi, xh),
+                    );
+                    pairs[c] = _mm256_add_epi16(pairs[c], both);
+                }
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(b * SCALES).cast()));
             for c in 0..C {
-                let a = aq.add((i0 + c) * k + 32 * b + 4 * v);
-                let xl = _mm256_set1_epi32(a.cast::<i32>().read_unaligned());
-                let xh = _mm256_set1_epi32(a.add(16).cast::<i32>().read_unaligned());
-                let both =
-                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
-                pairs[c] = _mm256_add_epi16(pairs[c], both);
+                // Σ code·a − 8·Σa, exactly (offset32 is −128·Σa).
+                let start = _mm256_set1_epi32(*off.add((i0 + c) * nb + b) >> 4);
+                let isum = _mm256_add_epi32(_mm256_madd_epi16(pairs[c], ones), start);
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ad.add((i0 + c) * nb + b)));
+                acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
             }
         }
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(b * SCALES).cast()));
-        for c in 0..C {
-            // Σ code·a − 8·Σa, exactly (offset32 is −128·Σa).
-            let start = _mm256_set1_epi32(*off.add((i0 + c) * nb + b) >> 4);
-            let isum = _mm256_add_epi32(_mm256_madd_epi16(pairs[c], ones), start);
-            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*ad.add((i0 + c) * nb + b)));
-            acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+        for (c, acc) in acc.iter().enumerate() {
+            interleave8::store_lanes(y.add((i0 + c) * n), *acc, mask);
         }
-    }
-    for (c, acc) in acc.iter().enumerate() {
-        interleave8::store_lanes(y.add((i0 + c) * n), *acc, mask);
     }
 }
