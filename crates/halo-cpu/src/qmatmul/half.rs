@@ -42,9 +42,12 @@ pub(crate) fn matmul_t(isa: Isa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]
         gemm(isa, x, m, k, src, n, y);
         return;
     }
-    let nr = match (isa, m) {
-        (_, 1..=4) => 1,
-        (Isa::Avx512, _) => 4,
+    // Up to 4 activation rows the step streams the weights: two W rows per tile, each read
+    // with software prefetch ([`PREFETCH_AHEAD`]), keep two FMA chains in flight where one
+    // row's single chain left the stream waiting on its latency. Each output's chain is the
+    // same whatever the tile holds.
+    let nr = match isa {
+        Isa::Avx512 if m > 4 => 4,
         _ => 2,
     };
     drive(m, n, k, nr, y, &|m0, mt, n0, nt, sums| {
@@ -117,6 +120,15 @@ fn widen<const BF: bool>(w: &[u8], e: usize) -> f32 {
 }
 
 const LANES: usize = 8;
+
+/// How far ahead of the chunk being read the x86 tiles ask for each W row's next lines (a
+/// prefetch never faults, so the address may lie past the weights). Measured with
+/// `cargo bench -p halo-cpu --bench qmatmul -- 'bf16/(1|4)$'` on the 2-vCPU Zen 3, one/two
+/// threads, GiB/s of weights: one row per tile and no prefetch 9.7 / 18.7 at 1 activation row and
+/// 8.5 / 16 at 4; two rows per tile without prefetch 8.7-9.5 / 15-17 (two streams confuse the
+/// hardware prefetcher); two rows and 1, 2, 4 or 8 KiB ahead 10-11, 12.3-12.5, 12.7-14.8,
+/// 12.4-12.6 / 20, 23.5, 22-25.6, 21.7-22.9 at 1 row, and 4 KiB 10.9-11.7 / 19.5-21.8 at 4 rows.
+const PREFETCH_AHEAD: usize = 4096;
 
 /// The f32 kernel's portable chain (8 lanes, unfused multiply-add, its reduction tree).
 fn tile_portable<const M: usize, const N: usize, const BF: bool>(
@@ -222,6 +234,16 @@ mod x86 {
                 let full = k / $lanes * $lanes;
                 let mut off = 0;
                 while off < full {
+                    if off % 32 == 0 {
+                        // Once per 64-byte line of each row.
+                        for j in 0..N {
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                wp.add(2 * (j * k + off))
+                                    .wrapping_add(super::PREFETCH_AHEAD)
+                                    .cast(),
+                            );
+                        }
+                    }
                     let mut wv = [$zero(); N];
                     for j in 0..N {
                         wv[j] = $wload::<BF>(wp.add(2 * (j * k + off)));
