@@ -42,12 +42,15 @@ pub(crate) fn matmul_t(isa: Isa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]
         gemm(isa, x, m, k, src, n, y);
         return;
     }
-    // Up to 4 activation rows the step streams the weights: two W rows per tile, each read
-    // with software prefetch ([`PREFETCH_AHEAD`]), keep two FMA chains in flight where one
-    // row's single chain left the stream waiting on its latency. Each output's chain is the
-    // same whatever the tile holds.
-    let nr = match isa {
-        Isa::Avx512 if m > 4 => 4,
+    // Up to 4 activation rows the step streams the weights. On AVX2 two W rows per tile, each
+    // read with software prefetch ([`PREFETCH_AHEAD`]), keep two FMA chains in flight where one
+    // row's single chain left the stream waiting on its latency. AVX-512 keeps the one-row
+    // stream it was measured with (Zen 4: two rows without prefetch cost 40%); the two-row
+    // prefetched tile has not met an AVX-512 machine. Each output's chain is the same whatever
+    // the tile holds.
+    let nr = match (isa, m) {
+        (Isa::Avx512, 1..=4) => 1,
+        (Isa::Avx512, _) => 4,
         _ => 2,
     };
     drive(m, n, k, nr, y, &|m0, mt, n0, nt, sums| {
@@ -121,7 +124,7 @@ fn widen<const BF: bool>(w: &[u8], e: usize) -> f32 {
 
 const LANES: usize = 8;
 
-/// How far ahead of the chunk being read the x86 tiles ask for each W row's next lines (a
+/// How far ahead of the chunk being read the AVX2 tiles ask for each W row's next lines (a
 /// prefetch never faults, so the address may lie past the weights). Measured with
 /// `cargo bench -p halo-cpu --bench qmatmul -- 'bf16/(1|4)$'` on the 2-vCPU Zen 3, one/two
 /// threads, GiB/s of weights: one row per tile and no prefetch 9.7 / 18.7 at 1 activation row and
@@ -217,7 +220,7 @@ mod x86 {
 
     macro_rules! tile_fn {
         ($name:ident, $features:literal, $vec:ty, $lanes:literal, $zero:ident, $load:ident,
-         $wload:ident, $fma:ident, $hsum:ident) => {
+         $wload:ident, $fma:ident, $hsum:ident, $prefetch:literal) => {
             /// # Safety
             /// The CPU must support the enabled features; `x` holds `M * k` floats and `w`
             /// `N * k` halves (checked).
@@ -234,7 +237,7 @@ mod x86 {
                 let full = k / $lanes * $lanes;
                 let mut off = 0;
                 while off < full {
-                    if off % 32 == 0 {
+                    if $prefetch && off % 32 == 0 {
                         // Once per 64-byte line of each row.
                         for j in 0..N {
                             _mm_prefetch::<_MM_HINT_T0>(
@@ -292,7 +295,8 @@ mod x86 {
         _mm256_loadu_ps,
         load8,
         _mm256_fmadd_ps,
-        hsum256
+        hsum256,
+        true
     );
     tile_fn!(
         tile_avx512,
@@ -303,6 +307,7 @@ mod x86 {
         _mm512_loadu_ps,
         load16,
         _mm512_fmadd_ps,
-        hsum512
+        hsum512,
+        false
     );
 }
