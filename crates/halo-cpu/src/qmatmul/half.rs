@@ -45,9 +45,9 @@ pub(crate) fn matmul_t(isa: Isa, x: &[f32], m: usize, w: &QMatrix, y: &mut [f32]
     // Up to 4 activation rows the step streams the weights. On AVX2 two W rows per tile, each
     // read with software prefetch ([`PREFETCH_AHEAD`]), keep two FMA chains in flight where one
     // row's single chain left the stream waiting on its latency. AVX-512 keeps the one-row
-    // stream it was measured with (Zen 4: two rows without prefetch cost 40%); the two-row
-    // prefetched tile has not met an AVX-512 machine. Each output's chain is the same whatever
-    // the tile holds.
+    // stream the f32 kernel was measured with (Zen 4: two rows without prefetch cost 40%); the
+    // two-row prefetched tile has not met an AVX-512 machine. Each output's chain is the same
+    // whatever the tile holds.
     let nr = match (isa, m) {
         (Isa::Avx512, 1..=4) => 1,
         (Isa::Avx512, _) => 4,
