@@ -685,7 +685,18 @@ mod tests {
             ], 1..300),
         ) {
             prop_assert_eq!(argmax(&logits), argmax_one_pass(&logits));
-            prop_assert!(all_finite(&logits) == logits.iter().all(|x| x.is_finite()));
+        }
+
+        #[test]
+        fn all_finite_is_every_is_finite(
+            logits in prop::collection::vec(prop_oneof![
+                20 => -1e30f32..1e30,
+                1 => Just(f32::NAN),
+                1 => Just(f32::INFINITY),
+                1 => Just(f32::NEG_INFINITY),
+            ], 0..700),
+        ) {
+            prop_assert_eq!(all_finite(&logits), logits.iter().all(|x| x.is_finite()));
         }
 
         #[test]
