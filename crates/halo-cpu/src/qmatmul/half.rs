@@ -126,11 +126,12 @@ const LANES: usize = 8;
 
 /// How far ahead of the chunk being read the AVX2 tiles ask for each W row's next lines (a
 /// prefetch never faults, so the address may lie past the weights). Measured with
-/// `cargo bench -p halo-cpu --bench qmatmul -- 'bf16/(1|4)$'` on the 2-vCPU Zen 3, one/two
-/// threads, GiB/s of weights: one row per tile and no prefetch 9.7 / 18.7 at 1 activation row and
-/// 8.5 / 16 at 4; two rows per tile without prefetch 8.7-9.5 / 15-17 (two streams confuse the
-/// hardware prefetcher); two rows and 1, 2, 4 or 8 KiB ahead 10-11, 12.3-12.5, 12.7-14.8,
-/// 12.4-12.6 / 20, 23.5, 22-25.6, 21.7-22.9 at 1 row, and 4 KiB 10.9-11.7 / 19.5-21.8 at 4 rows.
+/// `cargo bench -p halo-cpu --bench qmatmul -- 'bf16/(1|4)$'` on the 2-vCPU Zen 3, one / two
+/// threads, GiB/s of weights, at 1 activation row: one row per tile and no prefetch 9.7 / 18.7-18.9;
+/// two rows per tile without prefetch 8.7-9.5 / 15.1-16.9 (two streams confuse the hardware
+/// prefetcher); two rows and 1, 2, 4 or 8 KiB ahead 9.6-11.0, 12.3-13.3, 12.7-14.8, 12.0-13.1 /
+/// 19.9-20.1, 22.7-23.8, 22.1-25.6, 21.7-23.4. At 4 rows: 8.4-8.8 / 15.8-16.5 with one row per
+/// tile, 10.9-11.7 / 19.5-21.8 with two rows 4 KiB ahead.
 const PREFETCH_AHEAD: usize = 4096;
 
 /// The f32 kernel's portable chain (8 lanes, unfused multiply-add, its reduction tree).
